@@ -1,0 +1,186 @@
+"""The layer contract and the registry keyed by Caffe's type strings.
+
+A layer declares its arity, whether it may run in place, its parameter blobs and whether it
+has a backward; the compiler reads only that.  ``setup`` infers top shapes once, at compile
+time.  ``forward``/``backward`` receive a ``StepIO`` whose arrays are views the plan assigned,
+and write their results into them: a layer never allocates while running.
+
+Device dispatch happens here and nowhere else: ``forward`` calls ``forward_gpu`` when the
+device is a GPU and the layer has one, ``forward_cpu`` otherwise.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from trainnet.errors import ConfigError
+from trainnet.netcfg.common import FillerParameter, Strict
+
+Shape = tuple[int, ...]
+
+
+class NoParams(Strict):
+    """Parameters of a layer type that takes none."""
+
+
+@dataclass(frozen=True)
+class ParamBlob:
+    """A learnable blob a layer owns: its shape and how it is initialised."""
+
+    shape: Shape
+    filler: FillerParameter
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Private memory a layer keeps between its forward and backward (an argmax, a mask)."""
+
+    shape: Shape
+    dtype: Any = np.float32
+
+
+@dataclass
+class StepIO:
+    """Everything one layer reads and writes, bound once when a Net is built.
+
+    ``bottom_diff[i]`` is None when bottom i needs no gradient, ``param_diff[i]`` when
+    parameter i is frozen (``lr_mult: 0``).  Backward overwrites the diffs it writes.  ``state`` is the layer's runtime object (a
+    data reader), ``rng`` the net's random generator.
+    """
+
+    bottom: list[np.ndarray]
+    top: list[np.ndarray]
+    bottom_diff: list[Optional[np.ndarray]]
+    top_diff: list[Optional[np.ndarray]]
+    params: list[np.ndarray]
+    param_diff: list[Optional[np.ndarray]]
+    buf: dict[str, np.ndarray] = field(default_factory=dict)
+    state: Any = None
+    rng: Optional[np.random.Generator] = None
+
+
+class Layer:
+    """Base class of all layers.  Subclasses set the class attributes and implement the math."""
+
+    type: ClassVar[str] = ""
+    Params: ClassVar[type[Strict]] = NoParams
+    num_bottoms: ClassVar[tuple[int, Optional[int]]] = (1, 1)  # min, max (None: any)
+    num_tops: ClassVar[tuple[int, Optional[int]]] = (1, 1)
+    in_place_ok: ClassVar[bool] = False      # top may share the bottom's memory
+    is_data: ClassVar[bool] = False          # a source: tops need no gradient
+    is_loss: ClassVar[bool] = False          # top 0 gets loss_weight 1 by default
+    has_backward: ClassVar[bool] = True
+    # What backward reads besides the diffs; the memory planner keeps these alive.
+    backward_reads_bottom: ClassVar[bool] = True
+    backward_reads_top: ClassVar[bool] = False
+
+    def __init__(self, name: str, params: Strict, phase: str, bottom_shapes: list[Shape],
+                 common: Any = None):
+        self.name = name
+        self.p = params
+        self.phase = phase
+        self.common = common  # the LayerConfig, for fields like transform_param
+        self.bottom_shapes = [tuple(s) for s in bottom_shapes]
+        self.top_shapes: list[Shape] = [tuple(s) for s in self.setup(self.bottom_shapes)]
+
+    # --- compile-time contract -------------------------------------------------------------
+    def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
+        """Check bottom shapes and return top shapes.  Raise ``self.error`` on a misfit."""
+        raise NotImplementedError
+
+    def param_blobs(self) -> list[ParamBlob]:
+        return []
+
+    def buffers(self) -> dict[str, Buffer]:
+        return {}
+
+    def flops(self) -> int:
+        """Forward multiply-adds counted as 2 flops; elementwise ops as 1 per element."""
+        return 0
+
+    def make_state(self, rng: np.random.Generator) -> Any:
+        """Runtime state this layer keeps (a data reader), made when a Net is built."""
+        return None
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(message, layer=self.name, layer_type=self.type)
+
+    # --- running ---------------------------------------------------------------------------
+    def forward(self, io: StepIO, device) -> None:
+        impl = self.forward_gpu if device.is_gpu and type(self).forward_gpu is not Layer.forward_gpu \
+            else self.forward_cpu
+        impl(io)
+
+    def backward(self, io: StepIO, device) -> None:
+        impl = self.backward_gpu if device.is_gpu and type(self).backward_gpu is not Layer.backward_gpu \
+            else self.backward_cpu
+        impl(io)
+
+    def forward_cpu(self, io: StepIO) -> None:
+        raise NotImplementedError
+
+    def backward_cpu(self, io: StepIO) -> None:
+        raise NotImplementedError
+
+    def forward_gpu(self, io: StepIO) -> None:  # overridden by layers with a GPU kernel
+        self.forward_cpu(io)
+
+    def backward_gpu(self, io: StepIO) -> None:
+        self.backward_cpu(io)
+
+
+_REGISTRY: dict[str, type[Layer]] = {}
+
+
+def register(type_name: str):
+    """Class decorator: ``@register("Convolution")``."""
+
+    def deco(cls: type[Layer]) -> type[Layer]:
+        if type_name in _REGISTRY:
+            raise RuntimeError(f"layer type {type_name!r} registered twice")
+        cls.type = type_name
+        _REGISTRY[type_name] = cls
+        return cls
+
+    return deco
+
+
+def layer_class(type_name: str) -> type[Layer]:
+    """The class registered for ``type_name``; an unknown name lists the known ones."""
+    import trainnet.layers  # noqa: F401  (registers every layer module)
+
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        close = difflib.get_close_matches(type_name, _REGISTRY, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise KeyError(f"unknown layer type '{type_name}'{hint}; known types: "
+                       + ", ".join(sorted(_REGISTRY))) from None
+
+
+def known_types() -> list[str]:
+    import trainnet.layers  # noqa: F401
+
+    return sorted(_REGISTRY)
+
+
+def spatial_pair(values: list[int], h: Optional[int], w: Optional[int], default: int,
+                 what: str) -> tuple[int, int]:
+    """Caffe's ``kernel_size``/``kernel_h``/``kernel_w`` convention for 2-D layers."""
+    if h is not None or w is not None:
+        if values:
+            raise ValueError(f"give either {what} or {what}_h/{what}_w, not both")
+        if h is None or w is None:
+            raise ValueError(f"{what}_h and {what}_w go together")
+        return h, w
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return values[0], values[0]
+    if len(values) == 2:
+        return values[0], values[1]
+    raise ValueError(f"{what}: expects 1 or 2 values for a 2-D layer, got {len(values)}")

@@ -1,0 +1,58 @@
+"""Parameter initialisation with Caffe's fillers, drawn from the net's random generator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainnet.netcfg.common import FillerParameter
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[float, float]:
+    """Caffe's fan_in = count / shape[0], fan_out = count / shape[1]."""
+    count = math.prod(shape)
+    fan_in = count / shape[0] if shape and shape[0] else count
+    fan_out = count / shape[1] if len(shape) > 1 and shape[1] else count
+    return fan_in, fan_out
+
+
+def _norm(filler: FillerParameter, shape) -> float:
+    fan_in, fan_out = _fans(shape)
+    return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[filler.variance_norm]
+
+
+def fill(out: np.ndarray, filler: FillerParameter, rng: np.random.Generator) -> None:
+    """Fill ``out`` in place as Caffe's filler of that type would."""
+    shape = out.shape
+    kind = filler.type
+    if kind == "constant":
+        out[...] = filler.value
+    elif kind == "uniform":
+        out[...] = rng.uniform(filler.min, filler.max, size=shape)
+    elif kind == "gaussian":
+        out[...] = rng.normal(filler.mean, filler.std, size=shape)
+        if filler.sparse >= 0:
+            # Caffe keeps each weight with probability sparse / num_outputs (fan of shape[0]).
+            num_outputs = shape[0] if len(shape) > 1 else 1
+            keep = rng.random(size=shape) < filler.sparse / num_outputs
+            out *= keep
+    elif kind == "xavier":
+        scale = math.sqrt(3.0 / _norm(filler, shape))
+        out[...] = rng.uniform(-scale, scale, size=shape)
+    elif kind == "msra":
+        out[...] = rng.normal(0.0, math.sqrt(2.0 / _norm(filler, shape)), size=shape)
+    elif kind == "positive_unitball":
+        v = rng.uniform(0.0, 1.0, size=shape).reshape(shape[0], -1)
+        v /= v.sum(axis=1, keepdims=True)
+        out[...] = v.reshape(shape)
+    elif kind == "bilinear":
+        if len(shape) != 4 or shape[2] != shape[3]:
+            raise ValueError(f"the bilinear filler needs a 4-D blob with square kernels, got {shape}")
+        k = shape[3]
+        f = math.ceil(k / 2.0)
+        c = (2 * f - 1 - f % 2) / (2.0 * f)
+        ramp = 1 - np.abs(np.arange(k) / f - c)
+        out[...] = np.outer(ramp, ramp)
+    else:  # the schema admits only the kinds above
+        raise ValueError(f"unknown filler type {kind!r}")

@@ -1,0 +1,84 @@
+"""Config messages shared by many layers, named and defaulted as in Caffe's caffe.proto."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _as_list(value):
+    """Caffe's repeated fields: YAML may give one value or a list."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys and wrong types are errors; models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# A repeated field that accepts a scalar too (`top: conv1` or `top: [conv1]`).
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+FloatList = Annotated[list[float], BeforeValidator(_as_list)]
+BoolList = Annotated[list[bool], BeforeValidator(_as_list)]
+UIntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
+
+Phase = Literal["TRAIN", "TEST"]
+
+
+class FillerParameter(Strict):
+    """How a parameter blob is initialised (Caffe's FillerParameter)."""
+
+    type: Literal["constant", "uniform", "gaussian", "xavier", "msra", "positive_unitball",
+                  "bilinear"] = "constant"
+    value: float = 0.0
+    min: float = 0.0
+    max: float = 1.0
+    mean: float = 0.0
+    std: float = Field(1.0, ge=0)
+    sparse: int = -1
+    variance_norm: Literal["FAN_IN", "FAN_OUT", "AVERAGE"] = "FAN_IN"
+
+
+class ParamSpec(Strict):
+    """Per-parameter-blob settings on a layer: sharing name and learning-rate/decay multipliers."""
+
+    name: str = ""
+    share_mode: Literal["STRICT", "PERMISSIVE"] = "STRICT"
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+class NetStateRule(Strict):
+    """An include/exclude rule: a layer is in the net when the net state meets it."""
+
+    phase: Optional[Phase] = None
+    min_level: Optional[int] = None
+    max_level: Optional[int] = None
+    stage: StrList = []
+    not_stage: StrList = []
+
+
+class NetState(Strict):
+    phase: Phase = "TEST"
+    level: int = 0
+    stage: StrList = []
+
+
+class TransformationParameter(Strict):
+    """Input preprocessing of data layers: ``(x - mean) * scale`` with optional mirror and crop."""
+
+    scale: float = 1.0
+    mirror: bool = False
+    crop_size: int = Field(0, ge=0)
+    mean_file: Optional[str] = None
+    mean_value: FloatList = []
+    force_color: bool = False
+    force_gray: bool = False
+
+
+class BlobShape(Strict):
+    dim: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]

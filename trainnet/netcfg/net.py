@@ -1,0 +1,136 @@
+"""The net config: a list of layers with Caffe's common fields and their type's parameters.
+
+In YAML a layer's type-specific parameters sit directly on the layer (no
+``convolution_param:`` nesting); ``parse_net`` splits them off and validates them with the
+``Params`` model the layer type registers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import Field, ValidationError
+
+from trainnet.errors import ConfigError
+from trainnet.netcfg.common import (FloatList, BoolList, NetState, NetStateRule, ParamSpec, Phase,
+                                    Strict, StrList, TransformationParameter)
+from trainnet.netcfg.errors import located
+from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
+
+
+class LayerConfig(Strict):
+    """One layer: Caffe's LayerParameter with its type's parameters in ``params``."""
+
+    name: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    bottom: StrList = []
+    top: StrList = []
+    param: list[ParamSpec] = []
+    include: list[NetStateRule] = []
+    exclude: list[NetStateRule] = []
+    loss_weight: FloatList = []
+    propagate_down: BoolList = []
+    transform_param: TransformationParameter = TransformationParameter()
+    params: Strict
+    line: Optional[int] = None  # where the layer starts in its file (for graph errors)
+
+    def error(self, message: str, file: Optional[str] = None, field: Optional[str] = None) -> ConfigError:
+        return ConfigError(message, file=file, line=self.line, layer=self.name,
+                           layer_type=self.type, field=field)
+
+
+COMMON_KEYS = tuple(k for k in LayerConfig.model_fields if k not in ("params", "line"))
+
+
+class NetConfig(Strict):
+    name: str = ""
+    layer: list[LayerConfig] = []
+    state: NetState = NetState()
+    force_backward: bool = False
+    file: Optional[str] = None  # the file it was read from; relative paths resolve against it
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.file).resolve().parent if self.file else Path.cwd()
+
+    def error(self, message: str, layer: Optional[LayerConfig] = None, field: Optional[str] = None):
+        if layer is None:
+            return ConfigError(message, file=self.file, field=field)
+        return layer.error(message, file=self.file, field=field)
+
+
+def parse_layer(data: Any, src: SourceMap, index: int) -> LayerConfig:
+    from trainnet.layers.base import layer_class
+
+    path = ("layer", index)
+    if not isinstance(data, dict):
+        raise src.error(path, f"layer #{index}: expects a mapping of fields, got {type(data).__name__}")
+    name = data.get("name") if isinstance(data.get("name"), str) else f"#{index}"
+    type_name = data.get("type")
+    if not isinstance(type_name, str):
+        raise src.error(path + ("type",), "type: required (a layer type such as Convolution)",
+                        layer=name)
+    try:
+        cls = layer_class(type_name)
+    except KeyError as exc:
+        raise src.error(path + ("type",), exc.args[0], layer=name) from None
+
+    common = {k: v for k, v in data.items() if k in COMMON_KEYS}
+    rest = {k: v for k, v in data.items() if k not in COMMON_KEYS}
+    nested = [k for k in rest if k.endswith("_param")]
+    if nested:
+        raise src.error(path + (nested[0],), f"{nested[0]}: in YAML a layer's parameters sit directly "
+                        "on the layer; move its fields up one level", layer=name, layer_type=type_name)
+    known = set(COMMON_KEYS) | set(cls.Params.model_fields)
+    try:
+        params = cls.Params.model_validate(rest)
+    except ValidationError as exc:
+        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known) from None
+    try:
+        return LayerConfig.model_validate({**common, "params": params, "line": src.line(path)})
+    except ValidationError as exc:
+        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known) from None
+
+
+NET_KEYS = ("name", "layer", "state", "force_backward")
+
+
+def parse_net(data: Any, src: SourceMap) -> NetConfig:
+    if not isinstance(data, dict):
+        raise src.error((), f"a net config is a mapping with keys {', '.join(NET_KEYS)}")
+    if "layers" in data and "layer" not in data:
+        raise src.error(("layers",), "layers: the list of layers is named 'layer' (as in Caffe)")
+    raw_layers = data.get("layer", [])
+    if not isinstance(raw_layers, list):
+        raise src.error(("layer",), "layer: expects a list of layers")
+    layers = [parse_layer(d, src, i) for i, d in enumerate(raw_layers)]
+    rest = {k: v for k, v in data.items() if k != "layer"}
+    try:
+        return NetConfig.model_validate({**rest, "layer": layers, "file": src.file})
+    except ValidationError as exc:
+        raise located(exc, src, known_keys=NET_KEYS) from None
+
+
+def load_net(path: str | Path) -> NetConfig:
+    data, src = load_yaml(path)
+    return parse_net(data, src)
+
+
+def load_net_text(text: str, file: str = "<string>") -> NetConfig:
+    data, src = load_yaml_text(text, file)
+    return parse_net(data, src)
+
+
+def dump_layer(layer: LayerConfig) -> dict:
+    """The YAML form of a layer: common fields then its parameters, defaults left out."""
+    out = layer.model_dump(exclude={"params", "line"}, exclude_defaults=True)
+    out = {"name": layer.name, "type": layer.type, **out}
+    out.update(layer.params.model_dump(exclude_defaults=True))
+    return out
+
+
+def dump_net(net: NetConfig) -> dict:
+    out = net.model_dump(exclude={"layer", "file"}, exclude_defaults=True)
+    out["layer"] = [dump_layer(l) for l in net.layer]
+    return out

@@ -1,0 +1,90 @@
+"""The solver config: Caffe's SolverParameter fields and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+
+from trainnet.netcfg.common import Strict, _as_list
+from trainnet.netcfg.errors import located
+from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
+
+IntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
+
+
+class SolverConfig(Strict):
+    net: str = Field(min_length=1)            # path of the net config, relative to the solver file
+    test_iter: IntList = []                   # one entry per test net (here: the net in TEST phase)
+    test_interval: int = Field(0, ge=0)
+    test_initialization: bool = True
+    test_compute_loss: bool = False
+    base_lr: float = Field(0.01, ge=0)
+    display: int = Field(0, ge=0)
+    average_loss: int = Field(1, ge=1)
+    max_iter: int = Field(0, ge=0)
+    iter_size: int = Field(1, ge=1)
+    lr_policy: str = "fixed"
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = Field(0, ge=0)
+    stepvalue: IntList = []
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    regularization_type: Literal["L2", "L1"] = "L2"
+    clip_gradients: float = -1.0
+    snapshot: int = Field(0, ge=0)
+    snapshot_prefix: str = ""
+    snapshot_after_train: bool = True
+    random_seed: int = -1
+    type: str = "SGD"
+    solver_mode: Literal["CPU", "GPU"] = "CPU"
+    device_id: int = Field(0, ge=0)
+    debug_info: bool = False
+    file: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.test_interval and not self.test_iter:
+            raise ValueError("test_interval is set but test_iter is not: give the number of test "
+                             "batches per test")
+        if self.snapshot and not self.snapshot_prefix:
+            raise ValueError("snapshot is set but snapshot_prefix is not")
+        return self
+
+    @property
+    def net_path(self) -> Path:
+        base = Path(self.file).resolve().parent if self.file else Path.cwd()
+        return (base / self.net) if not Path(self.net).is_absolute() else Path(self.net)
+
+
+SOLVER_KEYS = tuple(k for k in SolverConfig.model_fields if k != "file")
+
+
+def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
+    if not isinstance(data, dict):
+        raise src.error((), "a solver config is a mapping of Caffe's SolverParameter fields")
+    try:
+        cfg = SolverConfig.model_validate({**data, "file": src.file})
+    except ValidationError as exc:
+        raise located(exc, src, known_keys=SOLVER_KEYS) from None
+    from trainnet.solver.lr_policy import lr_policy
+    from trainnet.solver.update import update_rule
+
+    for key, lookup in (("lr_policy", lr_policy), ("type", update_rule)):
+        try:
+            lookup(getattr(cfg, key))
+        except KeyError as exc:
+            raise src.error((key,), exc.args[0], field=key) from None
+    return cfg
+
+
+def load_solver(path: str | Path) -> SolverConfig:
+    data, src = load_yaml(path)
+    return parse_solver(data, src)
+
+
+def load_solver_text(text: str, file: str = "<string>") -> SolverConfig:
+    data, src = load_yaml_text(text, file)
+    return parse_solver(data, src)

@@ -1,0 +1,1 @@
+"""Devices, memory arenas and the Net that executes a Plan."""
