@@ -37,10 +37,14 @@ class ParamBlob:
 
 @dataclass(frozen=True)
 class Buffer:
-    """Private memory a layer keeps between its forward and backward (an argmax, a mask)."""
+    """Private memory of a layer: scratch (a column buffer) or kept from forward to backward
+    (an argmax, a mask).  The planner shares it with other buffers outside that span, so a
+    layer must not expect its contents to survive to the next iteration unless ``keep`` is
+    set (a zero-padded border written once, say)."""
 
     shape: Shape
     dtype: Any = np.float32
+    keep: bool = False
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Layer:
     is_data: ClassVar[bool] = False          # a source: tops need no gradient
     is_loss: ClassVar[bool] = False          # top 0 gets loss_weight 1 by default
     has_backward: ClassVar[bool] = True
+    no_grad_bottoms: ClassVar[tuple[int, ...]] = ()  # bottoms that never take a gradient (labels)
     # What backward reads besides the diffs; the memory planner keeps these alive.
     backward_reads_bottom: ClassVar[bool] = True
     backward_reads_top: ClassVar[bool] = False

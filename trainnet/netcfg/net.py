@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import Field, ValidationError
+from typing import Annotated, TypeVar
+
+from pydantic import BeforeValidator, Field, ValidationError
 
 from trainnet.errors import ConfigError
-from trainnet.netcfg.common import (FloatList, BoolList, NetState, NetStateRule, ParamSpec, Phase,
+from trainnet.netcfg.common import (_as_list, FloatList, BoolList, NetState, NetStateRule, ParamSpec, Phase,
                                     Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
+
+T = TypeVar("T")
+Repeated = Annotated[list[T], BeforeValidator(_as_list)]  # one mapping or a list of them
 
 
 class LayerConfig(Strict):
@@ -26,9 +31,9 @@ class LayerConfig(Strict):
     type: str = Field(min_length=1)
     bottom: StrList = []
     top: StrList = []
-    param: list[ParamSpec] = []
-    include: list[NetStateRule] = []
-    exclude: list[NetStateRule] = []
+    param: Repeated[ParamSpec] = []
+    include: Repeated[NetStateRule] = []
+    exclude: Repeated[NetStateRule] = []
     loss_weight: FloatList = []
     propagate_down: BoolList = []
     transform_param: TransformationParameter = TransformationParameter()

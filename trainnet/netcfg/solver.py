@@ -69,14 +69,18 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
         cfg = SolverConfig.model_validate({**data, "file": src.file})
     except ValidationError as exc:
         raise located(exc, src, known_keys=SOLVER_KEYS) from None
-    from trainnet.solver.lr_policy import lr_policy
+    from trainnet.solver.lr_policy import check_policy, lr_policy
     from trainnet.solver.update import update_rule
 
     for key, lookup in (("lr_policy", lr_policy), ("type", update_rule)):
         try:
             lookup(getattr(cfg, key))
         except KeyError as exc:
-            raise src.error((key,), exc.args[0], field=key) from None
+            raise src.error((key,), exc.args[0]) from None
+    try:
+        check_policy(cfg)
+    except ValueError as exc:
+        raise src.error(("lr_policy",), str(exc)) from None
     return cfg
 
 

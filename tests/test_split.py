@@ -1,0 +1,47 @@
+"""Split copies forward and sums gradients backward."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from layer_check import check_gradients, run_forward
+from trainnet.layers.base import layer_class
+from trainnet.runtime.device import CPU
+
+
+def with_tops(type_name, params, bottom_shapes, n_tops, phase="TRAIN"):
+    """A layer built as the plan builds it, with a config naming ``n_tops`` tops."""
+    cls = layer_class(type_name)
+    common = SimpleNamespace(top=[f"t{i}" for i in range(n_tops)])
+    return cls("layer", cls.Params.model_validate(params), phase, bottom_shapes, common=common)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_forward_copies(n):
+    x = np.arange(6.0).reshape(2, 3)
+    io = run_forward(with_tops("Split", {}, [x.shape], n), [x])
+    assert len(io.top) == n
+    for y in io.top:
+        np.testing.assert_array_equal(y, x)
+
+
+def test_backward_sums_and_skips_missing():
+    layer = with_tops("Split", {}, [(2, 3)], 3)
+    io = run_forward(layer, [np.ones((2, 3))])
+    rng = np.random.default_rng(0)
+    d = [rng.normal(size=(2, 3)) for _ in range(3)]
+    io.top_diff = list(d)
+    layer.backward(io, CPU)
+    np.testing.assert_allclose(io.bottom_diff[0], d[0] + d[1] + d[2])
+    io.top_diff = [None, d[1], None]
+    layer.backward(io, CPU)
+    np.testing.assert_array_equal(io.bottom_diff[0], d[1])
+    io.top_diff = [None, None, None]
+    layer.backward(io, CPU)
+    assert not io.bottom_diff[0].any()
+
+
+def test_gradients():
+    x = np.random.default_rng(1).normal(size=(2, 3))
+    check_gradients(with_tops("Split", {}, [(2, 3)], 3), [x])

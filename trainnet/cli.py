@@ -1,0 +1,194 @@
+"""The `trainnet` command: train, test, plan, time, data."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from trainnet.errors import TrainnetError
+
+
+def _user_errors(fn):
+    """A user's mistake ends in one line on stderr and exit status 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TrainnetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+@click.group()
+@click.version_option(package_name="trainnet")
+def main():
+    """trainnet: train and test Caffe-style nets described in YAML config files."""
+
+
+@main.command()
+@click.argument("solver", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
+              "(safetensors), matched by layer name: fine-tuning.")
+@click.option("--snapshot", "state", type=click.Path(dir_okay=False),
+              help="Resume exactly from this .solverstate file.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
+@_user_errors
+def train(solver, weights, state, device):
+    """Train the net that SOLVER (a solver YAML file) names."""
+    from trainnet.netcfg import load_solver
+    from trainnet.runtime.device import get_device
+    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.solver import Solver
+
+    if weights and state:
+        raise TrainnetError("give --weights or --snapshot, not both")
+    cfg = load_solver(solver)
+    s = Solver(cfg, get_device(device), log=_echo)
+    if weights:
+        loaded, skipped = load_weights(Path(weights), s.net.params)
+        _echo(f"Loaded weights for {len(loaded)} layers from {weights}: {', '.join(loaded) or 'none'}")
+        if skipped:
+            _echo(f"Skipped layers not in this net: {', '.join(skipped)}")
+        missing = sorted({slot.key[0] for slot in s.net.params.slots} - set(loaded))
+        if missing:
+            _echo(f"Layers not in the weights file (initialised by their fillers): {', '.join(missing)}")
+    if state:
+        s.restore(Path(state))
+
+    def stop(signum, frame):
+        _echo("Interrupted: finishing this iteration, then snapshotting (Ctrl-C again to abort)")
+        s.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        s.solve()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if s.stop_requested:
+        sys.exit(130)
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net YAML file.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Weights (safetensors).")
+@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Number of batches to average over.")
+@click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@click.option("--device", default="cpu", show_default=True)
+@_user_errors
+def test(model, weights, iterations, phase, device):
+    """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net
+    from trainnet.runtime.device import get_device
+    from trainnet.runtime.net import Net
+    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.solver import average_outputs
+
+    plan = compile_net(load_net(model), phase, backward=False)
+    net = Net(plan, get_device(device), rng=np.random.default_rng(0))
+    loaded, skipped = load_weights(Path(weights), net.params)
+    missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
+    if missing:
+        raise TrainnetError(f"{weights}: no weights for layers {', '.join(missing)}")
+    if skipped:
+        _echo(f"Skipped layers of the weights file not in this net: {', '.join(skipped)}")
+    outputs = average_outputs(net, iterations)
+    for name, value in outputs.items():
+        if np.ndim(value) == 0:
+            _echo(f"{name} = {float(value):.6g}")
+        else:
+            _echo(f"{name} = {np.array2string(np.asarray(value), precision=4)}")
+
+
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@click.option("--no-reuse", is_flag=True, help="Plan memory without reusing dead buffers.")
+@_user_errors
+def plan(net, phase, no_reuse):
+    """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net, format_plan
+
+    _echo(format_plan(compile_net(load_net(net), phase, reuse_memory=not no_reuse)))
+
+
+@main.command("time")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@click.option("--device", default="cpu", show_default=True)
+@_user_errors
+def time_(net, iterations, phase, device):
+    """Time forward and backward of NET per layer, as `caffe time` does."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net
+    from trainnet.runtime.device import get_device
+    from trainnet.runtime.net import Net
+
+    n = Net(compile_net(load_net(net), phase), get_device(device), rng=np.random.default_rng(0))
+    steps = list(zip(n.plan.steps, n.ios))
+    fwd = {s.name: 0.0 for s, _ in steps}
+    bwd = dict(fwd)
+    n.forward_backward() if n.plan.backward else n.forward()  # warm up
+    t_all = time.perf_counter()
+    for _ in range(iterations):
+        for s, io in steps:
+            t = time.perf_counter()
+            s.layer.forward(io, n.device)
+            fwd[s.name] += time.perf_counter() - t
+        if n.plan.backward:
+            for _, diff, w in n.loss_tops:
+                diff.fill(w)
+            for s, io in n.backward_steps:
+                t = time.perf_counter()
+                s.layer.backward(io, n.device)
+                bwd[s.name] += time.perf_counter() - t
+    total = time.perf_counter() - t_all
+    _echo(f"{'layer':<24}{'forward ms':>12}{'backward ms':>13}")
+    for s, _ in steps:
+        _echo(f"{s.name:<24}{1e3 * fwd[s.name] / iterations:>12.3f}{1e3 * bwd[s.name] / iterations:>13.3f}")
+    _echo(f"average iteration: {1e3 * total / iterations:.3f} ms over {iterations} iterations")
+
+
+@main.group()
+def data():
+    """Fetch datasets."""
+
+
+@data.command("mnist")
+@click.option("--dest", type=click.Path(file_okay=False),
+              help="Data root (default: $TRAINNET_DATA, else ./data); files go to DEST/mnist.")
+@click.option("--mirror", default=None, help="Base URL to download from.")
+@_user_errors
+def data_mnist(dest, mirror):
+    """Download MNIST and verify its checksums."""
+    from trainnet.data.download import DEFAULT_MIRROR, download_mnist
+
+    from trainnet.data.paths import DEFAULT_ROOT
+
+    root = Path(dest or os.environ.get("TRAINNET_DATA") or DEFAULT_ROOT)
+    paths = download_mnist(root / "mnist", mirror=mirror or DEFAULT_MIRROR, log=_echo)
+    _echo(f"MNIST is in {root / 'mnist'} ({len(paths)} files verified)")
+    if dest and not os.environ.get("TRAINNET_DATA"):
+        _echo(f"Set TRAINNET_DATA={root.resolve()} so configs find it.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Accuracy: the fraction of counted positions whose true class is among the ``top_k`` scores.
+
+Caffe's rule: a position is right when at most ``top_k`` classes (the true one included)
+score ``>=`` the true class, so ties count against.  An optional second top holds the
+accuracy per class (0 for a class with no counted labels).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+from pydantic import Field
+
+from trainnet.layers.base import Buffer, Layer, StepIO, register
+from trainnet.layers.input import count_tops
+from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
+from trainnet.netcfg.common import Strict
+
+
+class AccuracyParams(Strict):
+    top_k: int = Field(1, ge=1)
+    axis: int = 1
+    ignore_label: Optional[int] = None
+
+
+@register("Accuracy")
+class Accuracy(Layer):
+    Params = AccuracyParams
+    num_bottoms = (2, 2)
+    num_tops = (1, 2)
+    has_backward = False
+    no_grad_bottoms = (1,)  # the label
+    backward_reads_bottom = False
+
+    def setup(self, bottom_shapes):
+        self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
+        c = self.shape3[1]
+        if self.p.top_k > c:
+            raise self.error(f"top_k {self.p.top_k} exceeds the number of classes {c}")
+        return [(), (c,)][:count_tops(self)]
+
+    def buffers(self):
+        outer, c, inner = self.shape3
+        return {**label_buffers(self.shape3),
+                "true_score": Buffer((outer, 1, inner)),
+                "ge": Buffer(self.shape3, np.bool_),
+                "rank": Buffer((outer, 1, inner), np.int64),
+                "hit": Buffer((outer, 1, inner), np.bool_),
+                "class_count": Buffer((c,))}
+
+    def flops(self):
+        return 2 * math.prod(self.shape3)  # one compare and one count per score
+
+    def forward_cpu(self, io: StepIO):
+        scores = io.bottom[0].reshape(self.shape3)
+        onehot, true_score, ge = io.buf["onehot"], io.buf["true_score"], io.buf["ge"]
+        rank, hit = io.buf["rank"], io.buf["hit"]
+        count = read_labels(self, io, self.p.ignore_label)
+        np.sum(scores, axis=1, keepdims=True, where=onehot, out=true_score)
+        np.greater_equal(scores, true_score, out=ge)
+        np.sum(ge, axis=1, keepdims=True, out=rank)  # classes scoring >= the true one
+        np.less_equal(rank, self.p.top_k, out=hit)
+        np.logical_and(hit, io.buf["valid"], out=hit)
+        io.top[0][...] = np.count_nonzero(hit) / count if count else 0.0
+        if len(io.top) > 1:
+            per_class, class_count = io.top[1], io.buf["class_count"]
+            np.sum(onehot, axis=(0, 2), out=class_count)
+            np.sum(onehot, axis=(0, 2), where=hit, out=per_class)
+            np.maximum(class_count, 1, out=class_count)  # no labels of a class: 0 hits / 1
+            np.divide(per_class, class_count, out=per_class)
+
+    def backward_cpu(self, io: StepIO):
+        pass  # has_backward is False: the plan never calls this

@@ -1,0 +1,205 @@
+"""Convolution: Caffe's 2-D convolution as one batched im2col and one GEMM per group.
+
+Forward copies the windows of the (zero-padded) bottom once into a column buffer laid out
+``(group, C/group*kh*kw, N*Ho*Wo)``, multiplies each group's weight ``(num_output/group,
+C/group*kh*kw)`` by its columns into an output-ordered buffer ``(num_output, N*Ho*Wo)`` and
+transposes that into the NCHW top, adding the bias in the same pass.  There is no loop over
+images or pixels.  Backward finds the forward's columns still in the column buffer, so it never
+reads the bottom; the bottom gradient is col2im as one strided add per kernel tap.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from pydantic import Field
+
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, spatial_pair
+from trainnet.netcfg.common import FillerParameter, Strict, UIntList
+
+UInt = Optional[int]
+
+
+class ConvolutionParams(Strict):
+    num_output: int = Field(ge=1)
+    bias_term: bool = True
+    pad: UIntList = []          # default 0
+    kernel_size: UIntList = []  # no default: kernel_size or kernel_h/kernel_w is required
+    stride: UIntList = []       # default 1
+    dilation: UIntList = []     # default 1
+    pad_h: UInt = Field(None, ge=0)
+    pad_w: UInt = Field(None, ge=0)
+    kernel_h: UInt = Field(None, ge=0)
+    kernel_w: UInt = Field(None, ge=0)
+    stride_h: UInt = Field(None, ge=0)
+    stride_w: UInt = Field(None, ge=0)
+    group: int = Field(1, ge=1)
+    weight_filler: FillerParameter = FillerParameter()
+    bias_filler: FillerParameter = FillerParameter()
+    axis: int = 1
+    force_nd_im2col: bool = False  # accepted for Caffe compatibility; 2-D only here
+    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
+
+
+def fill_padded(dst: np.ndarray, x: np.ndarray, ph: int, pw: int, value: float) -> None:
+    """Copy NCHW ``x`` into ``dst`` at offset (ph, pw) and set every other cell to ``value``.
+
+    Only the border is written besides the interior, so a buffer reused as scratch is reset
+    at the cost of its border.
+    """
+    H, W = x.shape[2:]
+    dst[:, :, :ph] = value
+    dst[:, :, ph + H:] = value
+    dst[:, :, ph:ph + H, :pw] = value
+    dst[:, :, ph:ph + H, pw + W:] = value
+    np.copyto(dst[:, :, ph:ph + H, pw:pw + W], x)
+
+
+@register("Convolution")
+class Convolution(Layer):
+    Params = ConvolutionParams
+    backward_reads_bottom = False  # the column buffer keeps the forward's im2col
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        if p.axis not in (1, -3):
+            raise self.error(f"axis {p.axis}: only axis 1 (the channels of an NCHW bottom) is supported")
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
+        try:
+            kh, kw = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, 0, "kernel")
+            ph, pw = spatial_pair(p.pad, p.pad_h, p.pad_w, 0, "pad")
+            sh, sw = spatial_pair(p.stride, p.stride_h, p.stride_w, 1, "stride")
+            dh, dw = spatial_pair(p.dilation, None, None, 1, "dilation")
+        except ValueError as e:
+            raise self.error(str(e)) from None
+        if kh == 0 or kw == 0:
+            raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
+        if sh == 0 or sw == 0:
+            raise self.error("stride must be > 0")
+        if dh == 0 or dw == 0:
+            raise self.error("dilation must be > 0")
+        N, C, H, W = shape
+        g, cout = p.group, p.num_output
+        if C % g:
+            raise self.error(f"{C} input channels are not divisible by group {g}")
+        if cout % g:
+            raise self.error(f"num_output {cout} is not divisible by group {g}")
+        ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        Hp, Wp = H + 2 * ph, W + 2 * pw
+        if ekh > Hp or ekw > Wp:
+            dilated = f" (dilated to {ekh}x{ekw})" if (dh, dw) != (1, 1) else ""
+            raise self.error(f"kernel {kh}x{kw}{dilated} is larger than the padded input {Hp}x{Wp}")
+        Ho, Wo = (Hp - ekh) // sh + 1, (Wp - ekw) // sw + 1
+        self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
+        self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw = \
+            kh, kw, ph, pw, sh, sw, dh, dw
+        self.Hp, self.Wp = Hp, Wp
+        self.ckk = C // g * kh * kw          # one group's column height
+        self.M = N * Ho * Wo                 # column width
+        self.padded = ph > 0 or pw > 0
+        # Batch-last internal layout (C, H, W, N): long contiguous rows for im2col/col2im when
+        # the images are small; batch-first (C, N, H, W) keeps the top's transposes cheap.
+        self.batch_last = Wo < 16
+        self.use_pad_buf = self.padded or self.batch_last
+        return [(N, cout, Ho, Wo)]
+
+    def param_blobs(self):
+        p = self.p
+        blobs = [ParamBlob((p.num_output, self.C // p.group, self.kh, self.kw), p.weight_filler)]
+        if p.bias_term:
+            blobs.append(ParamBlob((p.num_output,), p.bias_filler))
+        return blobs
+
+    def buffers(self):
+        bufs = {"col": Buffer((self.p.group, self.ckk, self.M)),
+                "out": Buffer((self.p.num_output, self.M))}
+        if self.use_pad_buf:
+            bufs["pad"] = Buffer(self._internal((self.N, self.C, self.Hp, self.Wp)))
+        return bufs
+
+    def flops(self):
+        outputs = self.N * self.p.num_output * self.Ho * self.Wo
+        return 2 * outputs * self.ckk + (outputs if self.p.bias_term else 0)
+
+    # --- helpers: buffers are stored in the internal layout and used through NCHW-ordered views
+    def _internal(self, nchw: tuple) -> tuple:
+        n, c, h, w = nchw
+        return (c, h, w, n) if self.batch_last else (c, n, h, w)
+
+    def _nchw(self, a: np.ndarray) -> np.ndarray:
+        """An internal-layout (C, ., ., .) buffer viewed as (N, C, H, W)."""
+        return a.transpose(3, 0, 1, 2) if self.batch_last else a.transpose(1, 0, 2, 3)
+
+    def _col6(self, col: np.ndarray) -> np.ndarray:
+        """The column buffer viewed as (C, kh, kw, N, Ho, Wo)."""
+        head = (self.C, self.kh, self.kw)
+        if self.batch_last:
+            return col.reshape(head + (self.Ho, self.Wo, self.N)).transpose(0, 1, 2, 5, 3, 4)
+        return col.reshape(head + (self.N, self.Ho, self.Wo))
+
+    def _top_view(self, out: np.ndarray) -> np.ndarray:
+        """The output-ordered (num_output, M) buffer viewed as (N, num_output, Ho, Wo)."""
+        return self._nchw(out.reshape(self._internal((self.N, self.p.num_output, self.Ho, self.Wo))))
+
+    def _windows(self, x: np.ndarray) -> np.ndarray:
+        """A read-only (C, kh, kw, N, Ho, Wo) view of the windows of NCHW ``x``."""
+        sn, sc, sy, sx = x.strides
+        return as_strided(x, shape=(self.C, self.kh, self.kw, self.N, self.Ho, self.Wo),
+                          strides=(sc, self.dh * sy, self.dw * sx, sn, self.sh * sy, self.sw * sx),
+                          writeable=False)
+
+    def _tap(self, a: np.ndarray, i: int, j: int) -> np.ndarray:
+        """The (N, C, Ho, Wo) cells of NCHW ``a`` that kernel tap (i, j) touches."""
+        y, x = i * self.dh, j * self.dw
+        return a[:, :, y:y + self.sh * (self.Ho - 1) + 1:self.sh, x:x + self.sw * (self.Wo - 1) + 1:self.sw]
+
+    def _grouped(self, a: np.ndarray) -> np.ndarray:
+        return a.reshape(self.p.group, -1, a.shape[-1])
+
+    # --- CPU -------------------------------------------------------------------------------
+    def forward_cpu(self, io: StepIO):
+        x = io.bottom[0]
+        if self.use_pad_buf:
+            fill_padded(self._nchw(io.buf["pad"]), x, self.ph, self.pw, 0)
+            x = self._nchw(io.buf["pad"])
+        col, out = io.buf["col"], io.buf["out"]
+        np.copyto(self._col6(col), self._windows(x))
+        w, y = self._grouped(io.params[0].reshape(self.p.num_output, self.ckk)), self._grouped(out)
+        for gi in range(self.p.group):
+            np.matmul(w[gi], col[gi], out=y[gi])
+        if self.p.bias_term:
+            np.add(self._top_view(out), io.params[1].reshape(1, -1, 1, 1), out=io.top[0])
+        else:
+            np.copyto(io.top[0], self._top_view(out))
+
+    def backward_cpu(self, io: StepIO):
+        cout, g = self.p.num_output, self.p.group
+        col, dy = io.buf["col"], io.buf["out"]
+        np.copyto(self._top_view(dy), io.top_diff[0])
+        dy_g = self._grouped(dy)
+        dw = io.param_diff[0]
+        if dw is not None:
+            dw_g = self._grouped(dw.reshape(cout, self.ckk))
+            for gi in range(g):
+                np.matmul(dy_g[gi], col[gi].T, out=dw_g[gi])
+        if self.p.bias_term and io.param_diff[1] is not None:
+            np.sum(dy, axis=1, out=io.param_diff[1])
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        w_g = self._grouped(io.params[0].reshape(cout, self.ckk))
+        for gi in range(g):  # the columns are no longer needed: they become d(columns)
+            np.matmul(w_g[gi].T, dy_g[gi], out=col[gi])
+        acc = self._nchw(io.buf["pad"]) if self.use_pad_buf else dx
+        acc.fill(0)
+        dcol = self._col6(col)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                cells = self._tap(acc, i, j)
+                np.add(cells, dcol[:, i, j].transpose(1, 0, 2, 3), out=cells)
+        if self.use_pad_buf:
+            np.copyto(dx, acc[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W])

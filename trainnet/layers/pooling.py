@@ -1,0 +1,178 @@
+"""Pooling: Caffe's MAX and AVE pooling over 2-D windows of an NCHW bottom.
+
+The bottom is copied into a padded buffer large enough for Caffe's ceil-rounded windows
+(``-FLT_MAX`` around it for MAX, so padding never wins; zeros for AVE).  Every window is then
+handled at once through strided views, with a Python loop over the kh*kw kernel taps only.
+MAX keeps the winning tap of each window (ties: the first in row-major order, as Caffe's strict
+``>``) for backward; AVE divides by Caffe's window size clipped to ``H + pad``, computed once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import Field
+
+from trainnet.layers.base import Buffer, Layer, StepIO, register, spatial_pair
+from trainnet.layers.convolution import fill_padded
+from trainnet.netcfg.common import Strict
+
+UInt = Optional[int]
+FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's initial max and padding, in any dtype
+
+
+class PoolingParams(Strict):
+    pool: Literal["MAX", "AVE", "STOCHASTIC"] = "MAX"
+    pad: int = Field(0, ge=0)
+    pad_h: UInt = Field(None, ge=0)
+    pad_w: UInt = Field(None, ge=0)
+    kernel_size: UInt = Field(None, ge=0)
+    kernel_h: UInt = Field(None, ge=0)
+    kernel_w: UInt = Field(None, ge=0)
+    stride: int = Field(1, ge=0)
+    stride_h: UInt = Field(None, ge=0)
+    stride_w: UInt = Field(None, ge=0)
+    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
+    global_pooling: bool = False
+    round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
+
+
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
+    """Caffe's output size, dropping a last window that would start inside the padding."""
+    span = size + 2 * pad - kernel
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@register("Pooling")
+class Pooling(Layer):
+    Params = PoolingParams
+    backward_reads_bottom = False  # MAX keeps its argmax; AVE needs nothing
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        if p.pool == "STOCHASTIC":
+            raise self.error("pool: STOCHASTIC is not supported (use MAX or AVE)")
+        shape = bottom_shapes[0]
+        if len(shape) != 4:
+            raise self.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
+        N, C, H, W = shape
+        given = p.model_fields_set
+        try:
+            if p.global_pooling:
+                if p.kernel_size is not None or p.kernel_h is not None or p.kernel_w is not None:
+                    raise ValueError("global_pooling takes the kernel from the bottom; "
+                                     "do not give kernel_size or kernel_h/kernel_w")
+                kh, kw = H, W
+            else:
+                kh, kw = spatial_pair([] if p.kernel_size is None else [p.kernel_size],
+                                      p.kernel_h, p.kernel_w, 0, "kernel")
+            ph, pw = spatial_pair([p.pad] if "pad" in given else [], p.pad_h, p.pad_w, 0, "pad")
+            sh, sw = spatial_pair([p.stride] if "stride" in given else [], p.stride_h, p.stride_w,
+                                  1, "stride")
+        except ValueError as e:
+            raise self.error(str(e)) from None
+        if p.global_pooling and (ph, pw, sh, sw) != (0, 0, 1, 1):
+            raise self.error("global_pooling requires pad 0 and stride 1")
+        if kh == 0 or kw == 0:
+            raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
+        if sh == 0 or sw == 0:
+            raise self.error("stride must be > 0")
+        if ph >= kh or pw >= kw:
+            raise self.error(f"pad {ph}x{pw} must be smaller than the kernel {kh}x{kw}")
+        if kh > H + 2 * ph or kw > W + 2 * pw:
+            raise self.error(f"kernel {kh}x{kw} is larger than the padded input "
+                             f"{H + 2 * ph}x{W + 2 * pw}")
+        ceil = p.round_mode == "CEIL"
+        Ho, Wo = pooled_size(H, kh, ph, sh, ceil), pooled_size(W, kw, pw, sw, ceil)
+        if (Ho - 1) * sh - ph >= H or (Wo - 1) * sw - pw >= W:  # only possible with pad 0 (Caffe: NaN or -FLT_MAX)
+            raise self.error(f"the last {Ho}x{Wo} window starts outside the {H}x{W} input "
+                             f"(stride {sh}x{sw} > kernel {kh}x{kw}); use round_mode FLOOR")
+        self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
+        self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = kh, kw, ph, pw, sh, sw
+        # Room for every window, ceil-rounded ones included, around the bottom.
+        self.Hp = max(H + 2 * ph, (Ho - 1) * sh + kh)
+        self.Wp = max(W + 2 * pw, (Wo - 1) * sw + kw)
+        self.padded = (self.Hp, self.Wp) != (H, W)
+        if p.pool == "AVE":
+            def sizes(out, size, k, pad, s):
+                start = np.arange(out) * s - pad
+                return np.minimum(start + k, size + pad) - start
+            self.divisor = np.outer(sizes(Ho, H, kh, ph, sh), sizes(Wo, W, kw, pw, sw)).astype(np.float32)
+        return [(N, C, Ho, Wo)]
+
+    def buffers(self):
+        top = (self.N, self.C, self.Ho, self.Wo)
+        bufs = {}
+        if self.padded:
+            bufs["pad"] = Buffer((self.N, self.C, self.Hp, self.Wp))
+        if self.p.pool == "MAX":
+            # The winning tap i*kw + j of each window, as a float so that forward and backward
+            # update it with branch-free arithmetic (masked writes mispredict on random data).
+            bufs["argmax"] = Buffer(top)
+            bufs["mask"] = Buffer(top)
+        else:
+            bufs["scaled"] = Buffer(top)  # top diff / window size
+        return bufs
+
+    def flops(self):
+        outputs = self.N * self.C * self.Ho * self.Wo
+        return outputs * self.kh * self.kw + (outputs if self.p.pool == "AVE" else 0)
+
+    def _taps(self, a: np.ndarray):
+        """(tap index, the (N, C, Ho, Wo) view of ``a`` that tap touches) in row-major order."""
+        hs, ws = self.sh * (self.Ho - 1) + 1, self.sw * (self.Wo - 1) + 1
+        for i in range(self.kh):
+            for j in range(self.kw):
+                yield i * self.kw + j, a[:, :, i:i + hs:self.sh, j:j + ws:self.sw]
+
+    def _source(self, io: StepIO) -> np.ndarray:
+        if not self.padded:
+            return io.bottom[0]
+        fill_padded(io.buf["pad"], io.bottom[0], self.ph, self.pw,
+                    -FLT_MAX if self.p.pool == "MAX" else 0)
+        return io.buf["pad"]
+
+    def _interior(self, a: np.ndarray) -> np.ndarray:
+        return a[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W]
+
+    # --- CPU -------------------------------------------------------------------------------
+    def forward_cpu(self, io: StepIO):
+        x, top = self._source(io), io.top[0]
+        taps = self._taps(x)
+        np.copyto(top, next(taps)[1])
+        if self.p.pool == "MAX":
+            argmax, mask = io.buf["argmax"], io.buf["mask"]
+            argmax.fill(0)
+            for t, cells in taps:  # t grows, so max(argmax, t * (cells > top)) keeps the first max
+                np.greater(cells, top, out=mask)
+                np.maximum(top, cells, out=top)
+                np.multiply(mask, t, out=mask)
+                np.maximum(argmax, mask, out=argmax)
+        else:
+            for _, cells in taps:
+                np.add(top, cells, out=top)
+            np.divide(top, self.divisor, out=top)
+
+    def backward_cpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        acc = io.buf["pad"] if self.padded else dx
+        acc.fill(0)
+        if self.p.pool == "MAX":
+            dtop, argmax, mask = io.top_diff[0], io.buf["argmax"], io.buf["mask"]
+            for t, cells in self._taps(acc):
+                np.equal(argmax, t, out=mask)
+                np.multiply(mask, dtop, out=mask)
+                np.add(cells, mask, out=cells)
+        else:
+            scaled = io.buf["scaled"]
+            np.divide(io.top_diff[0], self.divisor, out=scaled)
+            for _, cells in self._taps(acc):
+                np.add(cells, scaled, out=cells)
+        if self.padded:
+            np.copyto(dx, self._interior(acc))

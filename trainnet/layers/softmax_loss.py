@@ -1,0 +1,132 @@
+"""SoftmaxWithLoss: softmax over ``axis`` then the mean negative log-likelihood of the labels.
+
+``loss = -sum log(max(p[label], FLT_MIN)) / norm``; ``norm`` follows ``normalization`` (VALID:
+the counted labels, FULL: every position, BATCH_SIZE: outer count, NONE: 1), never below 1,
+as in Caffe.  Labels are floats in their blob, cast to int; ``ignore_label`` positions count
+for nothing.  The gradient reaches the scores only, scaled by the loss weight, which the plan
+puts in top 0's diff.  Like Caffe, the diff of the optional probabilities top is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.layers.base import Buffer, Layer, Shape, StepIO, register
+from trainnet.layers.input import count_tops
+from trainnet.layers.softmax import softmax_into, split_axis
+from trainnet.netcfg.common import Strict
+
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+class SoftmaxWithLossParams(Strict):
+    axis: int = 1
+    ignore_label: Optional[int] = None
+    # None means "not given": then the legacy ``normalize`` decides, else VALID (as Caffe).
+    normalization: Optional[Literal["FULL", "VALID", "BATCH_SIZE", "NONE"]] = None
+    normalize: Optional[bool] = None
+
+    @property
+    def mode(self) -> str:
+        if self.normalization is not None:
+            return self.normalization
+        if self.normalize is not None:
+            return "VALID" if self.normalize else "BATCH_SIZE"
+        return "VALID"
+
+
+def label_setup(layer: Layer, shapes: list[Shape], axis: int) -> tuple[int, int, int]:
+    """Check that the label blob holds one value per score position; return (outer, C, inner)."""
+    scores, label = shapes[0], shapes[1]
+    a, outer, c, inner = split_axis(layer, scores, axis)
+    if math.prod(label) != outer * inner:
+        want = scores[:a] + scores[a + 1:]
+        raise layer.error(f"bottom 1 (label) expects shape {want} (one label per position of "
+                          f"bottom 0 {scores} outside axis {a}) got {label}")
+    layer.classes = np.arange(c).reshape(1, c, 1)
+    return outer, c, inner
+
+
+def label_buffers(shape3: tuple[int, int, int]) -> dict[str, Buffer]:
+    outer, c, inner = shape3
+    return {"label": Buffer((outer, 1, inner), np.int64),
+            "valid": Buffer((outer, 1, inner), np.bool_),
+            "onehot": Buffer((outer, c, inner), np.bool_)}
+
+
+def read_labels(layer: Layer, io: StepIO, ignore_label: Optional[int]) -> int:
+    """Fill the ``label``, ``valid`` and ``onehot`` buffers from bottom 1; return the valid count.
+
+    ``onehot`` is the one-hot mask of the counted positions (all False where ignored).
+    """
+    label, valid, onehot = io.buf["label"], io.buf["valid"], io.buf["onehot"]
+    np.copyto(label, io.bottom[1].reshape(label.shape), casting="unsafe")  # truncates, as Caffe
+    if ignore_label is None:
+        valid[...] = True
+    else:
+        np.not_equal(label, ignore_label, out=valid)
+    np.equal(label, layer.classes, out=onehot)
+    np.logical_and(onehot, valid, out=onehot)
+    count = int(np.count_nonzero(valid))
+    if int(np.count_nonzero(onehot)) != count:  # a counted label outside [0, C)
+        c = onehot.shape[1]
+        bad = np.flatnonzero(valid & ((label < 0) | (label >= c)))[0]
+        raise TrainnetError(f"layer '{layer.name}' ({layer.type}): label value "
+                            f"{io.bottom[1].reshape(-1)[bad]:g} at position {bad} is outside "
+                            f"[0, {c}) and is not the ignore_label")
+    return count
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(Layer):
+    Params = SoftmaxWithLossParams
+    num_bottoms = (2, 2)
+    num_tops = (1, 2)
+    is_loss = True
+    no_grad_bottoms = (1,)  # the label
+    backward_reads_bottom = False  # backward reads the kept probabilities and labels
+
+    def setup(self, bottom_shapes):
+        self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
+        return [(), bottom_shapes[0]][:count_tops(self)]
+
+    def buffers(self):
+        outer, _, inner = self.shape3
+        return {"prob": Buffer(self.shape3), "scale": Buffer((outer, 1, inner)),
+                **label_buffers(self.shape3)}
+
+    def flops(self):
+        return 6 * math.prod(self.shape3)  # softmax, then one masked pick
+
+    def normalizer(self, valid_count: int) -> float:
+        outer, _, inner = self.shape3
+        norm = {"FULL": outer * inner, "VALID": valid_count, "BATCH_SIZE": outer,
+                "NONE": 1}[self.p.mode]
+        return float(max(1, norm))
+
+    def forward_cpu(self, io: StepIO):
+        prob, picked = io.buf["prob"], io.buf["scale"]
+        softmax_into(io.bottom[0].reshape(self.shape3), prob, picked)
+        count = read_labels(self, io, self.p.ignore_label)
+        np.sum(prob, axis=1, keepdims=True, where=io.buf["onehot"], out=picked)
+        np.maximum(picked, FLT_MIN, out=picked)
+        np.log(picked, out=picked)
+        np.multiply(picked, io.buf["valid"], out=picked)
+        io.top[0][...] = -picked.sum() / self.normalizer(count)
+        if len(io.top) > 1:
+            np.copyto(io.top[1], prob.reshape(io.top[1].shape))
+
+    def backward_cpu(self, io: StepIO):
+        dx = io.bottom_diff[0]  # bottom 1 (the label) never gets a gradient
+        if dx is None:
+            return
+        valid = io.buf["valid"]
+        weight = float(io.top_diff[0].reshape(-1)[0])
+        dx3 = dx.reshape(self.shape3)
+        np.subtract(io.buf["prob"], io.buf["onehot"], out=dx3)
+        np.multiply(dx3, valid, out=dx3)
+        dx3 *= weight / self.normalizer(int(np.count_nonzero(valid)))

@@ -1,0 +1,39 @@
+"""The compiler: a chain of small pure passes from a NetConfig to a Plan."""
+
+from __future__ import annotations
+
+from trainnet.netcfg.common import NetState
+from trainnet.netcfg.net import NetConfig
+from trainnet.plan.backward import mark_backward
+from trainnet.plan.filter import filter_layers
+from trainnet.plan.memory import assign_memory
+from trainnet.plan.params import layout_params
+from trainnet.plan.plan import Plan
+from trainnet.plan.shapes import infer_shapes
+from trainnet.plan.splits import insert_splits, loss_weighted_tops
+
+
+def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = None,
+                stages: list[str] | None = None, backward: bool | None = None,
+                reuse_memory: bool = True) -> Plan:
+    """Compile ``cfg`` for ``phase``.  ``backward`` defaults to True for TRAIN, False for TEST;
+    ``reuse_memory=False`` keeps every blob's value readable after a pass (for debugging)."""
+    state = NetState(phase=phase, level=cfg.state.level if level is None else level,
+                     stage=cfg.state.stage if stages is None else stages)
+    layers = filter_layers(cfg.layer, state)
+    if not layers:
+        raise cfg.error(f"no layer is included in phase {phase}")
+    layers = insert_splits(layers, loss_weighted_tops(layers))
+    steps, blobs = infer_shapes(layers, phase, cfg.file)
+    backward = (phase == "TRAIN") if backward is None else backward
+    if backward:
+        mark_backward(steps, cfg.force_backward)
+    else:
+        for s in steps:
+            s.propagate_down = [False] * len(s.bottoms)
+            s.frozen = [True] * len(s.layer.param_blobs())
+    slots, param_arena, shadow = layout_params(steps, cfg.file)
+    arena, no_reuse = assign_memory(steps, blobs, backward, reuse_memory)
+    return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
+                param_arena=param_arena, shadow_arena=shadow, arena_bytes=arena,
+                arena_bytes_no_reuse=no_reuse, backward=backward, file=cfg.file)

@@ -1,0 +1,56 @@
+"""The plan as readable text: what `trainnet plan` prints."""
+
+from __future__ import annotations
+
+from trainnet.plan.plan import Plan
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def format_plan(plan: Plan) -> str:
+    kind = "forward + backward" if plan.backward else "forward only"
+    lines = [f"net '{plan.net_name}'  phase {plan.phase}  ({kind}, {len(plan.steps)} steps)", ""]
+    header = f"{'#':>3}  {'layer':<22}{'type':<17}{'tops':<30}{'params':>9}{'flops':>10}  notes"
+    lines += [header, "-" * len(header)]
+    for s in plan.steps:
+        tops = ", ".join(f"{t} {'x'.join(map(str, plan.blobs[t].shape)) or 'scalar'}" for t in s.tops)
+        count = sum(plan.params[u.slot].count for u in s.params)
+        notes = []
+        if s.inserted:
+            notes.append("inserted split")
+        if s.in_place:
+            notes.append("in place")
+        shared = [u for u in s.params if plan.params[u.slot].key[0] != s.name]
+        if shared:
+            notes.append("shares params")
+        if plan.backward:
+            if not s.need_backward:
+                notes.append("no backward")
+            elif s.layer.param_blobs() and all(s.frozen):
+                notes.append("frozen")
+        if any(w != 0 for w in s.loss_weights):
+            notes.append("loss " + ", ".join(f"{w:g}" for w in s.loss_weights if w != 0))
+        lines.append(f"{s.index:>3}  {s.name:<22}{s.type:<17}{tops:<30}{human_count(count):>9}"
+                     f"{human_count(s.layer.flops()):>10}  {'; '.join(notes)}")
+    total_flops = sum(s.layer.flops() for s in plan.steps)
+    lines += ["",
+              f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})",
+              f"forward flops:     {human_count(total_flops)}",
+              f"activation memory: {human_bytes(plan.arena_bytes)} with reuse, "
+              f"{human_bytes(plan.arena_bytes_no_reuse)} without "
+              f"({plan.arena_bytes / max(plan.arena_bytes_no_reuse, 1):.0%})",
+              f"outputs:           {', '.join(plan.outputs)}"]
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""The flat parameter arenas: data, and diff in the same layout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.layers.fillers import fill
+from trainnet.plan.plan import ParamSlot, Plan
+
+
+def weight_key(layer: str, index: int) -> str:
+    """The name of a parameter blob in weight files: ``conv1.0`` (weights), ``conv1.1`` (bias)."""
+    return f"{layer}.{index}"
+
+
+class ParamStore:
+    """All learnable blobs of a net in one flat float32 arena, with gradients alongside.
+
+    Built from a training plan; test nets reuse it by layer name, so they always see the
+    current weights.
+    """
+
+    def __init__(self, plan: Plan, rng: np.random.Generator, xp=np):
+        self.slots: list[ParamSlot] = list(plan.params)
+        self.data = xp.zeros(plan.param_arena, dtype=np.float32)
+        self.diff = xp.zeros(plan.param_arena, dtype=np.float32)
+        self.index = {slot.key: i for i, slot in enumerate(self.slots)}
+        for i, slot in enumerate(self.slots):
+            host = np.empty(slot.shape, dtype=np.float32)
+            fill(host, slot.filler, rng)
+            self.view(self.data, i)[...] = host
+
+    def view(self, arena, i: int):
+        slot = self.slots[i]
+        return arena[slot.offset:slot.offset + slot.count].reshape(slot.shape)
+
+    def lookup(self, slot: ParamSlot) -> int:
+        """The index of the slot matching ``slot`` (same owner layer, index and shape)."""
+        i = self.index.get(slot.key)
+        if i is None:
+            raise TrainnetError(f"layer '{slot.key[0]}' has parameters in this net but not in the "
+                                "net that owns the weights (the training net)")
+        if self.slots[i].shape != slot.shape:
+            raise TrainnetError(f"layer '{slot.key[0]}' parameter {slot.key[1]}: shape {slot.shape} "
+                                f"here but {self.slots[i].shape} in the training net")
+        return i
+
+    def named(self, arena=None) -> dict[str, np.ndarray]:
+        """Every blob of ``arena`` (data by default) by its weight key."""
+        arena = self.data if arena is None else arena
+        return {weight_key(*s.key): self.view(arena, i) for i, s in enumerate(self.slots)}
+
+    def multipliers(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-element lr_mult and decay_mult over the flat layout (for one-pass updates)."""
+        lr = np.zeros(self.data.shape, dtype=np.float32)
+        decay = np.zeros(self.data.shape, dtype=np.float32)
+        for s in self.slots:
+            lr[s.offset:s.offset + s.count] = s.lr_mult
+            decay[s.offset:s.offset + s.count] = s.decay_mult
+        return lr, decay

@@ -1,0 +1,1 @@
+"""Training: the solver loop, update rules, learning-rate policies and snapshots."""

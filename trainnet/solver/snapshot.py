@@ -1,0 +1,103 @@
+"""Weights and solver state on disk, as safetensors, written atomically.
+
+Weights: ``{prefix}_iter_{N}.safetensors`` holding each parameter blob as ``layer.index``.
+State: ``{prefix}_iter_{N}.solverstate`` (safetensors too) holding the update history, the
+data readers' cursors and permutations, and JSON metadata (iteration, RNG state, weights file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save
+
+from trainnet.errors import TrainnetError
+from trainnet.runtime.params import ParamStore
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata))
+
+
+def read_tensors(path: Path, what: str) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainnetError(f"{path}: no such {what} file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TrainnetError(f"{path}: not a readable {what} file (safetensors): {exc}") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TrainnetError(f"{path}: not a readable solver state file: {exc}") from None
+
+
+def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -> None:
+    save_tensors(path, store.named(), {"format": "trainnet-weights", "net": net_name,
+                                       "iter": str(iteration)})
+
+
+def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
+    """Copy blobs by layer name into ``store``.  Returns (loaded layers, skipped layers of the
+    file with no match here); a shape mismatch is an error naming the layer and both shapes."""
+    tensors = read_tensors(path, "weights")
+    targets = store.named()
+    loaded, skipped = [], []
+    for key, value in tensors.items():
+        layer = key.rsplit(".", 1)[0]
+        if key not in targets:
+            if layer not in skipped:
+                skipped.append(layer)
+            continue
+        if value.shape != targets[key].shape:
+            raise TrainnetError(f"{path}: layer '{layer}' blob {key.rsplit('.', 1)[-1]}: shape "
+                                f"{tuple(value.shape)} in the file but {targets[key].shape} in the net")
+        targets[key][...] = value.astype(np.float32, copy=False)
+        if layer not in loaded:
+            loaded.append(layer)
+    return loaded, [s for s in skipped if s not in loaded]
+
+
+def rng_to_json(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def rng_from_json(rng: np.random.Generator, text: str) -> None:
+    rng.bit_generator.state = json.loads(text)
+
+
+def save_state(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    save_tensors(path, tensors, {"format": "trainnet-solverstate", "meta": json.dumps(meta)})
+
+
+def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    path = Path(path)
+    tensors = read_tensors(path, "solver state")
+    meta = read_metadata(path)
+    if meta.get("format") != "trainnet-solverstate":
+        raise TrainnetError(f"{path}: not a trainnet solver state (a weights file? resume with the "
+                            ".solverstate file written beside it)")
+    return tensors, json.loads(meta["meta"])

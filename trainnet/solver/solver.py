@@ -1,0 +1,184 @@
+"""The training loop: Caffe's Solver::Solve with test, display, snapshot and exact resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.netcfg.net import load_net
+from trainnet.netcfg.solver import SolverConfig
+from trainnet.plan.compile import compile_net
+from trainnet.runtime.device import CPU, Device
+from trainnet.runtime.net import Net
+from trainnet.solver import snapshot as snap
+from trainnet.solver.lr_policy import learning_rate
+from trainnet.solver.update import update_rule
+
+
+def average_outputs(net: Net, iterations: int) -> dict[str, float | np.ndarray]:
+    """Run ``iterations`` forward passes and average each output (as Caffe's test does)."""
+    totals: dict = {}
+    for _ in range(iterations):
+        net.forward()
+        for name, value in net.outputs().items():
+            totals[name] = totals.get(name, 0) + value
+    return {k: v / iterations for k, v in totals.items()}
+
+
+class Solver:
+    """Trains the net a SolverConfig names; ``log`` receives the progress lines."""
+
+    def __init__(self, cfg: SolverConfig, device: Device = CPU,
+                 log: Callable[[str], None] = lambda line: None):
+        self.cfg = cfg
+        self.device = device
+        self.log = log
+        seed = cfg.random_seed if cfg.random_seed >= 0 else int(np.random.SeedSequence().entropy % 2**63)
+        seeds = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(seeds[0])
+        self.test_rng = np.random.default_rng(seeds[1])
+        net_cfg = load_net(cfg.net_path)
+        self.net = Net(compile_net(net_cfg, "TRAIN"), device, rng=self.rng)
+        self.test_nets: list[Net] = []
+        if cfg.test_iter:
+            test_plan = compile_net(net_cfg, "TEST")
+            self.test_nets.append(Net(test_plan, device, params=self.net.params, rng=self.test_rng))
+        lr_mult, decay_mult = self.net.params.multipliers()
+        self.rule = update_rule(cfg.type)(cfg, lr_mult, decay_mult)
+        self.iter = 0
+        self.losses: deque[float] = deque(maxlen=cfg.average_loss)
+        self.stop_requested = False
+        self.last_test: dict = {}
+        self.prefix = self._prefix()
+        self._acc = np.zeros_like(self.net.params.diff) if cfg.iter_size > 1 else None
+
+    def _prefix(self) -> Path:
+        if self.cfg.snapshot_prefix:
+            return Path(self.cfg.snapshot_prefix)
+        solver_file = Path(self.cfg.file) if self.cfg.file else Path("trainnet")
+        return solver_file.with_suffix("")
+
+    @property
+    def log_path(self) -> Path:
+        return Path(f"{self.prefix}_log.jsonl")
+
+    def record(self, **fields) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(fields) + "\n")
+
+    # --- the loop ---------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current iteration, snapshot, and return from ``solve`` (Ctrl-C)."""
+        self.stop_requested = True
+
+    def solve(self) -> dict:
+        cfg = self.cfg
+        self.log(f"Solving {self.net.plan.net_name} on {self.device}: {self.net.plan.param_count:,} "
+                 f"parameters, iterations {self.iter} -> {cfg.max_iter}")
+        start_iter, t0 = self.iter, time.perf_counter()
+        while self.iter < cfg.max_iter and not self.stop_requested:
+            self.step_once(t0, start_iter)
+            if cfg.snapshot and self.iter % cfg.snapshot == 0:
+                self.snapshot()
+        if self.stop_requested:
+            self.log(f"Stopped at iteration {self.iter}")
+            self.snapshot()
+            return self.last_test
+        if cfg.snapshot_after_train and (not cfg.snapshot or self.iter % cfg.snapshot != 0):
+            self.snapshot()
+        if cfg.display and self.iter % cfg.display == 0:
+            loss = self.net.forward()
+            self.log(f"Iteration {self.iter}, loss = {loss:.6g}")
+        if cfg.test_interval and self.iter % cfg.test_interval == 0:
+            self.test_all()
+        self.log("Optimization Done.")
+        return self.last_test
+
+    def step_once(self, t0: float, start_iter: int) -> None:
+        cfg, it = self.cfg, self.iter
+        if cfg.test_interval and it % cfg.test_interval == 0 and (it > 0 or cfg.test_initialization):
+            self.test_all()
+        params = self.net.params
+        if self._acc is None:
+            loss = self.net.forward_backward()
+        else:
+            self._acc.fill(0)
+            loss = 0.0
+            for _ in range(cfg.iter_size):
+                loss += self.net.forward_backward()
+                self._acc += params.diff
+            params.diff[...] = self._acc
+            loss /= cfg.iter_size
+        if not np.isfinite(loss):
+            raise TrainnetError(f"iteration {it}: the loss is {loss} (diverged); lower base_lr or "
+                                "check the data")
+        self.losses.append(loss)
+        smoothed = sum(self.losses) / len(self.losses)
+        rate = learning_rate(cfg, it)
+        if cfg.display and it % cfg.display == 0:
+            elapsed = time.perf_counter() - t0
+            speed = (it - start_iter) / elapsed if elapsed > 0 and it > start_iter else 0.0
+            self.log(f"Iteration {it} ({speed:.1f} iter/s), loss = {smoothed:.6g}, lr = {rate:.6g}")
+            self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
+                        seconds=round(elapsed, 3))
+        self.rule.apply(params.data, params.diff, rate, it)
+        self.iter += 1
+
+    def test_all(self) -> dict:
+        for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
+            outputs = average_outputs(net, n)
+            parts = []
+            for name, value in outputs.items():
+                if np.ndim(value) == 0:
+                    parts.append(f"{name} = {float(value):.6g}")
+            self.log(f"Iteration {self.iter}, Testing net (#{i}): " + ", ".join(parts))
+            self.record(event="test", iter=self.iter, net=i,
+                        outputs={k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
+                                 for k, v in outputs.items()})
+            self.last_test = outputs
+        return self.last_test
+
+    # --- snapshots --------------------------------------------------------------------------
+    def snapshot(self) -> Path:
+        weights = Path(f"{self.prefix}_iter_{self.iter}.safetensors")
+        state = Path(f"{self.prefix}_iter_{self.iter}.solverstate")
+        snap.save_weights(weights, self.net.params, self.net.plan.net_name, self.iter)
+        tensors = {f"history/{k}": v for k, v in self.rule.history.items()}
+        for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
+            for layer, st in net.states.items():
+                for key, value in st.get_state().items():
+                    tensors[f"data/{tag}/{layer}/{key}"] = value
+        meta = {"iter": self.iter, "weights": weights.name, "type": self.cfg.type,
+                "rng": snap.rng_to_json(self.rng), "test_rng": snap.rng_to_json(self.test_rng),
+                "losses": list(self.losses), "param_count": int(self.net.params.data.size)}
+        snap.save_state(state, tensors, meta)
+        self.log(f"Snapshotting to {weights} and {state}")
+        return state
+
+    def restore(self, state_path: Path) -> None:
+        """Continue exactly where a snapshot left off."""
+        tensors, meta = snap.load_state(state_path)
+        if meta.get("type") != self.cfg.type or meta.get("param_count") != int(self.net.params.data.size):
+            raise TrainnetError(f"{state_path}: the state is for a different net or solver type "
+                                f"({meta.get('type')}, {meta.get('param_count')} parameters)")
+        weights = Path(state_path).parent / meta["weights"]
+        snap.load_weights(weights, self.net.params)
+        for k in self.rule.history:
+            self.rule.history[k][...] = tensors[f"history/{k}"]
+        for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
+            for layer, st in net.states.items():
+                prefix = f"data/{tag}/{layer}/"
+                st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        snap.rng_from_json(self.rng, meta["rng"])
+        snap.rng_from_json(self.test_rng, meta["test_rng"])
+        self.losses.clear()
+        self.losses.extend(meta["losses"])
+        self.iter = int(meta["iter"])
+        self.log(f"Resumed from {state_path} at iteration {self.iter}")
