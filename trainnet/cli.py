@@ -125,8 +125,15 @@ def plan(net, phase, no_reuse):
     """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
     from trainnet.netcfg import load_net
     from trainnet.plan import compile_net, format_plan
+    from trainnet.plan.text import human_bytes
 
-    _echo(format_plan(compile_net(load_net(net), phase, reuse_memory=not no_reuse)))
+    cfg = load_net(net)
+    compiled = compile_net(cfg, phase, reuse_memory=not no_reuse)
+    _echo(format_plan(compiled))
+    if compiled.backward:
+        forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse)
+        _echo(f"forward only:      {human_bytes(forward_only.arena_bytes)} of activation memory for "
+              f"the same net and batch without backward (inference)")
 
 
 @main.command("time")

@@ -113,7 +113,7 @@ class DataReader:
         if missing:
             raise TrainnetError(f"data reader state lacks {', '.join(sorted(missing))}")
         perm = np.asarray(state["perm"], np.int64)
-        cursor = int(state["cursor"])
+        cursor = int(np.asarray(state["cursor"]).reshape(-1)[0])  # files may store scalars as (1,)
         if perm.shape != (n,) or not np.array_equal(np.bincount(perm, minlength=n), np.ones(n)):
             raise TrainnetError(f"data reader state: perm is not a permutation of {n} items")
         if not 0 <= cursor < n:
@@ -122,7 +122,7 @@ class DataReader:
             self.rng.bit_generator.state = json.loads(np.asarray(state["rng"], np.uint8).tobytes())
         except (ValueError, TypeError, KeyError) as exc:
             raise TrainnetError(f"data reader state: bad random generator state ({exc})") from None
-        self.perm, self.cursor, self.epoch = perm.copy(), cursor, int(state["epoch"])
+        self.perm, self.cursor, self.epoch = perm.copy(), cursor, int(np.asarray(state["epoch"]).reshape(-1)[0])
 
 
 @register("Data")

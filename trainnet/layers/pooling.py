@@ -38,11 +38,12 @@ class PoolingParams(Strict):
     round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
-    """Caffe's output size, dropping a last window that would start inside the padding."""
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, padded: bool) -> int:
+    """Caffe's output size; when either pad is > 0 a last window that would start inside the
+    padding is dropped."""
     span = size + 2 * pad - kernel
     out = (-(-span // stride) if ceil else span // stride) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
+    if padded and (out - 1) * stride >= size + pad:
         out -= 1
     return out
 
@@ -86,11 +87,11 @@ class Pooling(Layer):
         if kh > H + 2 * ph or kw > W + 2 * pw:
             raise self.error(f"kernel {kh}x{kw} is larger than the padded input "
                              f"{H + 2 * ph}x{W + 2 * pw}")
-        ceil = p.round_mode == "CEIL"
-        Ho, Wo = pooled_size(H, kh, ph, sh, ceil), pooled_size(W, kw, pw, sw, ceil)
-        if (Ho - 1) * sh - ph >= H or (Wo - 1) * sw - pw >= W:  # only possible with pad 0 (Caffe: NaN or -FLT_MAX)
-            raise self.error(f"the last {Ho}x{Wo} window starts outside the {H}x{W} input "
-                             f"(stride {sh}x{sw} > kernel {kh}x{kw}); use round_mode FLOOR")
+        ceil, padded = p.round_mode == "CEIL", ph > 0 or pw > 0
+        Ho, Wo = pooled_size(H, kh, ph, sh, ceil, padded), pooled_size(W, kw, pw, sw, ceil, padded)
+        if (Ho - 1) * sh - ph >= H or (Wo - 1) * sw - pw >= W:  # Caffe would output NaN/-FLT_MAX
+            raise self.error(f"kernel {kh}x{kw} with stride {sh}x{sw} makes a last window that starts "
+                             f"outside the {H}x{W} input; use round_mode FLOOR")
         self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
         self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = kh, kw, ph, pw, sh, sw
         # Room for every window, ceil-rounded ones included, around the bottom.

@@ -91,11 +91,13 @@ def parse_layer(data: Any, src: SourceMap, index: int) -> LayerConfig:
     try:
         params = cls.Params.model_validate(rest)
     except ValidationError as exc:
-        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known) from None
+        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known,
+                      model=cls.Params) from None
     try:
         return LayerConfig.model_validate({**common, "params": params, "line": src.line(path)})
     except ValidationError as exc:
-        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known) from None
+        raise located(exc, src, path, layer=name, layer_type=type_name, known_keys=known,
+                      model=LayerConfig) from None
 
 
 NET_KEYS = ("name", "layer", "state", "force_backward")
@@ -114,7 +116,7 @@ def parse_net(data: Any, src: SourceMap) -> NetConfig:
     try:
         return NetConfig.model_validate({**rest, "layer": layers, "file": src.file})
     except ValidationError as exc:
-        raise located(exc, src, known_keys=NET_KEYS) from None
+        raise located(exc, src, known_keys=NET_KEYS, model=NetConfig) from None
 
 
 def load_net(path: str | Path) -> NetConfig:

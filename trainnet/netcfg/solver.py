@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trainnet.netcfg.common import Strict, _as_list
 from trainnet.netcfg.errors import located
@@ -44,11 +44,16 @@ class SolverConfig(Strict):
     debug_info: bool = False
     file: Optional[str] = None
 
+    @field_validator("test_interval")
+    @classmethod
+    def _needs_test_iter(cls, value: int, info: ValidationInfo) -> int:
+        # a field validator (test_iter comes first), so the error points at test_interval's line
+        if value and "test_iter" in info.data and not info.data["test_iter"]:
+            raise ValueError("set, but test_iter is not: give the number of test batches per test")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.test_interval and not self.test_iter:
-            raise ValueError("test_interval is set but test_iter is not: give the number of test "
-                             "batches per test")
         if self.snapshot and not self.snapshot_prefix:
             raise ValueError("snapshot is set but snapshot_prefix is not")
         return self

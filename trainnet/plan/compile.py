@@ -23,8 +23,11 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     layers = filter_layers(cfg.layer, state)
     if not layers:
         raise cfg.error(f"no layer is included in phase {phase}")
+    written = {l.name for l in layers}
     layers = insert_splits(layers, loss_weighted_tops(layers))
     steps, blobs = infer_shapes(layers, phase, cfg.file)
+    for s in steps:
+        s.inserted = s.name not in written  # a split the compiler added, not the user's own
     backward = (phase == "TRAIN") if backward is None else backward
     if backward:
         mark_backward(steps, cfg.force_backward)

@@ -77,5 +77,5 @@ def infer_shapes(layers: list[LayerConfig], phase: str, file: str | None) -> tup
             raise cfg.error(f"has {n_params} parameter blobs but {len(cfg.param)} param entries",
                             file, "param")
         steps.append(Step(index=i, cfg=cfg, layer=layer, bottoms=list(cfg.bottom), tops=list(cfg.top),
-                          loss_weights=loss_weights(cfg), inserted=cfg.type == "Split" and "_split" in cfg.name))
+                          loss_weights=loss_weights(cfg)))
     return steps, blobs

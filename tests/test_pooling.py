@@ -1,0 +1,184 @@
+"""Pooling against a naive transcription of Caffe's pooling_layer.cpp loops, plus the gradient
+checker and the config errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+from layer_check import build, check_gradients, run_forward
+from trainnet.errors import ConfigError
+from trainnet.runtime.device import CPU
+
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def pair(params, name, default):
+    if params.get("global_pooling") and name != "kernel":
+        return default, default
+    if f"{name}_h" in params:
+        return params[f"{name}_h"], params[f"{name}_w"]
+    v = params.get(name + ("_size" if name == "kernel" else ""), default)
+    return v, v
+
+
+def ref_pool(x, dy, params):
+    """Caffe's Forward_cpu/Backward_cpu for MAX and AVE, loop by loop."""
+    N, C, H, W = x.shape
+    if params.get("global_pooling"):
+        kh, kw = H, W
+    else:
+        kh, kw = pair(params, "kernel", None)
+    (ph, pw), (sh, sw) = pair(params, "pad", 0), pair(params, "stride", 1)
+    rnd = math.floor if params.get("round_mode") == "FLOOR" else math.ceil
+    Ho = int(rnd(float(H + 2 * ph - kh) / sh)) + 1
+    Wo = int(rnd(float(W + 2 * pw - kw) / sw)) + 1
+    if ph or pw:
+        if (Ho - 1) * sh >= H + ph:
+            Ho -= 1
+        if (Wo - 1) * sw >= W + pw:
+            Wo -= 1
+    top, dx = np.zeros((N, C, Ho, Wo)), np.zeros_like(x)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    hstart, wstart = oh * sh - ph, ow * sw - pw
+                    if params.get("pool", "MAX") == "MAX":
+                        hend, wend = min(hstart + kh, H), min(wstart + kw, W)
+                        hstart, wstart = max(hstart, 0), max(wstart, 0)
+                        best, where = -FLT_MAX, None
+                        for h in range(hstart, hend):
+                            for w in range(wstart, wend):
+                                if x[n, c, h, w] > best:
+                                    best, where = x[n, c, h, w], (h, w)
+                        top[n, c, oh, ow] = best
+                        if where is not None:
+                            dx[n, c, where[0], where[1]] += dy[n, c, oh, ow]
+                    else:
+                        hend, wend = min(hstart + kh, H + ph), min(wstart + kw, W + pw)
+                        size = (hend - hstart) * (wend - wstart)
+                        hstart, wstart = max(hstart, 0), max(wstart, 0)
+                        hend, wend = min(hend, H), min(wend, W)
+                        top[n, c, oh, ow] = x[n, c, hstart:hend, wstart:wend].sum() / size
+                        dx[n, c, hstart:hend, wstart:wend] += dy[n, c, oh, ow] / size
+    return top, dx
+
+
+WINDOWS = [  # params without pool, each tested with MAX and AVE
+    {"kernel_size": 2, "stride": 2},
+    {"kernel_size": 3, "stride": 2},                       # AlexNet's overlapping windows
+    {"kernel_size": 3, "stride": 2, "round_mode": "FLOOR"},
+    {"kernel_size": 3, "stride": 3},                       # ceil: a last window past the edge
+    {"kernel_size": 3, "stride": 2, "pad": 1},
+    {"kernel_size": 2, "stride": 2, "pad": 1},             # 5x5: the last window is dropped
+    {"kernel_size": 2, "stride": 2, "pad": 1, "round_mode": "FLOOR"},
+    {"kernel_h": 2, "kernel_w": 3, "stride_h": 1, "stride_w": 2, "pad_h": 1, "pad_w": 0},
+    {"kernel_h": 3, "kernel_w": 2, "stride_h": 3, "stride_w": 1, "pad_h": 0, "pad_w": 1},
+    {"kernel_h": 1, "kernel_w": 2, "stride_h": 3, "stride_w": 2, "pad_h": 0, "pad_w": 1},  # drop, pad_h 0
+    {"kernel_size": 1, "stride": 1},
+    {"global_pooling": True},
+]
+SHAPES = [(2, 3, 5, 5), (1, 2, 8, 7)]
+CASES = [(shape, dict(w, pool=pool)) for w in WINDOWS for pool in ("MAX", "AVE") for shape in SHAPES]
+
+
+def check_case(shape, params, x):
+    rng = np.random.default_rng(1)
+    layer = build("Pooling", params, [shape])
+    io = run_forward(layer, [x.copy()])
+    dy = rng.normal(size=layer.top_shapes[0])
+    io.top_diff[0][...] = dy
+    io.bottom[0][...] = np.nan  # backward must not read the bottom
+    layer.backward(io, CPU)
+    top, dx = ref_pool(x, dy, params)
+    assert layer.top_shapes[0] == top.shape
+    np.testing.assert_allclose(io.top[0], top, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(io.bottom_diff[0], dx, rtol=1e-12, atol=1e-12)
+    return layer, io
+
+
+@pytest.mark.parametrize("shape,params", CASES)
+def test_matches_naive_reference(shape, params):
+    check_case(shape, params, np.random.default_rng(0).normal(size=shape))
+
+
+@pytest.mark.parametrize("params", [{"kernel_size": 3, "stride": 2, "pad": 1},
+                                    {"kernel_size": 2, "stride": 1}, {"global_pooling": True}])
+def test_max_ties_go_to_the_first_cell(params):
+    shape = (2, 2, 6, 5)
+    x = np.random.default_rng(0).integers(0, 3, size=shape).astype(np.float64)
+    check_case(shape, dict(params, pool="MAX"), x)
+
+
+def test_padded_cells_never_win_and_count_for_ave():
+    x = -np.ones((1, 1, 3, 3))
+    layer, io = check_case((1, 1, 3, 3), {"pool": "MAX", "kernel_size": 2, "stride": 2, "pad": 1}, x)
+    assert (io.top[0] == -1).all()
+    layer, io = check_case((1, 1, 3, 3), {"pool": "AVE", "kernel_size": 2, "stride": 2, "pad": 1}, x)
+    np.testing.assert_allclose(io.top[0][0, 0], [[-1 / 4, -2 / 4], [-2 / 4, -4 / 4]])
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_second_forward_after_backward_is_unchanged(pool):
+    layer = build("Pooling", {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}, [(2, 2, 6, 6)])
+    io = run_forward(layer, [np.random.default_rng(0).normal(size=(2, 2, 6, 6))])
+    first = io.top[0].copy()
+    io.top_diff[0][...] = 1
+    layer.backward(io, CPU)
+    layer.forward(io, CPU)
+    np.testing.assert_array_equal(io.top[0], first)
+
+
+@pytest.mark.parametrize("params", [
+    {"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1},
+    {"pool": "MAX", "kernel_size": 2, "stride": 2},
+    {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1},
+    {"pool": "AVE", "global_pooling": True},
+])
+def test_gradient_check(params):
+    shape = (2, 2, 5, 6)
+    rng = np.random.default_rng(0)
+    x = rng.permutation(np.prod(shape)).reshape(shape) * 0.01  # no ties, gaps >> eps
+    check_gradients(build("Pooling", params, [shape]), [x])
+
+
+def test_lenet_pool_through_build():
+    layer = build("Pooling", {"pool": "MAX", "kernel_size": 2, "stride": 2}, [(64, 20, 24, 24)])
+    assert layer.top_shapes == [(64, 20, 12, 12)]
+    assert layer.flops() == 64 * 20 * 12 * 12 * 4
+    assert not layer.backward_reads_bottom and layer.param_blobs() == []
+    x = np.random.default_rng(0).normal(size=(64, 20, 24, 24)).astype(np.float32)
+    io = run_forward(layer, [x])
+    np.testing.assert_array_equal(io.top[0], x.reshape(64, 20, 12, 2, 12, 2).max(axis=(3, 5)))
+    alex = build("Pooling", {"kernel_size": 3, "stride": 2}, [(1, 96, 55, 55)])
+    assert alex.top_shapes == [(1, 96, 27, 27)]
+    googlenet = build("Pooling", {"kernel_size": 3, "stride": 2}, [(1, 64, 112, 112)])
+    assert googlenet.top_shapes == [(1, 64, 56, 56)]  # ceil: 55.5 -> 56
+
+
+@pytest.mark.parametrize("params,shape,message", [
+    ({"pool": "STOCHASTIC", "kernel_size": 2}, (1, 1, 4, 4), "STOCHASTIC is not supported"),
+    ({"kernel_size": 2, "pad": 2}, (1, 1, 4, 4), "pad 2x2 must be smaller than the kernel 2x2"),
+    ({"kernel_h": 3, "kernel_w": 2, "pad_h": 1, "pad_w": 2}, (1, 1, 4, 4), "pad 1x2 must be smaller"),
+    ({"global_pooling": True, "kernel_size": 2}, (1, 1, 4, 4), "global_pooling takes the kernel"),
+    ({"global_pooling": True, "stride": 2}, (1, 1, 4, 4), "global_pooling requires pad 0 and stride 1"),
+    ({"pool": "AVE"}, (1, 1, 4, 4), r"kernel_size \(or kernel_h and kernel_w\) is required"),
+    ({"kernel_size": 2}, (4, 4), "expects a 4-D NCHW bottom, got 2-D"),
+    ({"kernel_size": 5}, (1, 1, 3, 4), "kernel 5x5 is larger than the padded input 3x4"),
+    ({"kernel_size": 1, "stride": 3}, (1, 1, 5, 5), "starts outside the 5x5 input"),
+    ({"kernel_size": 2, "kernel_h": 2, "kernel_w": 2}, (1, 1, 4, 4), "give either kernel or"),
+    ({"kernel_size": 2, "pad": 1, "pad_h": 1, "pad_w": 1}, (1, 1, 4, 4), "give either pad or"),
+    ({"kernel_size": 2, "stride_h": 1}, (1, 1, 4, 4), "stride_h and stride_w go together"),
+    ({"kernel_size": 2, "stride": 0}, (1, 1, 4, 4), "stride must be > 0"),
+])
+def test_config_errors(params, shape, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build("Pooling", params, [shape], name="pool1")
+    assert "layer 'pool1' (Pooling)" in str(info.value)
+
+
+def test_caffe_fields_accepted():
+    layer = build("Pooling", {"pool": "AVE", "kernel_size": 2, "engine": "CUDNN", "round_mode": "FLOOR"},
+                  [(1, 1, 5, 5)])
+    assert layer.top_shapes == [(1, 1, 4, 4)]

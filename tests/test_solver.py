@@ -1,0 +1,174 @@
+"""The solver: lr policies, the SGD update, snapshots and exact resume, fine-tuning by name."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from synthetic import write_project
+from trainnet.errors import TrainnetError
+from trainnet.netcfg import load_solver, load_solver_text
+from trainnet.netcfg.solver import SolverConfig
+from trainnet.solver import snapshot as snap
+from trainnet.solver.lr_policy import learning_rate
+from trainnet.solver.solver import Solver
+from trainnet.solver.update import SGD
+
+
+def cfg(**kw) -> SolverConfig:
+    return SolverConfig(net="x.yaml", **kw)
+
+
+def test_inv_policy_matches_caffe_lenet_log():
+    # Caffe's LeNet log prints "Iteration 100, lr = 0.00992565" and "Iteration 9900, lr = 0.00596843".
+    c = cfg(base_lr=0.01, lr_policy="inv", gamma=0.0001, power=0.75)
+    assert learning_rate(c, 100) == pytest.approx(0.00992565, abs=5e-9)
+    assert learning_rate(c, 9900) == pytest.approx(0.00596843, abs=5e-9)
+
+
+@pytest.mark.parametrize("kw, it, expected", [
+    ({"lr_policy": "fixed"}, 1234, 0.1),
+    ({"lr_policy": "step", "gamma": 0.5, "stepsize": 100}, 250, 0.1 * 0.25),
+    ({"lr_policy": "exp", "gamma": 0.99}, 10, 0.1 * 0.99 ** 10),
+    ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [10, 20]}, 9, 0.1),
+    ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [10, 20]}, 10, 0.01),
+    ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [10, 20]}, 25, 0.001),
+    ({"lr_policy": "poly", "power": 2.0, "max_iter": 100}, 50, 0.1 * 0.25),
+    ({"lr_policy": "sigmoid", "gamma": -0.1, "stepsize": 50}, 50, 0.05),
+    ({"lr_policy": "sigmoid", "gamma": -0.1, "stepsize": 50}, 60, 0.1 / (1 + math.exp(1.0))),
+])
+def test_lr_policies(kw, it, expected):
+    assert learning_rate(cfg(base_lr=0.1, **kw), it) == pytest.approx(expected, rel=1e-12)
+
+
+def test_policy_needs_its_fields():
+    with pytest.raises(TrainnetError, match="lr_policy step needs stepsize > 0"):
+        load_solver_text("net: n.yaml\nlr_policy: step\n", "s.yaml")
+
+
+def _reference_sgd(w, g, h, lr, lr_mult, decay_mult, mu, wd, l1=False, clip=-1.0, iter_size=1):
+    """Caffe's SGDSolver::ApplyUpdate, written out in float64."""
+    w, g, h = (np.asarray(a, np.float64).copy() for a in (w, g, h))
+    if clip >= 0:
+        norm = np.sqrt((g ** 2).sum())
+        if norm > clip:
+            g *= clip / norm
+    g /= iter_size
+    g += wd * decay_mult * (np.sign(w) if l1 else w)
+    h = mu * h + lr * lr_mult * g
+    return w - h, h
+
+
+@pytest.mark.parametrize("options", [{}, {"regularization_type": "L1"}, {"clip_gradients": 0.5},
+                                     {"iter_size": 4}])
+def test_sgd_update_matches_reference(options):
+    rng = np.random.default_rng(0)
+    n = 40
+    w = rng.normal(size=n).astype(np.float32)
+    lr_mult = np.where(np.arange(n) < 30, 1.0, 2.0).astype(np.float32)
+    decay_mult = np.where(np.arange(n) < 30, 1.0, 0.0).astype(np.float32)
+    c = cfg(momentum=0.9, weight_decay=0.01, **options)
+    rule = SGD(c, lr_mult, decay_mult)
+    ref_w, ref_h = w.astype(np.float64), np.zeros(n)
+    for it in range(3):
+        g = rng.normal(size=n).astype(np.float32)
+        ref_w, ref_h = _reference_sgd(ref_w, g, ref_h, 0.1, lr_mult, decay_mult, 0.9, 0.01,
+                                      l1=c.regularization_type == "L1", clip=c.clip_gradients,
+                                      iter_size=c.iter_size)
+        rule.apply(w, g.copy(), 0.1, it)
+        np.testing.assert_allclose(w, ref_w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(rule.history["momentum"], ref_h, rtol=1e-5, atol=1e-6)
+
+
+def test_training_learns_and_logs(tmp_path):
+    lines = []
+    s = Solver(load_solver(write_project(tmp_path, max_iter=150)), log=lines.append)
+    result = s.solve()
+    assert result["accuracy"] >= 0.9
+    records = [json.loads(l) for l in (tmp_path / "out/tiny_log.jsonl").read_text().splitlines()]
+    tests = [r for r in records if r["event"] == "test"]
+    assert [r["iter"] for r in tests] == [0, 50, 100, 150]
+    assert tests[0]["outputs"]["accuracy"] < 0.6 < tests[-1]["outputs"]["accuracy"]
+    train = [r for r in records if r["event"] == "train"]
+    assert [r["iter"] for r in train] == list(range(0, 150, 10))
+    assert train[-1]["smoothed_loss"] < train[0]["smoothed_loss"]
+    assert any("Testing net (#0): accuracy" in l for l in lines)
+    assert (tmp_path / "out/tiny_iter_150.safetensors").is_file()   # snapshot_after_train
+
+
+def test_resume_is_bit_exact(tmp_path):
+    """Training 2N iterations equals N, snapshot, resume, N more (dropout, shuffling included)."""
+    solver = write_project(tmp_path, max_iter=60, snapshot=30)
+    full = Solver(load_solver(solver))
+    full.solve()
+    expected = full.net.params.data.copy()
+
+    half = Solver(load_solver(solver))
+    half.cfg = half.cfg.model_copy(update={"max_iter": 30})
+    half.solve()
+    resumed = Solver(load_solver(solver))
+    resumed.restore(tmp_path / "out/tiny_iter_30.solverstate")
+    assert resumed.iter == 30
+    resumed.solve()
+    np.testing.assert_array_equal(resumed.net.params.data, expected)
+    np.testing.assert_array_equal(resumed.rule.history["momentum"], full.rule.history["momentum"])
+
+
+def test_snapshots_are_atomic_and_self_describing(tmp_path):
+    s = Solver(load_solver(write_project(tmp_path, max_iter=20, snapshot=10)))
+    s.solve()
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["tiny_iter_10.safetensors", "tiny_iter_10.solverstate", "tiny_iter_20.safetensors",
+                     "tiny_iter_20.solverstate", "tiny_log.jsonl"]  # no .tmp left behind
+    weights = snap.read_tensors(tmp_path / "out/tiny_iter_20.safetensors", "weights")
+    assert set(weights) == {"conv1.0", "conv1.1", "ip1.0", "ip1.1", "ip2.0", "ip2.1"}
+    np.testing.assert_array_equal(weights["ip1.0"], s.net.params.named()["ip1.0"])
+    with pytest.raises(TrainnetError, match="not a trainnet solver state"):
+        s.restore(tmp_path / "out/tiny_iter_20.safetensors")
+
+
+def test_corrupt_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    s = Solver(load_solver(write_project(tmp_path, max_iter=1)))
+    with pytest.raises(TrainnetError, match="not a readable weights file"):
+        snap.load_weights(bad, s.net.params)
+    with pytest.raises(TrainnetError, match="no such weights file"):
+        snap.load_weights(tmp_path / "missing.safetensors", s.net.params)
+
+
+def test_finetune_by_layer_name(tmp_path):
+    s = Solver(load_solver(write_project(tmp_path, max_iter=10)))
+    s.solve()
+    named = s.net.params.named()
+    tensors = {k: v.copy() for k, v in named.items() if not k.startswith("ip2")}
+    tensors["old_classifier.0"] = np.zeros((7, 16), np.float32)
+    snap.save_tensors(tmp_path / "w.safetensors", tensors, {})
+    fresh = Solver(load_solver(tmp_path / "solver.yaml"))
+    loaded, skipped = snap.load_weights(tmp_path / "w.safetensors", fresh.net.params)
+    assert loaded == ["conv1", "ip1"] and skipped == ["old_classifier"]
+    np.testing.assert_array_equal(fresh.net.params.named()["ip1.0"], named["ip1.0"])
+    tensors["ip1.0"] = np.zeros((3, 3), np.float32)
+    snap.save_tensors(tmp_path / "bad.safetensors", tensors, {})
+    with pytest.raises(TrainnetError, match=r"layer 'ip1' blob 0: shape \(3, 3\) in the file but "
+                                            r"\(16, 36\) in the net"):
+        snap.load_weights(tmp_path / "bad.safetensors", fresh.net.params)
+
+
+def test_stop_request_snapshots_current_iteration(tmp_path):
+    lines = []
+    s = Solver(load_solver(write_project(tmp_path, max_iter=1000)), log=lines.append)
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("Iteration 20 "):
+            s.request_stop()
+
+    s.log = log
+    s.solve()
+    assert s.iter == 21
+    assert (tmp_path / "out/tiny_iter_21.solverstate").is_file()
+    assert "Stopped at iteration 21" in lines
