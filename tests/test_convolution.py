@@ -164,9 +164,7 @@ def test_float32_and_shapes_through_build():
     ({"num_output": 1, "kernel_size": 3, "axis": 2}, (1, 1, 5, 5), "only axis 1"),
     ({"num_output": 1, "kernel_size": 3, "kernel_h": 3, "kernel_w": 3}, (1, 1, 5, 5), "give either kernel or"),
     ({"num_output": 1, "kernel_h": 3}, (1, 1, 5, 5), "kernel_h and kernel_w go together"),
-    ({"num_output": 1, "kernel_size": 3, "stride": 0}, (1, 1, 5, 5), "stride must be > 0"),
     ({"num_output": 1, "kernel_size": 3, "pad": [1, 1, 1]}, (1, 1, 5, 5), "pad: expects 1 or 2 values"),
-    ({"num_output": 1, "kernel_size": 0}, (1, 1, 5, 5), "must be > 0"),
 ])
 def test_config_errors(params, shape, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -177,8 +175,10 @@ def test_config_errors(params, shape, message):
 def test_params_validation():
     with pytest.raises(ValidationError):
         build("Convolution", {"num_output": 0, "kernel_size": 3}, [(1, 1, 5, 5)])
-    with pytest.raises(ValidationError):
-        build("Convolution", {"num_output": 1, "kernel_size": -1}, [(1, 1, 5, 5)])
+    for bad in ({"kernel_size": -1}, {"kernel_size": 0}, {"kernel_size": 3, "stride": 0},
+                {"kernel_size": 3, "dilation": 0}, {"kernel_h": 0, "kernel_w": 3}):
+        with pytest.raises(ValidationError):
+            build("Convolution", {"num_output": 1, **bad}, [(1, 1, 5, 5)])
     layer = build("Convolution", {"num_output": 1, "kernel_size": 3, "force_nd_im2col": True,
                                   "engine": "CAFFE"}, [(1, 1, 5, 5)])
     assert layer.top_shapes == [(1, 1, 3, 3)]

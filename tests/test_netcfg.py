@@ -110,19 +110,26 @@ def conv2_with(fields: str) -> str:
 def test_out_of_range_scalar_for_repeated_field_names_the_field_plainly():
     # kernel_size is a repeated field given one value: no list index in the field name
     assert net_error(conv2_with("    kernel_size: -1\n")) == \
-        "x.yaml:18: layer 'conv2' (Convolution): kernel_size: must be >= 0, got -1"
+        "x.yaml:18: layer 'conv2' (Convolution): kernel_size: must be >= 1, got -1"
 
 
 def test_bad_element_of_a_list_names_its_index():
     assert net_error(conv2_with("    kernel_size: [3, -2]\n")) == \
-        "x.yaml:18: layer 'conv2' (Convolution): kernel_size[1]: must be >= 0, got -2"
+        "x.yaml:18: layer 'conv2' (Convolution): kernel_size[1]: must be >= 1, got -2"
     text = conv2_with("    kernel_size: 3\n    pad:\n      - 1\n      - x\n")
     assert net_error(text) == \
         "x.yaml:21: layer 'conv2' (Convolution): pad[1]: expects an integer, got str 'x'"
 
 
-def test_zero_kernel_is_an_error_at_compile_time_naming_file_line_and_layer():
-    cfg = load_net_text(conv2_with("    kernel_size: 0\n"), "x.yaml")
+def test_zero_kernel_is_an_error_naming_file_line_layer_and_field():
+    with pytest.raises(ConfigError) as info:
+        load_net_text(conv2_with("    kernel_size: 0\n"), "x.yaml")
+    assert str(info.value) == "x.yaml:18: layer 'conv2' (Convolution): kernel_size: must be >= 1, got 0"
+    assert (info.value.file, info.value.line, info.value.layer) == ("x.yaml", 18, "conv2")
+
+
+def test_missing_kernel_is_an_error_at_compile_time_naming_file_line_and_layer():
+    cfg = load_net_text(conv2_with(""), "x.yaml")
     with pytest.raises(ConfigError) as info:
         compile_net(cfg, "TEST")
     assert str(info.value) == ("x.yaml:13: layer 'conv2' (Convolution): "
@@ -176,7 +183,7 @@ def test_wrong_type():
 def test_several_errors_report_the_topmost_and_count_the_rest():
     text = conv2_with("    kernel_size: -1\n    stride: x\n    group: 0\n")
     assert net_error(text) == \
-        "x.yaml:18: layer 'conv2' (Convolution): kernel_size: must be >= 0, got -1 (and 2 more)"
+        "x.yaml:18: layer 'conv2' (Convolution): kernel_size: must be >= 1, got -1 (and 2 more)"
 
 
 def test_missing_required_field():

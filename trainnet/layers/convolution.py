@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import as_strided
 from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, spatial_pair
-from trainnet.netcfg.common import FillerParameter, Strict, UIntList
+from trainnet.netcfg.common import FillerParameter, PosIntList, Strict, UIntList
 
 UInt = Optional[int]
 
@@ -26,15 +26,15 @@ class ConvolutionParams(Strict):
     num_output: int = Field(ge=1)
     bias_term: bool = True
     pad: UIntList = []          # default 0
-    kernel_size: UIntList = []  # no default: kernel_size or kernel_h/kernel_w is required
-    stride: UIntList = []       # default 1
-    dilation: UIntList = []     # default 1
+    kernel_size: PosIntList = []  # no default: kernel_size or kernel_h/kernel_w is required
+    stride: PosIntList = []       # default 1
+    dilation: PosIntList = []     # default 1
     pad_h: UInt = Field(None, ge=0)
     pad_w: UInt = Field(None, ge=0)
-    kernel_h: UInt = Field(None, ge=0)
-    kernel_w: UInt = Field(None, ge=0)
-    stride_h: UInt = Field(None, ge=0)
-    stride_w: UInt = Field(None, ge=0)
+    kernel_h: UInt = Field(None, ge=1)
+    kernel_w: UInt = Field(None, ge=1)
+    stride_h: UInt = Field(None, ge=1)
+    stride_w: UInt = Field(None, ge=1)
     group: int = Field(1, ge=1)
     weight_filler: FillerParameter = FillerParameter()
     bias_filler: FillerParameter = FillerParameter()
@@ -76,12 +76,8 @@ class Convolution(Layer):
             dh, dw = spatial_pair(p.dilation, None, None, 1, "dilation")
         except ValueError as e:
             raise self.error(str(e)) from None
-        if kh == 0 or kw == 0:
+        if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
             raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
-        if sh == 0 or sw == 0:
-            raise self.error("stride must be > 0")
-        if dh == 0 or dw == 0:
-            raise self.error("dilation must be > 0")
         N, C, H, W = shape
         g, cout = p.group, p.num_output
         if C % g:

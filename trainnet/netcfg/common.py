@@ -25,6 +25,7 @@ StrList = Annotated[list[str], BeforeValidator(_as_list)]
 FloatList = Annotated[list[float], BeforeValidator(_as_list)]
 BoolList = Annotated[list[bool], BeforeValidator(_as_list)]
 UIntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
+PosIntList = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)]
 
 Phase = Literal["TRAIN", "TEST"]
 

@@ -47,18 +47,19 @@ class Net:
         plan, store = self.plan, self.params
         owned = store.slots is plan.params or store is None
         params, param_diff = [], []
-        for use in step.params:
+        for use, blob in zip(step.params, step.layer.param_blobs()):
             i = use.slot if owned else store.lookup(plan.params[use.slot])
-            params.append(store.view(store.data, i))
+            shape = blob.shape  # a PERMISSIVE share may view the owner's blob in another shape
+            params.append(store.view(store.data, i).reshape(shape))
             if use.frozen:
                 param_diff.append(None)
             elif use.shadow is not None:
                 n = store.slots[i].count
-                shadow = self.shadow[use.shadow:use.shadow + n].reshape(store.slots[i].shape)
-                param_diff.append(shadow)
-                self.shadow_sums.append((shadow, store.view(store.diff, i)))
+                shadow = self.shadow[use.shadow:use.shadow + n]
+                param_diff.append(shadow.reshape(shape))
+                self.shadow_sums.append((shadow, store.view(store.diff, i).reshape(-1)))
             else:
-                param_diff.append(store.view(store.diff, i))
+                param_diff.append(store.view(store.diff, i).reshape(shape))
         layer = step.layer
         if layer.is_data:
             layer.base_dir = plan.base_dir
