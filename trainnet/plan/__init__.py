@@ -1,4 +1,5 @@
-"""The compiler: config -> filter -> splits -> shapes -> backward marks -> params -> memory."""
+"""The compiler: config -> filter -> splits -> shapes -> backward marks -> in place -> params
+-> memory."""
 
 from trainnet.plan.compile import compile_net
 from trainnet.plan.plan import Blob, ParamSlot, ParamUse, Plan, Region, Step

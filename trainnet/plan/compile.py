@@ -6,6 +6,7 @@ from trainnet.netcfg.common import NetState
 from trainnet.netcfg.net import NetConfig
 from trainnet.plan.backward import mark_backward
 from trainnet.plan.filter import filter_layers
+from trainnet.plan.inplace import run_in_place
 from trainnet.plan.memory import assign_memory
 from trainnet.plan.params import layout_params
 from trainnet.plan.plan import Plan
@@ -15,9 +16,10 @@ from trainnet.plan.splits import insert_splits, loss_weighted_tops
 
 def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = None,
                 stages: list[str] | None = None, backward: bool | None = None,
-                reuse_memory: bool = True) -> Plan:
+                reuse_memory: bool = True, in_place: bool = True) -> Plan:
     """Compile ``cfg`` for ``phase``.  ``backward`` defaults to True for TRAIN, False for TEST;
-    ``reuse_memory=False`` keeps every blob's value readable after a pass (for debugging)."""
+    ``reuse_memory=False`` keeps every blob's value readable after a pass and ``in_place=False``
+    runs no layer in place that the config does not (both for debugging)."""
     state = NetState(phase=phase, level=cfg.state.level if level is None else level,
                      stage=cfg.state.stage if stages is None else stages)
     layers = filter_layers(cfg.layer, state)
@@ -35,8 +37,9 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
         for s in steps:
             s.propagate_down = [False] * len(s.bottoms)
             s.frozen = [True] * len(s.layer.param_blobs())
+    aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
     slots, param_arena, shadow = layout_params(steps, cfg.file)
     arena, no_reuse = assign_memory(steps, blobs, backward, reuse_memory)
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=arena,
-                arena_bytes_no_reuse=no_reuse, backward=backward, file=cfg.file)
+                arena_bytes_no_reuse=no_reuse, backward=backward, aliases=aliases, file=cfg.file)

@@ -1,4 +1,4 @@
-"""Pass 5: lay the learnable blobs out in one flat arena.
+"""Pass 6: lay the learnable blobs out in one flat arena.
 
 Blobs that share a ParamSpec ``name`` get one slot (the first user owns it); every other
 user reads the owner's data and writes its gradient to a shadow region that the Net adds

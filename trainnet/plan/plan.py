@@ -77,6 +77,7 @@ class Step:
     tops: list[str] = field(default_factory=list)
     loss_weights: list[float] = field(default_factory=list)
     inserted: bool = False            # added by the compiler (a split)
+    auto_in_place: bool = False       # made in place by the compiler
     need_backward: bool = False
     propagate_down: list[bool] = field(default_factory=list)
     frozen: list[bool] = field(default_factory=list)   # per parameter blob: takes no update
@@ -108,6 +109,7 @@ class Plan:
     arena_bytes: int = 0         # activation arena with reuse
     arena_bytes_no_reuse: int = 0
     backward: bool = True        # a training plan (forward + backward) or forward only
+    aliases: dict[str, str] = field(default_factory=dict)  # renamed top -> the blob holding it
     file: Optional[str] = None
 
     @property
@@ -123,6 +125,10 @@ class Plan:
     @property
     def param_count(self) -> int:
         return sum(p.count for p in self.params)
+
+    def blob(self, name: str) -> Blob:
+        """A blob by its name in the config (in-place tops renamed by the compiler included)."""
+        return self.blobs[self.aliases.get(name, name)]
 
     def step(self, name: str) -> Step:
         for s in self.steps:

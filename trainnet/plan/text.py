@@ -32,7 +32,7 @@ def format_plan(plan: Plan) -> str:
         if s.inserted:
             notes.append("inserted split")
         if s.in_place:
-            notes.append("in place")
+            notes.append("in place (auto)" if s.auto_in_place else "in place")
         shared = [u for u in s.params if plan.params[u.slot].key[0] != s.name]
         if shared:
             notes.append("shares params")

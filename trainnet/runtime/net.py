@@ -77,10 +77,10 @@ class Net:
 
     # --- blobs ------------------------------------------------------------------------------
     def data(self, name: str):
-        return self._view(self.plan.blobs[name].data)
+        return self._view(self.plan.blob(name).data)
 
     def diff(self, name: str):
-        return self._view(self.plan.blobs[name].diff)
+        return self._view(self.plan.blob(name).diff)
 
     def outputs(self) -> dict[str, Any]:
         """The net's outputs after a forward: scalars as floats, others as arrays (copies)."""

@@ -1,0 +1,47 @@
+"""Pass 5: run a layer in place when nothing else needs its input any more.
+
+A layer that may run in place (ReLU, Dropout) overwrites its bottom when that bottom has no
+other reader, the bottom's producer does not read it back in backward, and the layer itself
+does not read its bottom in backward.  Its top is then renamed to the bottom; the old name
+stays an alias, so ``Net.data(old_name)`` still works.  Layers configured in place
+(``top`` == ``bottom``) are left as they are.
+"""
+
+from __future__ import annotations
+
+from trainnet.plan.plan import Blob, Step
+
+
+def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> dict[str, str]:
+    """Rewrites ``steps`` and ``blobs``; returns the aliases (old top name -> blob name)."""
+    aliases: dict[str, str] = {}
+    producer: dict[str, Step] = {}
+    readers: dict[str, int] = {}
+    for s in steps:
+        for b in s.bottoms:
+            readers[b] = readers.get(b, 0) + 1
+        for t in s.tops:
+            producer.setdefault(t, s)
+    for s in steps:
+        layer = s.layer
+        if not (layer.in_place_ok and len(s.bottoms) == 1 and len(s.tops) == 1):
+            continue
+        b, t = s.bottoms[0], s.tops[0]
+        source = producer.get(b)
+        if (t == b or readers.get(b) != 1 or not readers.get(t) or source is None
+                or source.layer.is_data or blobs[b].shape != blobs[t].shape
+                or any(w != 0 for w in s.loss_weights)):
+            continue
+        if backward and ((source.need_backward and source.layer.backward_reads_top)
+                         or (s.need_backward and layer.backward_reads_bottom)):
+            continue
+        for later in steps[s.index:]:
+            later.bottoms = [b if x == t else x for x in later.bottoms]
+            later.tops = [b if x == t else x for x in later.tops]
+        del blobs[t]
+        aliases[t] = b
+        for old, new in aliases.items():
+            if new == t:
+                aliases[old] = b
+        s.auto_in_place = True
+    return aliases
