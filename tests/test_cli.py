@@ -74,11 +74,12 @@ def test_plan_shows_memory_saving_of_forward_only(mnist_dir):
                      env={"TRAINNET_DATA": str(mnist_dir.parent)})
     assert code == 0 and "accuracy" in test and "inserted split" in test
 
-    def mib(text, label):
-        value, unit = re.search(label + r":\s+([\d.]+) (MiB|KiB)", text).groups()
+    def mib(label):
+        value, unit = re.search(label + r"\s+([\d.]+) (MiB|KiB)", train).groups()
         return float(value) * (1 if unit == "MiB" else 1 / 1024)
 
-    assert mib(train, "forward only") < 0.6 * mib(train, "activation memory")
+    # Without backward nothing is kept for it: a fraction of the training plan's memory.
+    assert mib("forward only:.*arena") < 0.5 * mib("activation arena:")
 
 
 def test_time_prints_every_layer(tmp_path):

@@ -209,8 +209,8 @@ def test_unknown_layer_type_lists_known_types_with_hint():
     text = "layer:\n  - name: c\n    type: Convolutoin\n"
     msg = net_error(text)
     assert msg.startswith("x.yaml:3: layer 'c': unknown layer type 'Convolutoin' "
-                          "(did you mean 'Convolution'?); known types: ")
-    assert msg.split("known types: ")[1].split(", ") == known_types()
+                          "(did you mean 'Convolution'?); known: ")
+    assert msg.split("known: ")[1].split(", ") == known_types()
 
 
 def test_missing_type():

@@ -748,8 +748,9 @@ def test_format_plan_lenet_train(mnist_dir, monkeypatch):
     assert "no backward" in rows["mnist"] and "loss 1" in rows["loss"]
     assert "in place" not in rows["ip1"]
     assert "parameters:        431,080 (1.6 MiB)" in lines
-    memory = [l for l in lines if l.startswith("activation memory: ")]
-    assert len(memory) == 1 and "with reuse" in memory[0] and "without" in memory[0]
+    for label in ("activations:       ", "activation arena:  "):
+        memory = [l for l in lines if l.startswith(label)]
+        assert len(memory) == 1 and "with reuse" in memory[0] and "without" in memory[0]
     assert "outputs:           loss" in lines
 
 

@@ -132,8 +132,8 @@ def plan(net, phase, no_reuse):
     _echo(format_plan(compiled))
     if compiled.backward:
         forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse)
-        _echo(f"forward only:      {human_bytes(forward_only.arena_bytes)} of activation memory for "
-              f"the same net and batch without backward (inference)")
+        _echo(f"forward only:      activations {human_bytes(forward_only.blob_bytes)}, arena "
+              f"{human_bytes(forward_only.arena_bytes)}: the same net and batch without backward")
 
 
 @main.command("time")

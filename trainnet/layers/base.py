@@ -11,7 +11,6 @@ device is a GPU and the layer has one, ``forward_cpu`` otherwise.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import FillerParameter, Strict
+from trainnet.registry import Registry
 
 Shape = tuple[int, ...]
 
@@ -91,6 +91,9 @@ class Layer:
         self.common = common  # the LayerConfig, for fields like transform_param
         self.bottom_shapes = [tuple(s) for s in bottom_shapes]
         self.top_shapes: list[Shape] = [tuple(s) for s in self.setup(self.bottom_shapes)]
+        # Set by the compiler when this step runs no backward: keep nothing for it, and bound
+        # scratch memory instead (``buffers`` is read after this is set).
+        self.forward_only = False
 
     # --- compile-time contract -------------------------------------------------------------
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
@@ -138,18 +141,15 @@ class Layer:
         self.backward_cpu(io)
 
 
-_REGISTRY: dict[str, type[Layer]] = {}
+LAYERS = Registry("layer type")
 
 
 def register(type_name: str):
     """Class decorator: ``@register("Convolution")``."""
 
     def deco(cls: type[Layer]) -> type[Layer]:
-        if type_name in _REGISTRY:
-            raise RuntimeError(f"layer type {type_name!r} registered twice")
         cls.type = type_name
-        _REGISTRY[type_name] = cls
-        return cls
+        return LAYERS.register(type_name)(cls)
 
     return deco
 
@@ -158,19 +158,13 @@ def layer_class(type_name: str) -> type[Layer]:
     """The class registered for ``type_name``; an unknown name lists the known ones."""
     import trainnet.layers  # noqa: F401  (registers every layer module)
 
-    try:
-        return _REGISTRY[type_name]
-    except KeyError:
-        close = difflib.get_close_matches(type_name, _REGISTRY, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KeyError(f"unknown layer type '{type_name}'{hint}; known types: "
-                       + ", ".join(sorted(_REGISTRY))) from None
+    return LAYERS[type_name]
 
 
 def known_types() -> list[str]:
     import trainnet.layers  # noqa: F401
 
-    return sorted(_REGISTRY)
+    return LAYERS.names()
 
 
 def spatial_pair(values: list[int], h: Optional[int], w: Optional[int], default: int,

@@ -37,9 +37,13 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
         for s in steps:
             s.propagate_down = [False] * len(s.bottoms)
             s.frozen = [True] * len(s.layer.param_blobs())
+    for s in steps:
+        s.layer.forward_only = not s.need_backward
     aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
     slots, param_arena, shadow = layout_params(steps, cfg.file)
-    arena, no_reuse = assign_memory(steps, blobs, backward, reuse_memory)
+    memory = assign_memory(steps, blobs, backward, reuse_memory)
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
-                param_arena=param_arena, shadow_arena=shadow, arena_bytes=arena,
-                arena_bytes_no_reuse=no_reuse, backward=backward, aliases=aliases, file=cfg.file)
+                param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
+                arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],
+                blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases,
+                file=cfg.file)

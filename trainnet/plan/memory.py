@@ -110,10 +110,10 @@ def pack(intervals: list[Interval], reuse: bool = True) -> int:
 
 
 def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                  reuse: bool = True) -> tuple[int, int]:
-    """Fill in every Region; returns (arena bytes, arena bytes without reuse)."""
+                  reuse: bool = True) -> dict[str, int]:
+    """Fill in every Region; returns the arena size and, for reports, the bytes of blobs
+    (activations and their gradients) alone, packed with and without reuse."""
     intervals = live_intervals(steps, blobs, backward)
-    no_reuse = sum(iv.nbytes for iv in intervals)
     size = pack(intervals, reuse)
     for iv in intervals:
         kind = iv.key[0]
@@ -125,4 +125,6 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             step = steps[iv.key[1]]
             buf = step.layer.buffers()[iv.key[2]]
             step.buffers[iv.key[2]] = Region(iv.offset, tuple(buf.shape), buf.dtype)
-    return size, no_reuse
+    blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals if iv.key[0] != "buf"]
+    return {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in intervals),
+            "blobs": pack(blob_ivs, reuse), "blobs_no_reuse": sum(iv.nbytes for iv in blob_ivs)}

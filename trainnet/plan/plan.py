@@ -106,8 +106,10 @@ class Plan:
     params: list[ParamSlot] = field(default_factory=list)
     param_arena: int = 0         # elements in the main layout
     shadow_arena: int = 0        # elements of shadow gradients for shared blobs
-    arena_bytes: int = 0         # activation arena with reuse
+    arena_bytes: int = 0         # the activation arena: blobs, gradients and layer buffers
     arena_bytes_no_reuse: int = 0
+    blob_bytes: int = 0          # of which blobs and their gradients, packed alone
+    blob_bytes_no_reuse: int = 0
     backward: bool = True        # a training plan (forward + backward) or forward only
     aliases: dict[str, str] = field(default_factory=dict)  # renamed top -> the blob holding it
     file: Optional[str] = None

@@ -49,8 +49,11 @@ def format_plan(plan: Plan) -> str:
     lines += ["",
               f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})",
               f"forward flops:     {human_count(total_flops)}",
-              f"activation memory: {human_bytes(plan.arena_bytes)} with reuse, "
-              f"{human_bytes(plan.arena_bytes_no_reuse)} without "
-              f"({plan.arena_bytes / max(plan.arena_bytes_no_reuse, 1):.0%})",
+              f"activations:       {human_bytes(plan.blob_bytes)} with reuse, "
+              f"{human_bytes(plan.blob_bytes_no_reuse)} without "
+              f"({plan.blob_bytes / max(plan.blob_bytes_no_reuse, 1):.0%}); blobs and their gradients",
+              f"activation arena:  {human_bytes(plan.arena_bytes)} with reuse, "
+              f"{human_bytes(plan.arena_bytes_no_reuse)} without; with the layers' buffers "
+              "(im2col columns, argmax, masks)",
               f"outputs:           {', '.join(plan.outputs)}"]
     return "\n".join(lines)

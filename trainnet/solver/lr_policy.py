@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Callable
 
-_POLICIES: dict[str, Callable] = {}
-_REQUIRES: dict[str, Callable] = {}
+from trainnet.registry import Registry
+
+POLICIES = Registry("lr_policy")
 
 
 def register(name: str, requires: Callable = lambda cfg: None):
+    """``requires(cfg)`` raises ValueError when the policy's own fields are missing."""
     def deco(fn):
-        _POLICIES[name] = fn
-        _REQUIRES[name] = requires
-        return fn
+        fn.requires = requires
+        return POLICIES.register(name)(fn)
     return deco
 
 
 def lr_policy(name: str) -> Callable:
-    try:
-        return _POLICIES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _POLICIES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KeyError(f"unknown lr_policy '{name}'{hint}; known: {', '.join(_POLICIES)}") from None
+    return POLICIES[name]
 
 
 def check_policy(cfg) -> None:
     """Raise ValueError when the policy's fields are missing (step without stepsize ...)."""
-    _REQUIRES[cfg.lr_policy](cfg)
+    POLICIES[cfg.lr_policy].requires(cfg)
 
 
 def learning_rate(cfg, it: int) -> float:

@@ -7,28 +7,22 @@ own step, written into the gradient -> ``w -= step``.
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 
-_RULES: dict[str, type] = {}
+from trainnet.registry import Registry
+
+RULES = Registry("solver type")
 
 
 def register(name: str):
     def deco(cls):
         cls.type = name
-        _RULES[name] = cls
-        return cls
+        return RULES.register(name)(cls)
     return deco
 
 
 def update_rule(name: str) -> type:
-    try:
-        return _RULES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _RULES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KeyError(f"unknown solver type '{name}'{hint}; known: {', '.join(_RULES)}") from None
+    return RULES[name]
 
 
 class UpdateRule:
