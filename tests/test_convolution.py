@@ -182,3 +182,106 @@ def test_params_validation():
     layer = build("Convolution", {"num_output": 1, "kernel_size": 3, "force_nd_im2col": True,
                                   "engine": "CAFFE"}, [(1, 1, 5, 5)])
     assert layer.top_shapes == [(1, 1, 3, 3)]
+
+
+# --- forward-only: the batch in chunks of images, buffers for one chunk --------------------------
+def per_image_bytes(layer):
+    """Forward-only scratch per image: float32 columns, plus the staging output for the small
+    (batch-last) images; image-major columns for large ones need none but hold a row of ones."""
+    g, k = layer.p.group, layer.ckk
+    rows = g * k + layer.p.num_output if layer.batch_last else g * (k + layer.p.bias_term)
+    return rows * layer.Ho * layer.Wo * 4
+
+
+def forward_only(params, shape, images_per_chunk=None):
+    """A layer built with ``forward_only`` set, its budget cut to ``images_per_chunk`` images."""
+    layer = build("Convolution", params, [shape])
+    layer.forward_only = True
+    if images_per_chunk is not None:
+        layer.forward_only_bytes = per_image_bytes(layer) * images_per_chunk
+    return layer
+
+
+def buffer_bytes(layer, names=None):
+    return sum(int(np.prod(b.shape)) * np.dtype(b.dtype).itemsize
+               for k, b in layer.buffers().items() if names is None or k in names)
+
+
+ONLY_CASES = CASES + [  # image-major without a bias, strided
+    ((1, 6, 3, 36), {"num_output": 3, "kernel_size": 2, "group": 3, "stride": 2, "bias_term": False}),
+]
+
+
+@pytest.mark.parametrize("shape,params", ONLY_CASES)
+@pytest.mark.parametrize("images_per_chunk,chunk", [(1, 1), (2, 2), (3, 3), (4, 4), (None, 7)])
+def test_forward_only_matches_the_full_forward(shape, params, images_per_chunk, chunk):
+    """7 images in chunks of 1, 2 (2+2+2+1), 3 (3+3+1), 4 (4+3) and all 7 at once."""
+    shape = (7,) + shape[1:]
+    x = np.random.default_rng(5).normal(size=shape)
+    full = run_forward(build("Convolution", params, [shape]), [x], seed=2)
+    layer = forward_only(params, shape, images_per_chunk)
+    assert layer.chunk() == chunk
+    io = run_forward(layer, [x], seed=2)
+    np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-12, atol=1e-12)
+    layer.forward(io, CPU)  # the scratch left by the last chunk does not leak into the next pass
+    np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-12, atol=1e-12)
+
+
+def test_forward_only_covers_both_layouts_groups_and_padding():
+    layers = [forward_only(p, s) for s, p in ONLY_CASES]
+    for batch_last in (True, False):
+        same = [l for l in layers if l.batch_last == batch_last]
+        assert any(l.p.group > 1 and l.padded for l in same)
+        assert any(l.p.group == 1 and not l.padded for l in same)
+        assert any(l.dh > 1 or l.dw > 1 for l in same)
+        assert any(not l.p.bias_term for l in same)
+
+
+@pytest.mark.parametrize("shape,params,layouts", [
+    ((10, 4, 5, 20), {"num_output": 6, "kernel_size": 3, "pad": 1, "group": 2},
+     lambda n: {"col": (n, 2, 19, 5 * 20), "weight_bias": (2, 3, 19), "pad": (4, n, 7, 22)}),
+    ((10, 4, 5, 12), {"num_output": 6, "kernel_size": 3, "pad": 1, "group": 2},
+     lambda n: {"col": (2, 18, n * 5 * 12), "out": (6, n * 5 * 12), "pad": (4, 7, 14, n)}),
+])
+def test_forward_only_buffers_hold_one_chunk(shape, params, layouts):
+    layer = build("Convolution", params, [shape])
+    whole = {k: b.shape for k, b in layer.buffers().items()}
+    assert whole["col"] == (2, 18, 10 * layer.Ho * layer.Wo) and "out" in whole
+    layer.forward_only = True  # set after setup, as the compiler does; buffers() reads it now
+    per_image = per_image_bytes(layer)
+    for budget, chunk in [(per_image * 3, 3), (per_image * 4, 4), (per_image * 5 - 1, 4),
+                          (per_image * 10, 10), (1 << 30, 10), (1, 1)]:
+        layer.forward_only_bytes = budget
+        assert layer.chunk() == chunk
+        assert {k: b.shape for k, b in layer.buffers().items()} == layouts(chunk)
+        assert buffer_bytes(layer, {"col", "out"}) <= max(budget, per_image)
+        assert buffer_bytes(layer, {"weight_bias"}) in (0, 2 * 3 * 19 * 4)
+
+
+@pytest.mark.parametrize("N", [64, 100, 256])
+@pytest.mark.parametrize("C,H,cout", [(1, 28, 20), (20, 12, 50)])
+def test_forward_only_lenet_convs_stay_within_2_mib(N, C, H, cout):
+    params = {"num_output": cout, "kernel_size": 5, "weight_filler": {"type": "xavier"}}
+    layer = forward_only(params, (N, C, H, H))
+    pad = buffer_bytes(layer, {"pad"})
+    assert buffer_bytes(layer) <= (2 << 20) + pad
+    assert pad <= buffer_bytes(layer, {"col"})  # the padded copy is chunked too
+    chunks = -(-N // layer.chunk())
+    assert chunks == -(-N // ((2 << 20) // per_image_bytes(layer)))  # as few as the budget allows
+    trained = build("Convolution", params, [(N, C, H, H)])
+    assert buffer_bytes(trained) >= 2 * buffer_bytes(layer)
+
+
+@pytest.mark.parametrize("shape,params", [
+    ((64, 1, 28, 28), {"num_output": 20, "kernel_size": 5}),    # LeNet conv1: image-major
+    ((64, 20, 12, 12), {"num_output": 50, "kernel_size": 5}),   # LeNet conv2: batch-last
+])
+def test_forward_only_float32_lenet(shape, params):
+    params = dict(params, weight_filler={"type": "xavier"})
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    full = run_forward(build("Convolution", params, [shape]), [x])
+    layer = forward_only(params, shape)
+    assert 1 < layer.chunk() < 64
+    io = run_forward(layer, [x])
+    assert io.top[0].dtype == np.float32
+    np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-5, atol=1e-5)

@@ -8,13 +8,16 @@ images or pixels.  Backward finds the forward's columns still in the column buff
 reads the bottom; the bottom gradient is col2im as one strided add per kernel tap.
 
 A forward-only step keeps no columns for a backward, so it runs the batch in a few chunks of
-images whose columns and staging output fit ``forward_only_bytes``: a bounded scratch instead of
-one that grows with the batch (1 GiB for AlexNet's conv1 at batch 256), and no slower, since the
-columns then stay in cache between im2col and the GEMM.
+images whose scratch fits ``forward_only_bytes``: a bounded buffer instead of one that grows with
+the batch (1 GiB for AlexNet's conv1 at batch 256).  Small images keep the layout above, chunk
+by chunk; larger ones (batch-first) take image-major columns ``(n, group, C/group*kh*kw + 1,
+Ho*Wo)`` whose last row is ones, against the weight with the bias beside it, so that one stacked
+GEMM writes every image's NCHW top, bias added: no staging buffer, no transpose, no bias pass.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
@@ -55,6 +58,9 @@ def fill_padded(dst: np.ndarray, x: np.ndarray, ph: int, pw: int, value: float) 
     at the cost of its border.
     """
     H, W = x.shape[2:]
+    if dst.shape[2:] == (H, W):  # no border (a batch-last copy): spare the empty writes
+        np.copyto(dst, x)
+        return
     dst[:, :, :ph] = value
     dst[:, :, ph + H:] = value
     dst[:, :, ph:ph + H, :pw] = value
@@ -101,7 +107,6 @@ class Convolution(Layer):
             kh, kw, ph, pw, sh, sw, dh, dw
         self.Hp, self.Wp = Hp, Wp
         self.ckk = C // g * kh * kw          # one group's column height
-        self.M = N * Ho * Wo                 # column width
         self.padded = ph > 0 or pw > 0
         # Batch-last internal layout (C, H, W, N): long contiguous rows for im2col/col2im when
         # the images are small; batch-first (C, N, H, W) keeps the top's transposes cheap.
@@ -116,19 +121,34 @@ class Convolution(Layer):
             blobs.append(ParamBlob((p.num_output,), p.bias_filler))
         return blobs
 
+    def _image_major(self) -> bool:
+        """Forward-only with large images: per-image GEMMs straight into the top."""
+        return self.forward_only and not self.batch_last
+
+    def _image_rows(self) -> int:
+        """Image-major column rows per group: the windows, and ones for the bias."""
+        return self.ckk + self.p.bias_term
+
     def chunk(self) -> int:
         """Images per pass of the forward: the batch, or when forward-only as many as fit the
         budget (at least one), evened out over the fewest chunks that cover the batch."""
         if not self.forward_only:
             return self.N
-        per_image = (self.p.group * self.ckk + self.p.num_output) * self.Ho * self.Wo * 4
+        g = self.p.group
+        rows = g * self._image_rows() if self._image_major() else g * self.ckk + self.p.num_output
+        per_image = rows * self.Ho * self.Wo * 4
         chunks = -(-self.N // max(1, self.forward_only_bytes // per_image))
         return -(-self.N // chunks)
 
     def buffers(self):  # read after the compiler sets forward_only
-        n = self.chunk()
+        n, g, cout = self.chunk(), self.p.group, self.p.num_output
         m = n * self.Ho * self.Wo
-        bufs = {"col": Buffer((self.p.group, self.ckk, m)), "out": Buffer((self.p.num_output, m))}
+        if self._image_major():
+            bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo))}
+            if self.p.bias_term:
+                bufs["weight_bias"] = Buffer((g, cout // g, self.ckk + 1))
+        else:
+            bufs = {"col": Buffer((g, self.ckk, m)), "out": Buffer((cout, m))}
         if self.use_pad_buf:
             bufs["pad"] = Buffer(self._internal((n, self.C, self.Hp, self.Wp)))
         return bufs
@@ -175,32 +195,80 @@ class Convolution(Layer):
     @staticmethod
     def _head(buf: np.ndarray, shape: tuple) -> np.ndarray:
         """The first cells of a (contiguous) buffer in ``shape``: a short last chunk's share."""
-        return buf.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+        return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
-        n = self.chunk()
-        for start in range(0, self.N, n):  # one pass unless forward-only
-            self._forward_images(io, io.bottom[0][start:start + n], io.top[0][start:start + n])
-
-    def _forward_images(self, io: StepIO, x: np.ndarray, top: np.ndarray):
-        """Forward ``x`` (n images) into ``top`` through the first cells of the buffers."""
-        n, cout = x.shape[0], self.p.num_output
-        if self.use_pad_buf:
-            pad = self._nchw(self._head(io.buf["pad"], self._internal((n, self.C, self.Hp, self.Wp))))
-            fill_padded(pad, x, self.ph, self.pw, 0)
-            x = pad
-        m = n * self.Ho * self.Wo
-        col = self._head(io.buf["col"], (self.p.group, self.ckk, m))
-        out = self._head(io.buf["out"], (cout, m))
-        np.copyto(self._col6(col, n), self._windows(x))
-        w, y = self._grouped(io.params[0].reshape(cout, self.ckk)), self._grouped(out)
-        for gi in range(self.p.group):
-            np.matmul(w[gi], col[gi], out=y[gi])
-        if self.p.bias_term:
-            np.add(self._top_view(out, n), io.params[1].reshape(1, -1, 1, 1), out=top)
+        n, g, image_major = self.chunk(), self.p.group, self._image_major()
+        if image_major:
+            w, bias = self._image_weight(io), None
         else:
-            np.copyto(top, self._top_view(out, n))
+            w = self._grouped(io.params[0].reshape(self.p.num_output, self.ckk))
+            bias = io.params[1].reshape(1, -1, 1, 1) if self.p.bias_term else None
+        batch_axis = (slice(None),) * (0 if image_major else 3)
+        windows = None if self.use_pad_buf else self._im2col_source(io.bottom[0])
+        views = {}  # of the buffers, for a chunk of k images: made once per size, not per chunk
+        for start in range(0, self.N, n):  # one pass unless forward-only
+            x, top = io.bottom[0][start:start + n], io.top[0][start:start + n]
+            k = len(x)
+            if k not in views:
+                views[k] = self._chunk_views(io, k)
+            pad, source, cells, col, out = views[k]
+            if pad is None:
+                source = windows[batch_axis + (slice(start, start + k),)]
+            else:
+                fill_padded(pad, x, self.ph, self.pw, 0)
+            np.copyto(cells, source)
+            if image_major:
+                np.matmul(w, col, out=top.reshape(k, g, -1, self.Ho * self.Wo))
+                continue
+            y = self._grouped(out)
+            for gi in range(g):
+                np.matmul(w[gi], col[gi], out=y[gi])
+            if bias is not None:
+                np.add(self._top_view(out, k), bias, out=top)
+            else:
+                np.copyto(top, self._top_view(out, k))
+
+    def _chunk_views(self, io: StepIO, k: int) -> tuple:
+        """For a chunk of k images: the padded bottom (NCHW) and its windows, or None for both
+        when the bottom is read in place; the cells of the columns that im2col fills; the
+        columns; the GEMM's output (None when image-major: it writes the top)."""
+        pad = source = out = None
+        if self.use_pad_buf:
+            pad = self._nchw(self._head(io.buf["pad"], self._internal((k, self.C, self.Hp, self.Wp))))
+            source = self._im2col_source(pad)
+        g, hw = self.p.group, self.Ho * self.Wo
+        if self._image_major():
+            col = self._head(io.buf["col"], (k, g, self._image_rows(), hw))
+            cells = col[:, :, :self.ckk].reshape(k, g, self.C // g, self.kh, self.kw, self.Ho, self.Wo)
+            if self.p.bias_term:
+                col[:, :, self.ckk] = 1  # the bias's row, which im2col leaves alone
+        else:
+            col = self._head(io.buf["col"], (g, self.ckk, k * hw))
+            cells = self._col6(col, k)
+            out = self._head(io.buf["out"], (self.p.num_output, k * hw))
+        return pad, source, cells, col, out
+
+    def _im2col_source(self, x: np.ndarray) -> np.ndarray:
+        """The windows of NCHW ``x`` in the order of the column cells: (C, kh, kw, n, Ho, Wo), or
+        image-major (n, group, C/group, kh, kw, Ho, Wo)."""
+        windows = self._windows(x)
+        if not self._image_major():
+            return windows
+        g = self.p.group
+        return windows.transpose(3, 0, 1, 2, 4, 5).reshape(
+            x.shape[0], g, self.C // g, self.kh, self.kw, self.Ho, self.Wo)
+
+    def _image_weight(self, io: StepIO) -> np.ndarray:
+        """The weight as (group, num_output/group, rows), the bias beside it if there is one."""
+        g, k = self.p.group, self.ckk
+        if not self.p.bias_term:
+            return io.params[0].reshape(g, -1, k)
+        w = io.buf["weight_bias"]
+        np.copyto(w[:, :, :k], io.params[0].reshape(g, -1, k))
+        np.copyto(w[:, :, k], io.params[1].reshape(g, -1))
+        return w
 
     def backward_cpu(self, io: StepIO):
         cout, g = self.p.num_output, self.p.group

@@ -5,10 +5,16 @@ The bottom is copied into a padded buffer large enough for Caffe's ceil-rounded 
 handled at once through strided views, with a Python loop over the kh*kw kernel taps only.
 MAX keeps the winning tap of each window (ties: the first in row-major order, as Caffe's strict
 ``>``) for backward; AVE divides by Caffe's window size clipped to ``H + pad``, computed once.
+
+A forward-only step keeps nothing for a backward and needs no buffer at all: each tap's view is
+clipped to the windows in which it falls inside the bottom, so padding is never copied, and MAX
+is a plain ``np.maximum`` over the taps, starting from Caffe's ``-FLT_MAX`` where a window is
+clipped.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal, Optional
 
 import numpy as np
@@ -46,6 +52,17 @@ def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, padde
     if padded and (out - 1) * stride >= size + pad:
         out -= 1
     return out
+
+
+def _clip(tap: int, pad: int, stride: int, size: int, out: int) -> Optional[tuple[slice, slice]]:
+    """For one kernel tap along one axis: the outputs whose window puts that tap inside the
+    ``size`` input cells, and those input cells, as slices (None if there are none)."""
+    lo = max(0, -(-(pad - tap) // stride))
+    hi = min(out, (size - 1 + pad - tap) // stride + 1)
+    if hi <= lo:
+        return None
+    start = lo * stride + tap - pad
+    return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)
 
 
 @register("Pooling")
@@ -105,7 +122,9 @@ class Pooling(Layer):
             self.divisor = np.outer(sizes(Ho, H, kh, ph, sh), sizes(Wo, W, kw, pw, sw)).astype(np.float32)
         return [(N, C, Ho, Wo)]
 
-    def buffers(self):
+    def buffers(self):  # read after the compiler sets forward_only
+        if self.forward_only:
+            return {}
         top = (self.N, self.C, self.Ho, self.Wo)
         bufs = {}
         if self.padded:
@@ -130,6 +149,17 @@ class Pooling(Layer):
             for j in range(self.kw):
                 yield i * self.kw + j, a[:, :, i:i + hs:self.sh, j:j + ws:self.sw]
 
+    def _clipped_taps(self, x: np.ndarray, top: np.ndarray):
+        """(top cells, cells of the unpadded bottom ``x``) of each tap in row-major order, both
+        clipped to the windows in which that tap falls inside ``x``; taps that never do are left
+        out."""
+        rows = [_clip(i, self.ph, self.sh, self.H, self.Ho) for i in range(self.kh)]
+        cols = [_clip(j, self.pw, self.sw, self.W, self.Wo) for j in range(self.kw)]
+        for r in rows:
+            for c in cols:
+                if r and c:
+                    yield top[:, :, r[0], c[0]], x[:, :, r[1], c[1]]
+
     def _source(self, io: StepIO) -> np.ndarray:
         if not self.padded:
             return io.bottom[0]
@@ -142,6 +172,9 @@ class Pooling(Layer):
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
+        if self.forward_only:
+            self._forward_only(io.bottom[0], io.top[0])
+            return
         x, top = self._source(io), io.top[0]
         taps = self._taps(x)
         np.copyto(top, next(taps)[1])
@@ -156,6 +189,23 @@ class Pooling(Layer):
         else:
             for _, cells in taps:
                 np.add(top, cells, out=top)
+            np.divide(top, self.divisor, out=top)
+
+    def _forward_only(self, x: np.ndarray, top: np.ndarray):
+        """The same top as the full forward, with no argmax and no padded copy.  Taps combine in
+        row-major order, so AVE adds exactly what the padded sum adds, less its zeros."""
+        is_max = self.p.pool == "MAX"
+        taps = self._clipped_taps(x, top)
+        cells_top, cells = next(taps)  # every window holds a cell of x
+        if cells_top.shape == top.shape:
+            np.copyto(top, cells)
+        else:
+            top.fill(-FLT_MAX if is_max else 0)
+            taps = itertools.chain([(cells_top, cells)], taps)
+        combine = np.maximum if is_max else np.add
+        for cells_top, cells in taps:
+            combine(cells_top, cells, out=cells_top)
+        if not is_max:
             np.divide(top, self.divisor, out=top)
 
     def backward_cpu(self, io: StepIO):
