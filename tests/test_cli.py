@@ -103,17 +103,39 @@ def test_data_mnist_without_network_says_what_to_do(tmp_path):
     assert "TRAINNET_DATA" in out
 
 
-def test_lenet_example_learns(tmp_path, mnist_dir):
-    """A short run of the shipped LeNet solver: accuracy on 1,000 test images after 200 steps."""
+def lenet_solver(tmp_path, **fields) -> Path:
+    """The shipped LeNet solver with some fields changed, written to ``tmp_path``."""
     cfg = yaml.safe_load((LENET / "lenet_solver.yaml").read_text())
-    cfg.update(net=str(LENET / "lenet_train_test.yaml"), max_iter=200, test_iter=10, test_interval=200,
-               snapshot=0, display=50, snapshot_prefix=str(tmp_path / "lenet"))
+    cfg.update(net=str(LENET / "lenet_train_test.yaml"), snapshot_prefix=str(tmp_path / "lenet"), **fields)
     solver = tmp_path / "solver.yaml"
     solver.write_text(yaml.safe_dump(cfg))
+    return solver
+
+
+def test_lenet_example_learns(tmp_path, mnist_dir):
+    """A short run of the shipped LeNet solver: accuracy on 3,000 test images after 300 steps."""
+    solver = lenet_solver(tmp_path, max_iter=300, test_iter=30, test_interval=300, snapshot=0, display=50)
     code, out = run("train", solver, env={"TRAINNET_DATA": str(mnist_dir.parent)})
     assert code == 0, out
     accuracies = [float(a) for a in re.findall(r"accuracy = ([\d.]+)", out)]
-    assert accuracies[0] < 0.3 and accuracies[-1] >= 0.90
+    assert accuracies[0] < 0.3 and accuracies[-1] >= 0.95
+
+
+def test_lenet_resume_is_bit_exact(tmp_path, mnist_dir):
+    """40 iterations straight equal 20, then `--snapshot` and 20 more, weight for weight."""
+    from trainnet.solver.snapshot import read_tensors
+
+    env = {"TRAINNET_DATA": str(mnist_dir.parent)}
+    solver = lenet_solver(tmp_path, max_iter=40, snapshot=20, test_interval=0, test_iter=[], display=0)
+    assert run("train", solver, env=env)[0] == 0
+    straight = read_tensors(tmp_path / "lenet_iter_40.safetensors", "weights")
+    (tmp_path / "lenet_iter_40.safetensors").unlink()
+    code, out = run("train", solver, "--snapshot", tmp_path / "lenet_iter_20.solverstate", env=env)
+    assert code == 0 and "Resumed from" in out, out
+    resumed = read_tensors(tmp_path / "lenet_iter_40.safetensors", "weights")
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert (resumed[key] == straight[key]).all(), key
 
 
 def test_ctrl_c_snapshots_and_exits(tmp_path):
