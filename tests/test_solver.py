@@ -172,3 +172,61 @@ def test_stop_request_snapshots_current_iteration(tmp_path):
     assert s.iter == 21
     assert (tmp_path / "out/tiny_iter_21.solverstate").is_file()
     assert "Stopped at iteration 21" in lines
+
+
+def _reference_rule(kind, w, grads, lr, lr_mult, mu=0.9, mu2=0.999, delta=1e-8, rms_decay=0.99):
+    """Caffe's ComputeUpdateValue of each solver type, written out in float64 (no decay)."""
+    w = np.asarray(w, np.float64).copy()
+    h = np.zeros_like(w)
+    h2 = np.zeros_like(w)
+    for t, g in enumerate(grads):
+        g = np.asarray(g, np.float64)
+        local = lr * lr_mult
+        if kind == "Nesterov":
+            prev = h.copy()
+            h = mu * h + local * g
+            step = (1 + mu) * h - mu * prev
+        elif kind == "AdaGrad":
+            h = h + g * g
+            step = local * g / (np.sqrt(h) + delta)
+        elif kind == "RMSProp":
+            h = rms_decay * h + (1 - rms_decay) * g * g
+            step = local * g / (np.sqrt(h) + delta)
+        elif kind == "AdaDelta":
+            h = mu * h + (1 - mu) * g * g
+            update = g * np.sqrt((h2 + delta) / (h + delta))
+            h2 = mu * h2 + (1 - mu) * update * update
+            step = local * update
+        elif kind == "Adam":
+            h = mu * h + (1 - mu) * g
+            h2 = mu2 * h2 + (1 - mu2) * g * g
+            corr = np.sqrt(1 - mu2 ** (t + 1)) / (1 - mu ** (t + 1))
+            step = local * corr * h / (np.sqrt(h2) + delta)
+        w = w - step
+    return w
+
+
+@pytest.mark.parametrize("kind, momentum, delta", [("Nesterov", 0.9, 1e-8), ("AdaGrad", 0.0, 1e-8),
+                                                   ("RMSProp", 0.0, 1e-8), ("AdaDelta", 0.95, 1e-6),
+                                                   ("Adam", 0.9, 1e-8)])
+def test_other_solver_types_match_caffe(kind, momentum, delta):
+    from trainnet.solver.update import update_rule
+
+    rng = np.random.default_rng(1)
+    n = 24
+    w0 = rng.normal(size=n).astype(np.float32)
+    lr_mult = np.where(np.arange(n) < 16, 1.0, 2.0).astype(np.float32)
+    grads = [rng.normal(size=n).astype(np.float32) for _ in range(4)]
+    c = cfg(type=kind, momentum=momentum, delta=delta)
+    rule = update_rule(kind)(c, lr_mult, np.ones(n, np.float32))
+    w = w0.copy()
+    for it, g in enumerate(grads):
+        rule.apply(w, g.copy(), 0.1, it)
+    expected = _reference_rule(kind, w0, grads, lr=0.1, lr_mult=lr_mult, mu=momentum, delta=delta)
+    np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["AdaGrad", "RMSProp"])
+def test_momentum_is_refused_where_caffe_refuses_it(kind):
+    with pytest.raises(TrainnetError, match=f"s.yaml:3: solver type {kind} does not use momentum"):
+        load_solver_text(f"net: n.yaml\nmomentum: 0.9\ntype: {kind}\n", "s.yaml")

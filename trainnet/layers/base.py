@@ -11,6 +11,7 @@ device is a GPU and the layer has one, ``forward_cpu`` otherwise.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
@@ -67,7 +68,7 @@ class StepIO:
     rng: Optional[np.random.Generator] = None
 
 
-class Layer:
+class Layer(ABC):
     """Base class of all layers.  Subclasses set the class attributes and implement the math."""
 
     type: ClassVar[str] = ""
@@ -96,9 +97,9 @@ class Layer:
         self.forward_only = False
 
     # --- compile-time contract -------------------------------------------------------------
+    @abstractmethod
     def setup(self, bottom_shapes: list[Shape]) -> list[Shape]:
         """Check bottom shapes and return top shapes.  Raise ``self.error`` on a misfit."""
-        raise NotImplementedError
 
     def param_blobs(self) -> list[ParamBlob]:
         return []
@@ -128,11 +129,13 @@ class Layer:
             else self.backward_cpu
         impl(io)
 
+    @abstractmethod
     def forward_cpu(self, io: StepIO) -> None:
-        raise NotImplementedError
+        """The reference implementation: NumPy, writing into ``io``'s arrays."""
 
+    @abstractmethod
     def backward_cpu(self, io: StepIO) -> None:
-        raise NotImplementedError
+        """Gradients into ``io.bottom_diff`` (where not None) and ``io.param_diff``."""
 
     def forward_gpu(self, io: StepIO) -> None:  # overridden by layers with a GPU kernel
         self.forward_cpu(io)

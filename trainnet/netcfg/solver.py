@@ -31,6 +31,9 @@ class SolverConfig(Strict):
     stepsize: int = Field(0, ge=0)
     stepvalue: IntList = []
     momentum: float = Field(0.0, ge=0)
+    momentum2: float = Field(0.999, ge=0, lt=1)   # Adam's beta2
+    delta: float = Field(1e-8, gt=0)              # AdaGrad, RMSProp, AdaDelta, Adam
+    rms_decay: float = Field(0.99, ge=0, lt=1)    # RMSProp
     weight_decay: float = Field(0.0, ge=0)
     regularization_type: Literal["L2", "L1"] = "L2"
     clip_gradients: float = -1.0
@@ -82,10 +85,11 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
             lookup(getattr(cfg, key))
         except KeyError as exc:
             raise src.error((key,), exc.args[0]) from None
-    try:
-        check_policy(cfg)
-    except ValueError as exc:
-        raise src.error(("lr_policy",), str(exc)) from None
+    for key, check in (("lr_policy", check_policy), ("type", update_rule(cfg.type).check)):
+        try:
+            check(cfg)
+        except ValueError as exc:
+            raise src.error((key,), str(exc)) from None
     return cfg
 
 
