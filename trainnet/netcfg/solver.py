@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
 from trainnet.netcfg.common import Strict, _as_list
 from trainnet.netcfg.errors import located
@@ -38,7 +38,7 @@ class SolverConfig(Strict):
     regularization_type: Literal["L2", "L1"] = "L2"
     clip_gradients: float = -1.0
     snapshot: int = Field(0, ge=0)
-    snapshot_prefix: str = ""
+    snapshot_prefix: str = ""   # empty: the solver file's path without its extension (Caffe)
     snapshot_after_train: bool = True
     random_seed: int = -1
     type: str = "SGD"
@@ -55,11 +55,13 @@ class SolverConfig(Strict):
             raise ValueError("set, but test_iter is not: give the number of test batches per test")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.snapshot and not self.snapshot_prefix:
-            raise ValueError("snapshot is set but snapshot_prefix is not")
-        return self
+    @field_validator("test_iter")
+    @classmethod
+    def _one_test_net(cls, value: list[int]) -> list[int]:
+        if len(value) > 1:
+            raise ValueError(f"lists {len(value)} values, but there is one test net (the net in "
+                             "phase TEST): give one number of test batches")
+        return value
 
     @property
     def net_path(self) -> Path:
