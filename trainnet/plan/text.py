@@ -20,31 +20,43 @@ def human_count(n: float) -> str:
     return str(int(n))
 
 
+def _notes(plan: Plan, s) -> list[str]:
+    """What the compiler did to a step, and how it takes part in backward."""
+    notes = []
+    if s.inserted:
+        notes.append("inserted split")
+    if s.in_place:
+        notes.append("in place (auto)" if s.auto_in_place else "in place")
+    if any(plan.params[u.slot].key[0] != s.name for u in s.params):
+        notes.append("shares params")
+    if plan.backward:
+        if not s.need_backward:
+            notes.append("no backward")
+        elif s.layer.param_blobs() and all(s.frozen):
+            notes.append("frozen")
+    if any(w != 0 for w in s.loss_weights):
+        notes.append("loss " + ", ".join(f"{w:g}" for w in s.loss_weights if w != 0))
+    return notes
+
+
 def format_plan(plan: Plan) -> str:
     kind = "forward + backward" if plan.backward else "forward only"
     lines = [f"net '{plan.net_name}'  phase {plan.phase}  ({kind}, {len(plan.steps)} steps)", ""]
-    header = f"{'#':>3}  {'layer':<22}{'type':<17}{'tops':<30}{'params':>9}{'flops':>10}  notes"
-    lines += [header, "-" * len(header)]
+    rows = []
     for s in plan.steps:
         tops = ", ".join(f"{t} {'x'.join(map(str, plan.blobs[t].shape)) or 'scalar'}" for t in s.tops)
         count = sum(plan.params[u.slot].count for u in s.params)
-        notes = []
-        if s.inserted:
-            notes.append("inserted split")
-        if s.in_place:
-            notes.append("in place (auto)" if s.auto_in_place else "in place")
-        shared = [u for u in s.params if plan.params[u.slot].key[0] != s.name]
-        if shared:
-            notes.append("shares params")
-        if plan.backward:
-            if not s.need_backward:
-                notes.append("no backward")
-            elif s.layer.param_blobs() and all(s.frozen):
-                notes.append("frozen")
-        if any(w != 0 for w in s.loss_weights):
-            notes.append("loss " + ", ".join(f"{w:g}" for w in s.loss_weights if w != 0))
-        lines.append(f"{s.index:>3}  {s.name:<22}{s.type:<17}{tops:<30}{human_count(count):>9}"
-                     f"{human_count(s.layer.flops()):>10}  {'; '.join(notes)}")
+        rows.append((str(s.index), s.name, s.type, tops, human_count(count),
+                     human_count(s.layer.flops()), "; ".join(_notes(plan, s))))
+    header = ("#", "layer", "type", "tops", "params", "flops", "notes")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    right = {0, 4, 5}
+
+    def row(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines += [row(header), "-" * len(row(header))] + [row(r) for r in rows]
     total_flops = sum(s.layer.flops() for s in plan.steps)
     lines += ["",
               f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})",
