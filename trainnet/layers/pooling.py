@@ -33,12 +33,12 @@ class PoolingParams(Strict):
     pad: int = Field(0, ge=0)
     pad_h: UInt = Field(None, ge=0)
     pad_w: UInt = Field(None, ge=0)
-    kernel_size: UInt = Field(None, ge=0)
-    kernel_h: UInt = Field(None, ge=0)
-    kernel_w: UInt = Field(None, ge=0)
-    stride: int = Field(1, ge=0)
-    stride_h: UInt = Field(None, ge=0)
-    stride_w: UInt = Field(None, ge=0)
+    kernel_size: UInt = Field(None, ge=1)
+    kernel_h: UInt = Field(None, ge=1)
+    kernel_w: UInt = Field(None, ge=1)
+    stride: int = Field(1, ge=1)
+    stride_h: UInt = Field(None, ge=1)
+    stride_w: UInt = Field(None, ge=1)
     engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
     global_pooling: bool = False
     round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
@@ -95,10 +95,8 @@ class Pooling(Layer):
             raise self.error(str(e)) from None
         if p.global_pooling and (ph, pw, sh, sw) != (0, 0, 1, 1):
             raise self.error("global_pooling requires pad 0 and stride 1")
-        if kh == 0 or kw == 0:
+        if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
             raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
-        if sh == 0 or sw == 0:
-            raise self.error("stride must be > 0")
         if ph >= kh or pw >= kw:
             raise self.error(f"pad {ph}x{pw} must be smaller than the kernel {kh}x{kw}")
         if kh > H + 2 * ph or kw > W + 2 * pw:
