@@ -181,10 +181,15 @@ def test_per_channel_mean(tmp_path, monkeypatch):
 def test_rand_skip_and_one_top(toy):
     layer = data_layer(tops=("data",), rand_skip=12, source="toy/train-images-idx3-ubyte.gz")
     assert layer.top_shapes == [(4, 1, H, W)]
-    reader = layer.make_state(np.random.default_rng(0))
-    data = np.empty(layer.top_shapes[0], np.float32)
-    reader.next_batch(data)
-    np.testing.assert_array_equal(data, images()[[2, 3, 4, 5], None])
+    starts = set()
+    for seed in range(12):
+        reader = layer.make_state(np.random.default_rng(seed))
+        data = np.empty(layer.top_shapes[0], np.float32)
+        reader.next_batch(data)
+        start = int(np.flatnonzero((images()[:, None] == data[0]).all(axis=(1, 2, 3)))[0])
+        np.testing.assert_array_equal(data, images()[[(start + i) % N for i in range(4)], None])
+        starts.add(start)
+    assert len(starts) > 2  # Caffe's random skip in [0, rand_skip), modulo the 10 items
 
 
 def test_shuffle(toy):

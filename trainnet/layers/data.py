@@ -31,7 +31,7 @@ class DataParams(Strict):
     batch_size: int = Field(ge=1)
     backend: Literal["IDX"] = "IDX"
     shuffle: bool = False
-    rand_skip: int = Field(0, ge=0)     # skip this many items at the start
+    rand_skip: int = Field(0, ge=0)     # skip a random number of items in [0, rand_skip) at the start
     prefetch: int = Field(4, ge=0)
 
 
@@ -206,9 +206,11 @@ class Data(Layer):
         if images.shape != self.dataset_shape or (labels is not None and labels.shape != images.shape[:1]):
             raise self.error(f"{images_path}: changed since the net was compiled")
         tp = self.transform
-        return DataReader(images, labels, self.p.batch_size,
-                          rng=np.random.default_rng(int(rng.integers(2**63))),
-                          shuffle=self.p.shuffle, skip=self.p.rand_skip, crop=tp.crop_size,
+        reader_rng = np.random.default_rng(int(rng.integers(2**63)))
+        # Caffe skips a random number of items in [0, rand_skip) so that parallel runs differ.
+        skip = int(reader_rng.integers(self.p.rand_skip)) if self.p.rand_skip else 0
+        return DataReader(images, labels, self.p.batch_size, rng=reader_rng,
+                          shuffle=self.p.shuffle, skip=skip, crop=tp.crop_size,
                           mirror=tp.mirror, train=self.phase == "TRAIN", scale=tp.scale,
                           mean=np.asarray(tp.mean_value) if tp.mean_value else None)
 
