@@ -243,3 +243,29 @@ def test_snapshot_prefix_defaults_to_the_solver_file(tmp_path):
     s = Solver(load_solver(solver))
     s.solve()
     assert (tmp_path / "solver_iter_5.safetensors").is_file() and (tmp_path / "solver_log.jsonl").is_file()
+
+
+def test_damaged_state_and_unwritable_snapshot_are_clear_errors(tmp_path):
+    s = Solver(load_solver(write_project(tmp_path, max_iter=4, snapshot=2)))
+    s.solve()
+    state = tmp_path / "out/tiny_iter_4.solverstate"
+    tensors, meta = snap.load_state(state)
+    del tensors["history/momentum"]
+    snap.save_state(tmp_path / "damaged.solverstate", tensors, meta)
+    (tmp_path / "damaged.solverstate").with_name(meta["weights"]).write_bytes(
+        (tmp_path / "out" / meta["weights"]).read_bytes())
+    with pytest.raises(TrainnetError, match="damaged solver state .history/momentum missing"):
+        Solver(load_solver(tmp_path / "solver.yaml")).restore(tmp_path / "damaged.solverstate")
+    del meta["rng"]
+    snap.save_state(tmp_path / "damaged2.solverstate", tensors, meta)
+    with pytest.raises(TrainnetError, match=r"damaged solver state \(lacks rng\)"):
+        snap.load_state(tmp_path / "damaged2.solverstate")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(TrainnetError, match="cannot write"):
+        snap.atomic_write(blocked / "sub" / "x.safetensors", b"123")
+    before_tensors, before_meta = snap.load_state(state)
+    s.snapshot()  # rewriting an existing snapshot replaces it whole
+    after_tensors, after_meta = snap.load_state(state)
+    assert after_meta == before_meta and after_tensors.keys() == before_tensors.keys()
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -7,6 +7,7 @@ data readers' cursors and permutations, and JSON metadata (iteration, RNG state,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,13 +23,18 @@ from trainnet.runtime.params import ParamStore
 
 def atomic_write(path: Path, payload: bytes) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise TrainnetError(f"{path}: cannot write ({exc.strerror or exc}); nothing was replaced") from None
 
 
 def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -100,4 +106,11 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if meta.get("format") != "trainnet-solverstate":
         raise TrainnetError(f"{path}: not a trainnet solver state (a weights file? resume with the "
                             ".solverstate file written beside it)")
-    return tensors, json.loads(meta["meta"])
+    try:
+        info = json.loads(meta["meta"])
+        missing = {"iter", "weights", "type", "rng", "test_rng", "losses", "param_count"} - set(info)
+    except (KeyError, ValueError, TypeError):
+        missing = {"meta"}
+    if missing:
+        raise TrainnetError(f"{path}: damaged solver state (lacks {', '.join(sorted(missing))})")
+    return tensors, info

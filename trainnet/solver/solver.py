@@ -170,8 +170,12 @@ class Solver:
                                 f"({meta.get('type')}, {meta.get('param_count')} parameters)")
         weights = Path(state_path).parent / meta["weights"]
         snap.load_weights(weights, self.net.params)
-        for k in self.rule.history:
-            self.rule.history[k][...] = tensors[f"history/{k}"]
+        for k, history in self.rule.history.items():
+            saved = tensors.get(f"history/{k}")
+            if saved is None or saved.shape != history.shape:
+                raise TrainnetError(f"{state_path}: damaged solver state (history/{k} missing or "
+                                    "of another size)")
+            history[...] = saved
         for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
             for layer, st in net.states.items():
                 prefix = f"data/{tag}/{layer}/"
