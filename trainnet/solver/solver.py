@@ -57,6 +57,8 @@ class Solver:
         self.last_test: dict = {}
         self.prefix = self._prefix()
         self._acc = np.zeros_like(self.net.params.diff) if cfg.iter_size > 1 else None
+        self._t0 = time.perf_counter()
+        self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
 
     def _prefix(self) -> Path:
         if self.cfg.snapshot_prefix:
@@ -82,9 +84,10 @@ class Solver:
         cfg = self.cfg
         self.log(f"Solving {self.net.plan.net_name} on {self.device}: {self.net.plan.param_count:,} "
                  f"parameters, iterations {self.iter} -> {cfg.max_iter}")
-        start_iter, t0 = self.iter, time.perf_counter()
+        self._t0 = time.perf_counter()
+        self._window = (self._t0, self.iter)
         while self.iter < cfg.max_iter and not self.stop_requested:
-            self.step_once(t0, start_iter)
+            self.step_once()
             if cfg.snapshot and self.iter % cfg.snapshot == 0:
                 self.snapshot()
         if self.stop_requested:
@@ -101,7 +104,7 @@ class Solver:
         self.log("Optimization Done.")
         return self.last_test
 
-    def step_once(self, t0: float, start_iter: int) -> None:
+    def step_once(self) -> None:
         cfg, it = self.cfg, self.iter
         if cfg.test_interval and it % cfg.test_interval == 0 and (it > 0 or cfg.test_initialization):
             self.test_all()
@@ -123,11 +126,12 @@ class Solver:
         smoothed = sum(self.losses) / len(self.losses)
         rate = learning_rate(cfg, it)
         if cfg.display and it % cfg.display == 0:
-            elapsed = time.perf_counter() - t0
-            speed = (it - start_iter) / elapsed if elapsed > 0 and it > start_iter else 0.0
-            self.log(f"Iteration {it} ({speed:.1f} iter/s), loss = {smoothed:.6g}, lr = {rate:.6g}")
+            now = time.perf_counter()
+            (then, then_it), self._window = self._window, (now, it)
+            speed = f" ({(it - then_it) / (now - then):.1f} iter/s)" if it > then_it else ""
+            self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
             self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
-                        seconds=round(elapsed, 3))
+                        seconds=round(now - self._t0, 3))
         self.rule.apply(params.data, params.diff, rate, it)
         self.iter += 1
 
