@@ -20,11 +20,10 @@ def mark_backward(steps: list[Step], force_backward: bool = False) -> None:
     needs_grad: dict[str, bool] = {}
     for step in steps:
         layer = step.layer
-        pd = step.cfg.propagate_down or [True] * len(step.bottoms)
+        allowed = step.cfg.propagate_down or [True] * len(step.bottoms)
         step.propagate_down = [
-            bool(needs_grad.get(b, False) and pd[j] and j not in layer.no_grad_bottoms
-                 and layer.has_backward) or (force_backward and pd[j] and layer.has_backward
-                                             and j not in layer.no_grad_bottoms and not layer.is_data)
+            bool(allowed[j] and layer.has_backward and j not in layer.no_grad_bottoms
+                 and (needs_grad.get(b, False) or force_backward))
             for j, b in enumerate(step.bottoms)]
         learnable = any(m != 0 for m in _lr_mults(step))
         step.need_backward = layer.has_backward and not layer.is_data and (
