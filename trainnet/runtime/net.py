@@ -45,10 +45,9 @@ class Net:
 
     def _bind(self, step: Step) -> StepIO:
         plan, store = self.plan, self.params
-        owned = store.slots is plan.params or store is None
         params, param_diff = [], []
         for use, blob in zip(step.params, step.layer.param_blobs()):
-            i = use.slot if owned else store.lookup(plan.params[use.slot])
+            i = store.lookup(plan.params[use.slot])  # by (layer, index): a shared store may differ
             shape = blob.shape  # a PERMISSIVE share may view the owner's blob in another shape
             params.append(store.view(store.data, i).reshape(shape))
             if use.frozen:
