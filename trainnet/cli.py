@@ -161,8 +161,7 @@ def time_(net, iterations, phase, device):
             s.layer.forward(io, n.device)
             fwd[s.name] += time.perf_counter() - t
         if n.plan.backward:
-            for _, diff, w in n.loss_tops:
-                diff.fill(w)
+            n.seed_gradients()
             for s, io in n.backward_steps:
                 t = time.perf_counter()
                 s.layer.backward(io, n.device)

@@ -77,6 +77,7 @@ class Layer(ABC):
     num_tops: ClassVar[tuple[int, Optional[int]]] = (1, 1)
     in_place_ok: ClassVar[bool] = False      # top may share the bottom's memory
     is_data: ClassVar[bool] = False          # a source: tops need no gradient
+    filled_by_user: ClassVar[bool] = False   # tops written before the pass (Input)
     is_loss: ClassVar[bool] = False          # top 0 gets loss_weight 1 by default
     has_backward: ClassVar[bool] = True
     no_grad_bottoms: ClassVar[tuple[int, ...]] = ()  # bottoms that never take a gradient (labels)

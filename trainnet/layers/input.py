@@ -33,6 +33,7 @@ class Input(Layer):
     num_bottoms = (0, 0)
     num_tops = (1, None)
     is_data = True
+    filled_by_user = True
     has_backward = False
     backward_reads_bottom = False
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
-from trainnet.layers.base import Layer, StepIO, register
+from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.netcfg.common import Strict
 
 
 class ReLUParams(Strict):
-    negative_slope: float = 0.0
+    # Caffe admits any slope; a negative one would make y > 0 where x < 0, and backward reads
+    # only the top (so that the layer can run in place).
+    negative_slope: float = Field(0.0, ge=0)
 
 
 @register("ReLU")
@@ -23,22 +26,32 @@ class ReLU(Layer):
     def setup(self, bottom_shapes):
         return [bottom_shapes[0]]
 
+    def buffers(self):
+        shape = self.top_shapes[0]
+        bufs = {"positive": Buffer(shape, np.bool_)}
+        if self.p.negative_slope:
+            bufs["scaled"] = Buffer(shape)
+        return bufs
+
     def flops(self):
         return int(np.prod(self.top_shapes[0]))
 
     def forward_cpu(self, io: StepIO):
-        x, y = io.bottom[0], io.top[0]
-        slope = self.p.negative_slope
+        x, y, slope = io.bottom[0], io.top[0], self.p.negative_slope
         if slope == 0:
             np.maximum(x, 0, out=y)
-        else:
-            # y = x * (slope if x <= 0 else 1), written without a temporary
-            np.multiply(x, np.where(x > 0, np.float32(1), np.float32(slope)), out=y)
+            return
+        scaled = np.multiply(x, np.float32(slope), out=io.buf["scaled"])
+        # slope <= 1: max(x, slope x); slope > 1: min(x, slope x)
+        (np.maximum if slope <= 1 else np.minimum)(x, scaled, out=y)
 
     def backward_cpu(self, io: StepIO):
-        y, dy, dx = io.top[0], io.top_diff[0], io.bottom_diff[0]
-        slope = self.p.negative_slope
+        y, dy, dx, slope = io.top[0], io.top_diff[0], io.bottom_diff[0], self.p.negative_slope
+        positive = np.greater(y, 0, out=io.buf["positive"])
         if slope == 0:
-            np.multiply(dy, y > 0, out=dx)
-        else:
-            np.multiply(dy, np.where(y > 0, np.float32(1), np.float32(slope)), out=dx)
+            np.multiply(dy, positive, out=dx)
+            return
+        # dx = dy * (slope + (1 - slope) [y > 0])
+        factor = np.multiply(positive, np.float32(1 - slope), out=io.buf["scaled"])
+        factor += np.float32(slope)
+        np.multiply(dy, factor, out=dx)

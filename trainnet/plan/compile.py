@@ -9,7 +9,7 @@ from trainnet.plan.filter import filter_layers
 from trainnet.plan.inplace import run_in_place
 from trainnet.plan.memory import assign_memory
 from trainnet.plan.params import layout_params
-from trainnet.plan.plan import Plan
+from trainnet.plan.plan import Plan, diff_seeds
 from trainnet.plan.shapes import infer_shapes
 from trainnet.plan.splits import insert_splits, loss_weighted_tops
 
@@ -41,9 +41,10 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
         s.layer.forward_only = not s.need_backward
     aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
     slots, param_arena, shadow = layout_params(steps, cfg.file)
-    memory = assign_memory(steps, blobs, backward, reuse_memory)
+    seeds = diff_seeds(steps) if backward else {}
+    memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],
-                blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases,
+                blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases, seeds=seeds,
                 file=cfg.file)

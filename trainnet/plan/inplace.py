@@ -39,6 +39,8 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> d
             later.bottoms = [b if x == t else x for x in later.bottoms]
             later.tops = [b if x == t else x for x in later.tops]
         del blobs[t]
+        producer[b] = s                      # later steps now read b as written by s
+        readers[b] = readers.pop(t, 0)
         aliases[t] = b
         for old, new in aliases.items():
             if new == t:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainnet.plan.plan import ALIGN, Blob, Region, Step
+from trainnet.plan.plan import ALIGN, Blob, Region, Step, net_outputs
 
 
 @dataclass
@@ -29,7 +29,9 @@ def _size(shape, dtype=np.float32) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> list[Interval]:
+def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
+                   seeds: dict[str, float]) -> list[Interval]:
+    """``seeds``: the gradients the Net sets before backward (see ``diff_seeds``)."""
     n = len(steps)
     seed = n
     end_of_time = 2 * n + 1 if backward else n
@@ -39,7 +41,6 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool) ->
 
     data: dict[str, list[int]] = {}
     diff: dict[str, list[int]] = {}
-    consumed = set()
 
     def touch(table, name, t):
         span = table.setdefault(name, [t, t])
@@ -50,9 +51,9 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool) ->
         layer = s.layer
         for b in s.bottoms:
             touch(data, b, s.index)
-            consumed.add(b)
         for t in s.tops:
-            touch(data, t, s.index)
+            # the user fills an Input's blobs before the pass starts
+            touch(data, t, 0 if layer.filled_by_user else s.index)
         if backward and s.need_backward:
             if layer.backward_reads_bottom:
                 for b in s.bottoms:
@@ -65,26 +66,19 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool) ->
             for b, p in zip(s.bottoms, s.propagate_down):
                 if p:
                     touch(diff, b, bwd(s.index))
-        if backward:
-            for t, w in zip(s.tops, s.loss_weights):
-                if w != 0:
-                    touch(diff, t, seed)
         for name, buf in layer.buffers().items():
             last = bwd(s.index) if (backward and s.need_backward) else s.index
             start, stop = (0, end_of_time) if buf.keep else (s.index, last)
             intervals.append(Interval(("buf", s.index, name), _size(buf.shape, buf.dtype), start, stop))
+    if backward:
+        for name in seeds:
+            touch(diff, name, seed)
+    for name in net_outputs(steps):
+        touch(data, name, end_of_time)  # readable after the pass
     for name, (start, stop) in data.items():
-        if name not in consumed:
-            stop = end_of_time  # an output: readable after the pass
         intervals.append(Interval(("data", name), _size(blobs[name].shape), start, stop))
     for name, (start, stop) in diff.items():
-        blob = blobs[name]
-        written = any(p and name == b for s in steps for b, p in zip(s.bottoms, s.propagate_down)) \
-            or any(w != 0 and t == name for s in steps for t, w in zip(s.tops, s.loss_weights))
-        if not written:
-            blob.zero_diff = True     # read, never written: keep it apart and zero
-            start, stop = 0, end_of_time
-        intervals.append(Interval(("diff", name), _size(blob.shape), start, stop))
+        intervals.append(Interval(("diff", name), _size(blobs[name].shape), start, stop))
     return intervals
 
 
@@ -110,10 +104,10 @@ def pack(intervals: list[Interval], reuse: bool = True) -> int:
 
 
 def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                  reuse: bool = True) -> dict[str, int]:
+                  seeds: dict[str, float], reuse: bool = True) -> dict[str, int]:
     """Fill in every Region; returns the arena size and, for reports, the bytes of blobs
     (activations and their gradients) alone, packed with and without reuse."""
-    intervals = live_intervals(steps, blobs, backward)
+    intervals = live_intervals(steps, blobs, backward, seeds)
     size = pack(intervals, reuse)
     for iv in intervals:
         kind = iv.key[0]

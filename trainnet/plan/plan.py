@@ -39,7 +39,6 @@ class Blob:
     shape: Shape
     data: Optional[Region] = None
     diff: Optional[Region] = None   # None when nothing needs this blob's gradient
-    zero_diff: bool = False         # read by backward but written by no one: stays zero
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,7 @@ class Plan:
     blob_bytes_no_reuse: int = 0
     backward: bool = True        # a training plan (forward + backward) or forward only
     aliases: dict[str, str] = field(default_factory=dict)  # renamed top -> the blob holding it
+    seeds: dict[str, float] = field(default_factory=dict)  # gradients set before backward
     file: Optional[str] = None
 
     @property
@@ -120,9 +120,7 @@ class Plan:
 
     @property
     def outputs(self) -> list[str]:
-        """Blobs no step consumes: the net's outputs (losses, accuracies, probabilities)."""
-        consumed = {b for s in self.steps for b in s.bottoms}
-        return [t for s in self.steps for t in s.tops if t not in consumed and not s.layer.is_data]
+        return net_outputs(self.steps)
 
     @property
     def param_count(self) -> int:
@@ -137,3 +135,35 @@ class Plan:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def net_outputs(steps: list[Step]) -> list[str]:
+    """Blobs no step reads after their last write: the net's outputs (losses, accuracies,
+    probabilities).  A layer running in place reads its blob before writing it, so the end of
+    an in-place chain is an output too.  Data that nothing reads is not."""
+    last_write: dict[str, Step] = {}
+    for s in steps:
+        for t in s.tops:
+            last_write[t] = s
+    read_later = {b for s in steps for b in s.bottoms if s.index > last_write[b].index}
+    return [t for t, s in last_write.items() if t not in read_later and not s.layer.is_data]
+
+
+def diff_seeds(steps: list[Step]) -> dict[str, float]:
+    """What each gradient holds before backward starts: a loss's weight, or 0 for a gradient
+    that backward reads before anything writes it (an output under force_backward, the end of
+    an in-place chain, a blob whose consumer takes no gradient).  Every other gradient is
+    written before it is read, so it needs no clearing."""
+    first_is_read: dict[str, bool] = {}
+    for s in steps:  # a later step runs earlier in backward: its touch wins
+        if not s.need_backward:
+            continue
+        written = {b for b, p in zip(s.bottoms, s.propagate_down) if p}
+        for name in set(s.tops) | written:
+            first_is_read[name] = name in s.tops  # a step reads its top diffs, then writes
+    seeds = {name: 0.0 for name, read in first_is_read.items() if read}
+    for s in steps:
+        for t, w in zip(s.tops, s.loss_weights):
+            if w != 0:
+                seeds[t] = w
+    return seeds

@@ -34,8 +34,17 @@ class Net:
         for step in plan.steps:
             self.ios.append(self._bind(step))
         self.backward_steps = [(s, io) for s, io in zip(plan.steps, self.ios) if s.need_backward][::-1]
-        self.loss_tops = [(self.data(t), self.diff(t), w) for s in plan.steps
+        self.loss_tops = [(self.data(t), w) for s in plan.steps
                           for t, w in zip(s.tops, s.loss_weights) if w != 0]
+        self.seeds = [(self.diff(name), value) for name, value in plan.seeds.items()]
+        # Parameter gradients no step overwrites in backward (a shared blob whose owner runs no
+        # backward, a layer off every loss path) are cleared before each backward, as Caffe's
+        # ClearParamDiffs would: the update rule leaves its step in the gradient arena.
+        store = self.params
+        written = {store.lookup(plan.params[u.slot]) for s in plan.steps for u in s.params
+                   if not u.frozen and u.shadow is None}
+        self.unwritten_grads = [store.view(store.diff, i) for i in range(len(store.slots))
+                                if i not in written] if plan.backward else []
 
     def _view(self, region: Optional[Region]):
         if region is None:
@@ -95,17 +104,23 @@ class Net:
         device = self.device
         for step, io in zip(self.plan.steps, self.ios):
             step.layer.forward(io, device)
-        return sum(w * float(top.sum()) for top, _, w in self.loss_tops)
+        return sum(w * float(top.sum()) for top, w in self.loss_tops)
 
     def backward(self) -> None:
-        """Seed each loss's gradient with its weight and run backward in reverse order."""
-        for _, diff, w in self.loss_tops:
-            diff.fill(w)
+        """Seed the gradients, then run backward in reverse order."""
+        self.seed_gradients()
         device = self.device
         for step, io in self.backward_steps:
             step.layer.backward(io, device)
         for shadow, owner in self.shadow_sums:
             owner += shadow
+
+    def seed_gradients(self) -> None:
+        """Each loss's gradient to its weight, gradients read before written to 0."""
+        for diff, value in self.seeds:
+            diff.fill(value)
+        for grad in self.unwritten_grads:
+            grad.fill(0)
 
     def forward_backward(self) -> float:
         loss = self.forward()
