@@ -269,3 +269,13 @@ def test_damaged_state_and_unwritable_snapshot_are_clear_errors(tmp_path):
     after_tensors, after_meta = snap.load_state(state)
     assert after_meta == before_meta and after_tensors.keys() == before_tensors.keys()
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_state_of_another_net_is_refused(tmp_path):
+    s = Solver(load_solver(write_project(tmp_path, max_iter=4)))
+    s.solve()
+    other = tmp_path / "other"
+    solver = write_project(other, max_iter=4)
+    (other / "net.yaml").write_text((other / "net.yaml").read_text().replace("ip2", "fc2"))
+    with pytest.raises(TrainnetError, match="the state is of another net"):
+        Solver(load_solver(solver)).restore(tmp_path / "out/tiny_iter_4.solverstate")

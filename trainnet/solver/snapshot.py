@@ -108,7 +108,7 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                             ".solverstate file written beside it)")
     try:
         info = json.loads(meta["meta"])
-        missing = {"iter", "weights", "type", "rng", "test_rng", "losses", "param_count"} - set(info)
+        missing = {"iter", "weights", "type", "rng", "test_rng", "losses", "layout"} - set(info)
     except (KeyError, ValueError, TypeError):
         missing = {"meta"}
     if missing:

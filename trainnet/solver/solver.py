@@ -161,19 +161,30 @@ class Solver:
                     tensors[f"data/{tag}/{layer}/{key}"] = value
         meta = {"iter": self.iter, "weights": weights.name, "type": self.cfg.type,
                 "rng": snap.rng_to_json(self.rng), "test_rng": snap.rng_to_json(self.test_rng),
-                "losses": list(self.losses), "param_count": int(self.net.params.data.size)}
+                "losses": list(self.losses), "layout": self._layout()}
         snap.save_state(state, tensors, meta)
         self.log(f"Snapshotting to {weights} and {state}")
         return state
 
+    def _layout(self) -> list:
+        """The parameter blobs by weight key and shape: what a state must match to resume."""
+        return [[key, list(view.shape)] for key, view in self.net.params.named().items()]
+
     def restore(self, state_path: Path) -> None:
         """Continue exactly where a snapshot left off."""
         tensors, meta = snap.load_state(state_path)
-        if meta.get("type") != self.cfg.type or meta.get("param_count") != int(self.net.params.data.size):
-            raise TrainnetError(f"{state_path}: the state is for a different net or solver type "
-                                f"({meta.get('type')}, {meta.get('param_count')} parameters)")
+        if meta["type"] != self.cfg.type:
+            raise TrainnetError(f"{state_path}: the state is of a {meta['type']} solver, this solver "
+                                f"is {self.cfg.type}")
+        if meta["layout"] != self._layout():
+            raise TrainnetError(f"{state_path}: the state is of another net (its parameter blobs "
+                                "differ in names or shapes from this net's)")
         weights = Path(state_path).parent / meta["weights"]
-        snap.load_weights(weights, self.net.params)
+        loaded, skipped = snap.load_weights(weights, self.net.params)
+        missing = {slot.key[0] for slot in self.net.params.slots} - set(loaded)
+        if missing or skipped:
+            raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
+                                f"{sorted(missing)}, extra {skipped})")
         for k, history in self.rule.history.items():
             saved = tensors.get(f"history/{k}")
             if saved is None or saved.shape != history.shape:
@@ -184,8 +195,11 @@ class Solver:
             for layer, st in net.states.items():
                 prefix = f"data/{tag}/{layer}/"
                 st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        snap.rng_from_json(self.rng, meta["rng"])
-        snap.rng_from_json(self.test_rng, meta["test_rng"])
+        try:
+            snap.rng_from_json(self.rng, meta["rng"])
+            snap.rng_from_json(self.test_rng, meta["test_rng"])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise TrainnetError(f"{state_path}: damaged solver state (random generator: {exc})") from None
         self.losses.clear()
         self.losses.extend(meta["losses"])
         self.iter = int(meta["iter"])
