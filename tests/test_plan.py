@@ -819,3 +819,15 @@ def test_in_place_saves_memory_forward_only():
     with_pass = compile_net(cfg, "TEST", in_place=True)
     without = compile_net(cfg, "TEST", in_place=False)
     assert with_pass.arena_bytes < without.arena_bytes
+
+
+def test_sharing_with_another_lr_mult_is_refused():
+    text = """
+layer:
+  - {name: in, type: Input, top: x, shape: {dim: [2, 3]}}
+  - {name: a, type: InnerProduct, bottom: x, top: a, num_output: 2, param: [{name: w, lr_mult: 0}]}
+  - {name: b, type: InnerProduct, bottom: x, top: b, num_output: 2, param: [{name: w}]}
+"""
+    with pytest.raises(ConfigError, match=r"g.yaml:5: layer 'b' \(InnerProduct\): param: shares parameter "
+                                          r"'w' with layer 'a' but its lr_mult 1 differs from 0"):
+        compile_net(load_net_text(text, "g.yaml"), "TRAIN")

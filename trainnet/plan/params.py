@@ -35,6 +35,12 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
                 if not same:
                     raise step.cfg.error(f"shares parameter '{spec.name}' of shape {owner.shape} "
                                          f"from layer '{owner.key[0]}' but needs {blob.shape}", file, "param")
+                for mult in ("lr_mult", "decay_mult"):
+                    if getattr(spec, mult) != getattr(owner, mult):
+                        raise step.cfg.error(
+                            f"shares parameter '{spec.name}' with layer '{owner.key[0]}' but its "
+                            f"{mult} {getattr(spec, mult):g} differs from {getattr(owner, mult):g} "
+                            "there (Caffe refuses this too)", file, "param")
                 uses.append(ParamUse(by_name[spec.name], frozen, None if frozen else shadow))
                 if not frozen:
                     shadow += _aligned(owner.count)
