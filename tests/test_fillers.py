@@ -50,10 +50,30 @@ def test_positive_unitball_rows_sum_to_one():
     np.testing.assert_allclose(p.reshape(8, -1).sum(axis=1), 1, rtol=1e-5)
 
 
-def test_bilinear_upsampling_kernel():
-    b = filled(shape=(1, 1, 4, 4), type="bilinear")
-    ramp = np.array([0.25, 0.75, 0.75, 0.25])
-    np.testing.assert_allclose(b[0, 0], np.outer(ramp, ramp), rtol=1e-6)
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
+def test_bilinear_matches_caffes_loop(k):
+    f = math.ceil(k / 2)
+    c = (k - 1) / (2 * f)
+    expected = np.array([[(1 - abs(x / f - c)) * (1 - abs(y / f - c)) for x in range(k)] for y in range(k)])
+    b = filled(shape=(2, 1, k, k), type="bilinear")
+    np.testing.assert_allclose(b[1, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(b[:, :, ::-1, ::-1], b, rtol=1e-6)  # symmetric
+
+
+def test_fillers_refuse_shapes_they_cannot_fill():
+    from trainnet.netcfg import load_net_text
+    from trainnet.plan import compile_net
+    from trainnet.errors import ConfigError
+
+    text = """
+layer:
+  - {name: in, type: Input, top: x, shape: {dim: [2, 3]}}
+  - {name: ip, type: InnerProduct, bottom: x, top: y, num_output: 2, bias_filler: {type: bilinear}}
+"""
+    with pytest.raises(ConfigError, match=r"g.yaml:4: layer 'ip' \(InnerProduct\): parameter 1: the "
+                                          r"bilinear filler needs a 4-D blob with square kernels"):
+        compile_net(load_net_text(text, "g.yaml"), "TRAIN")
+    assert filled(shape=(0, 3), type="xavier").size == 0  # an empty blob has nothing to fill
 
 
 def test_fill_is_deterministic_for_a_seed():

@@ -22,10 +22,24 @@ def _norm(filler: FillerParameter, shape) -> float:
     return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[filler.variance_norm]
 
 
+def check(filler: FillerParameter, shape: tuple[int, ...]) -> str | None:
+    """Why ``filler`` cannot fill a blob of ``shape``, or None (checked when a net compiles)."""
+    if filler.type == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
+        return f"the bilinear filler needs a 4-D blob with square kernels, got {shape}"
+    if filler.type in ("xavier", "msra") and math.prod(shape) and 0 in _fans(shape):
+        return f"the {filler.type} filler needs a blob with fans > 0, got {shape}"
+    return None
+
+
 def fill(out: np.ndarray, filler: FillerParameter, rng: np.random.Generator) -> None:
     """Fill ``out`` in place as Caffe's filler of that type would."""
     shape = out.shape
     kind = filler.type
+    problem = check(filler, shape)
+    if problem:
+        raise ValueError(problem)
+    if out.size == 0:
+        return
     if kind == "constant":
         out[...] = filler.value
     elif kind == "uniform":
@@ -33,9 +47,8 @@ def fill(out: np.ndarray, filler: FillerParameter, rng: np.random.Generator) -> 
     elif kind == "gaussian":
         out[...] = rng.normal(filler.mean, filler.std, size=shape)
         if filler.sparse >= 0:
-            # Caffe keeps each weight with probability sparse / num_outputs (fan of shape[0]).
-            num_outputs = shape[0] if len(shape) > 1 else 1
-            keep = rng.random(size=shape) < filler.sparse / num_outputs
+            # Caffe keeps each weight with probability sparse / shape[0]
+            keep = rng.random(size=shape) < filler.sparse / shape[0]
             out *= keep
     elif kind == "xavier":
         scale = math.sqrt(3.0 / _norm(filler, shape))
@@ -47,11 +60,10 @@ def fill(out: np.ndarray, filler: FillerParameter, rng: np.random.Generator) -> 
         v /= v.sum(axis=1, keepdims=True)
         out[...] = v.reshape(shape)
     elif kind == "bilinear":
-        if len(shape) != 4 or shape[2] != shape[3]:
-            raise ValueError(f"the bilinear filler needs a 4-D blob with square kernels, got {shape}")
+        # Caffe's BilinearFiller: f = ceil(k / 2), c = (k - 1) / (2 f)
         k = shape[3]
         f = math.ceil(k / 2.0)
-        c = (2 * f - 1 - f % 2) / (2.0 * f)
+        c = (k - 1) / (2.0 * f)
         ramp = 1 - np.abs(np.arange(k) / f - c)
         out[...] = np.outer(ramp, ramp)
     else:  # the schema admits only the kinds above

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from trainnet.layers.fillers import check as check_filler
 from trainnet.netcfg.common import ParamSpec
 from trainnet.plan.plan import ParamSlot, ParamUse, Step
 
@@ -45,6 +46,9 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
                 if not frozen:
                     shadow += _aligned(owner.count)
                 continue
+            problem = check_filler(blob.filler, tuple(blob.shape))
+            if problem:
+                raise step.cfg.error(f"parameter {j}: {problem}", file)
             slot = ParamSlot((step.name, j), tuple(blob.shape), offset, spec.lr_mult, spec.decay_mult,
                              blob.filler)
             if spec.name:
