@@ -52,7 +52,7 @@ class DataReader:
         self.label_stage = None if labels is None else np.empty(batch_size, labels.dtype)
         self.scale = np.float32(scale)
         self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1, 1, 1)
-        self.crop, self.mirror = crop, mirror and train
+        self.crop, self.mirror = crop, mirror  # Caffe mirrors at random in either phase
         self.gather = None
         if crop or self.mirror:  # flat offsets of one item's crop window, plain and flipped
             ci, yi, xi = np.ix_(np.arange(c), np.arange(ch), np.arange(cw))
@@ -71,7 +71,7 @@ class DataReader:
                     self.perm = self.rng.permutation(n)
 
     def _gather_window(self) -> None:
-        """Crop (random in TRAIN, centred in TEST) and mirror every item in one fancy take."""
+        """Crop (random in TRAIN, centred in TEST) and mirror at random, in one fancy take."""
         b = len(self.idx)
         _, c, h, w = self.images.shape
         ch, cw = self.stage.shape[2:]
