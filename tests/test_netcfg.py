@@ -435,3 +435,10 @@ def test_round_trip_lenet():
     again = reload(cfg)
     assert without_location(again) == without_location(cfg)
     assert dump_net(again) == dump_net(cfg)
+
+
+def test_include_and_exclude_together_are_refused():
+    text = "layer:\n  - {name: in, type: Input, top: x, shape: {dim: [2]},\n     include: {phase: TRAIN}, exclude: {phase: TEST}}\n"
+    with pytest.raises(ConfigError, match=r"^g.yaml:2: layer 'in' \(Input\): give include rules or "
+                                          r"exclude rules, not both"):
+        load_net_text(text, "g.yaml")

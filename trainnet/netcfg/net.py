@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from typing import Annotated, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import (_as_list, FloatList, BoolList, NetState, NetStateRule, ParamSpec, Phase,
@@ -39,6 +39,12 @@ class LayerConfig(Strict):
     transform_param: TransformationParameter = TransformationParameter()
     params: Strict
     line: Optional[int] = None  # where the layer starts in its file (for graph errors)
+
+    @model_validator(mode="after")
+    def _include_or_exclude(self):
+        if self.include and self.exclude:
+            raise ValueError("give include rules or exclude rules, not both (as in Caffe)")
+        return self
 
     def error(self, message: str, file: Optional[str] = None, field: Optional[str] = None) -> ConfigError:
         return ConfigError(message, file=file, line=self.line, layer=self.name,

@@ -97,8 +97,8 @@ class Solver:
         if cfg.snapshot_after_train and (not cfg.snapshot or self.iter % cfg.snapshot != 0):
             self.snapshot()
         if cfg.display and self.iter % cfg.display == 0:
-            loss = self.net.forward()
-            self.log(f"Iteration {self.iter}, loss = {loss:.6g}")
+            self.losses.append(self.net.forward())
+            self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.6g}")
         if cfg.test_interval and self.iter % cfg.test_interval == 0:
             self.test_all()
         self.log("Optimization Done.")
