@@ -279,3 +279,17 @@ def test_a_state_of_another_net_is_refused(tmp_path):
     (other / "net.yaml").write_text((other / "net.yaml").read_text().replace("ip2", "fc2"))
     with pytest.raises(TrainnetError, match="the state is of another net"):
         Solver(load_solver(solver)).restore(tmp_path / "out/tiny_iter_4.solverstate")
+
+
+def test_a_learnable_layer_only_in_test_keeps_weights_of_its_own(tmp_path):
+    solver = write_project(tmp_path, max_iter=20)
+    net = tmp_path / "net.yaml"
+    net.write_text(net.read_text() + "  - {name: probe, type: InnerProduct, bottom: ip2, top: probe, "
+                   "num_output: 2, include: {phase: TEST}, weight_filler: {type: xavier}}\n")
+    s = Solver(load_solver(solver))
+    probe = s.test_nets[0].own_params.named()["probe.0"]
+    before = probe.copy()
+    result = s.solve()
+    assert "probe.0" not in s.net.params.named()           # not trained, not snapshotted
+    np.testing.assert_array_equal(probe, before)
+    assert np.abs(before).max() > 0 and result["probe"].shape == (32, 2)

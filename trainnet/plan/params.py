@@ -16,7 +16,7 @@ from trainnet.plan.plan import ParamSlot, ParamUse, Step
 ALIGN_ELEMS = 16  # 64 bytes of float32
 
 
-def _aligned(n: int) -> int:
+def aligned(n: int) -> int:
     return (n + ALIGN_ELEMS - 1) // ALIGN_ELEMS * ALIGN_ELEMS
 
 
@@ -44,7 +44,7 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
                             "there (Caffe refuses this too)", file, "param")
                 uses.append(ParamUse(by_name[spec.name], frozen, None if frozen else shadow))
                 if not frozen:
-                    shadow += _aligned(owner.count)
+                    shadow += aligned(owner.count)
                 continue
             problem = check_filler(blob.filler, tuple(blob.shape))
             if problem:
@@ -55,6 +55,6 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
                 by_name[spec.name] = len(slots)
             uses.append(ParamUse(len(slots), frozen))
             slots.append(slot)
-            offset += _aligned(slot.count)
+            offset += aligned(slot.count)
         step.params = uses
     return slots, offset, shadow

@@ -25,7 +25,11 @@ class Net:
         self.device = device
         xp = device.xp
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.params = params if params is not None else ParamStore(plan, self.rng, xp)
+        self.params = params if params is not None else ParamStore(plan.params, self.rng, xp)
+        # Learnable layers of this net that the shared store lacks (a layer only in the TEST
+        # phase) keep weights of their own, initialised by their fillers, as in Caffe.
+        own = [slot for slot in plan.params if slot.key not in self.params.index]
+        self.own_params = ParamStore(own, self.rng, xp) if own else None
         self.arena = xp.zeros(plan.arena_bytes, dtype=np.uint8)
         self.shadow = xp.zeros(plan.shadow_arena, dtype=np.float32)
         self.ios: list[StepIO] = []
@@ -41,7 +45,7 @@ class Net:
         # backward, a layer off every loss path) are cleared before each backward, as Caffe's
         # ClearParamDiffs would: the update rule leaves its step in the gradient arena.
         store = self.params
-        written = {store.lookup(plan.params[u.slot]) for s in plan.steps for u in s.params
+        written = {store.index.get(plan.params[u.slot].key) for s in plan.steps for u in s.params
                    if not u.frozen and u.shadow is None}
         self.unwritten_grads = [store.view(store.diff, i) for i in range(len(store.slots))
                                 if i not in written] if plan.backward else []
@@ -53,10 +57,12 @@ class Net:
         return raw.view(region.dtype).reshape(region.shape)
 
     def _bind(self, step: Step) -> StepIO:
-        plan, store = self.plan, self.params
+        plan = self.plan
         params, param_diff = [], []
         for use, blob in zip(step.params, step.layer.param_blobs()):
-            i = store.lookup(plan.params[use.slot])  # by (layer, index): a shared store may differ
+            slot = plan.params[use.slot]
+            store = self.params if slot.key in self.params.index else self.own_params
+            i = store.lookup(slot)  # by (layer, index): a shared store has its own layout
             shape = blob.shape  # a PERMISSIVE share may view the owner's blob in another shape
             params.append(store.view(store.data, i).reshape(shape))
             if use.frozen:

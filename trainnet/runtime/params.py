@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.layers.fillers import fill
-from trainnet.plan.plan import ParamSlot, Plan
+from trainnet.plan.params import aligned
+from trainnet.plan.plan import ParamSlot
 
 
 def weight_key(layer: str, index: int) -> str:
@@ -15,16 +18,19 @@ def weight_key(layer: str, index: int) -> str:
 
 
 class ParamStore:
-    """All learnable blobs of a net in one flat float32 arena, with gradients alongside.
+    """Learnable blobs in one flat float32 arena, with gradients alongside in the same layout.
 
-    Built from a training plan; test nets reuse it by layer name, so they always see the
-    current weights.
+    Built from a training plan's slots; test nets reuse it by layer name, so they always see
+    the current weights.  ``slots`` may be any subset: the store lays them out afresh.
     """
 
-    def __init__(self, plan: Plan, rng: np.random.Generator, xp=np):
-        self.slots: list[ParamSlot] = list(plan.params)
-        self.data = xp.zeros(plan.param_arena, dtype=np.float32)
-        self.diff = xp.zeros(plan.param_arena, dtype=np.float32)
+    def __init__(self, slots: list[ParamSlot], rng: np.random.Generator, xp=np):
+        offset, self.slots = 0, []
+        for slot in slots:
+            self.slots.append(replace(slot, offset=offset))
+            offset += aligned(slot.count)
+        self.data = xp.zeros(offset, dtype=np.float32)
+        self.diff = xp.zeros(offset, dtype=np.float32)
         self.index = {slot.key: i for i, slot in enumerate(self.slots)}
         for i, slot in enumerate(self.slots):
             host = np.empty(slot.shape, dtype=np.float32)
