@@ -13,8 +13,7 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.input import count_tops
+from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
 from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
 from trainnet.netcfg.common import Strict
 

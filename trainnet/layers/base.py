@@ -187,3 +187,26 @@ def spatial_pair(values: list[int], h: Optional[int], w: Optional[int], default:
     if len(values) == 2:
         return values[0], values[1]
     raise ValueError(f"{what}: expects 1 or 2 values for a 2-D layer, got {len(values)}")
+
+
+def count_tops(layer: Layer, default: int = 1) -> int:
+    """How many tops the layer's config names (``default`` when built without a config)."""
+    tops = getattr(layer.common, "top", None)
+    return len(tops) if tops else default
+
+
+def fill_padded(dst: np.ndarray, x: np.ndarray, ph: int, pw: int, value: float) -> None:
+    """Copy NCHW ``x`` into ``dst`` at offset (ph, pw) and set every other cell to ``value``.
+
+    Only the border is written besides the interior, so a buffer reused as scratch is reset
+    at the cost of its border.
+    """
+    H, W = x.shape[2:]
+    if dst.shape[2:] == (H, W):  # no border (a batch-last copy): spare the empty writes
+        np.copyto(dst, x)
+        return
+    dst[:, :, :ph] = value
+    dst[:, :, ph + H:] = value
+    dst[:, :, ph:ph + H, :pw] = value
+    dst[:, :, ph:ph + H, pw + W:] = value
+    np.copyto(dst[:, :, ph:ph + H, pw:pw + W], x)

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, spatial_pair
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register, spatial_pair
 from trainnet.netcfg.common import FillerParameter, PosIntList, Strict, UIntList
 
 UInt = Optional[int]
@@ -49,23 +49,6 @@ class ConvolutionParams(Strict):
     axis: int = 1
     force_nd_im2col: bool = False  # accepted for Caffe compatibility; 2-D only here
     engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
-
-
-def fill_padded(dst: np.ndarray, x: np.ndarray, ph: int, pw: int, value: float) -> None:
-    """Copy NCHW ``x`` into ``dst`` at offset (ph, pw) and set every other cell to ``value``.
-
-    Only the border is written besides the interior, so a buffer reused as scratch is reset
-    at the cost of its border.
-    """
-    H, W = x.shape[2:]
-    if dst.shape[2:] == (H, W):  # no border (a batch-last copy): spare the empty writes
-        np.copyto(dst, x)
-        return
-    dst[:, :, :ph] = value
-    dst[:, :, ph + H:] = value
-    dst[:, :, ph:ph + H, :pw] = value
-    dst[:, :, ph:ph + H, pw + W:] = value
-    np.copyto(dst[:, :, ph:ph + H, pw:pw + W], x)
 
 
 @register("Convolution")

@@ -5,26 +5,12 @@ Caffe's rule: one ``shape`` per top, or a single ``shape`` shared by every top.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import BeforeValidator
-
-from trainnet.layers.base import Layer, StepIO, register
-from trainnet.netcfg.common import BlobShape, Strict
-
-
-def count_tops(layer: Layer, default: int = 1) -> int:
-    """How many tops the layer's config names (``default`` when built without a config)."""
-    tops = getattr(layer.common, "top", None)
-    return len(tops) if tops else default
-
-
-# Caffe's repeated ``shape``: YAML may give one mapping or a list of them.
-ShapeList = Annotated[list[BlobShape], BeforeValidator(lambda v: v if isinstance(v, list) else [v])]
+from trainnet.layers.base import Layer, StepIO, count_tops, register
+from trainnet.netcfg.common import BlobShape, Repeated, Strict
 
 
 class InputParams(Strict):
-    shape: ShapeList = []
+    shape: Repeated[BlobShape] = []
 
 
 @register("Input")

@@ -20,8 +20,7 @@ from typing import Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, StepIO, register, spatial_pair
-from trainnet.layers.convolution import fill_padded
+from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register, spatial_pair
 from trainnet.netcfg.common import Strict
 
 UInt = Optional[int]

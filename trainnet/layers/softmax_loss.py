@@ -15,8 +15,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from trainnet.errors import TrainnetError
-from trainnet.layers.base import Buffer, Layer, Shape, StepIO, register
-from trainnet.layers.input import count_tops
+from trainnet.layers.base import Buffer, Layer, Shape, StepIO, count_tops, register
 from trainnet.layers.softmax import softmax_into, split_axis
 from trainnet.netcfg.common import Strict
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainnet.layers.base import Layer, StepIO, register
-from trainnet.layers.input import count_tops
+from trainnet.layers.base import Layer, StepIO, count_tops, register
 
 
 @register("Split")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -26,6 +26,9 @@ FloatList = Annotated[list[float], BeforeValidator(_as_list)]
 BoolList = Annotated[list[bool], BeforeValidator(_as_list)]
 UIntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
 PosIntList = Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)]
+
+T = TypeVar("T")
+Repeated = Annotated[list[T], BeforeValidator(_as_list)]  # one mapping or a list of them
 
 Phase = Literal["TRAIN", "TEST"]
 

@@ -12,16 +12,13 @@ from typing import Any, Optional
 
 from typing import Annotated, TypeVar
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from trainnet.errors import ConfigError
-from trainnet.netcfg.common import (_as_list, FloatList, BoolList, NetState, NetStateRule, ParamSpec, Phase,
+from trainnet.netcfg.common import (FloatList, Repeated, BoolList, NetState, NetStateRule, ParamSpec, Phase,
                                     Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
-
-T = TypeVar("T")
-Repeated = Annotated[list[T], BeforeValidator(_as_list)]  # one mapping or a list of them
 
 
 class LayerConfig(Strict):
