@@ -29,3 +29,23 @@ def mnist_dir() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def _gpu_params():
+    from emulation.backend import compiler
+    emulated = pytest.param("emulated", marks=[pytest.mark.gpu] + (
+        [] if compiler() else [pytest.mark.skip(reason="no C++ compiler for the emulated GPU")]))
+    from trainnet.runtime.device import gpu_count
+    real = pytest.param("cuda", marks=[pytest.mark.gpu] + (
+        [] if gpu_count() else [pytest.mark.skip(reason="no CUDA GPU here (CuPy missing or no device)")]))
+    return [emulated, real]
+
+
+@pytest.fixture(params=_gpu_params())
+def gpu_device(request):
+    """A GPU device: the emulated backend (runs in CI) or a real CUDA GPU (when present)."""
+    from trainnet.runtime.device import GpuDevice, get_device
+    if request.param == "emulated":
+        from emulation.backend import EmulatedBackend
+        return GpuDevice(EmulatedBackend(), "cuda:emulated")
+    return get_device("cuda")

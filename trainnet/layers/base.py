@@ -6,7 +6,9 @@ time.  ``forward``/``backward`` receive a ``StepIO`` whose arrays are views the 
 and write their results into them: a layer never allocates while running.
 
 Device dispatch happens here and nowhere else: ``forward`` calls ``forward_gpu`` when the
-device is a GPU and the layer has one, ``forward_cpu`` otherwise.
+device is a GPU, ``forward_cpu`` otherwise.  A GPU pass gets the device's backend as ``io.gpu``
+(kernels, cuBLAS) and device arrays everywhere else in ``io``; it writes the same results as the
+CPU pass, which is the reference its tests compare against.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ class StepIO:
     """Everything one layer reads and writes, bound once when a Net is built.
 
     ``bottom_diff[i]`` is None when bottom i needs no gradient, ``param_diff[i]`` when
-    parameter i is frozen (``lr_mult: 0``).  Backward overwrites the diffs it writes.  ``state`` is the layer's runtime object (a
-    data reader), ``rng`` the net's random generator.
+    parameter i is frozen (``lr_mult: 0``).  Backward overwrites the diffs it writes.
+    ``state`` is the layer's runtime object (a data reader), ``rng`` the net's random generator,
+    ``gpu`` the GPU backend when the net runs on one (None on the CPU).
     """
 
     bottom: list[np.ndarray]
@@ -66,6 +69,7 @@ class StepIO:
     buf: dict[str, np.ndarray] = field(default_factory=dict)
     state: Any = None
     rng: Optional[np.random.Generator] = None
+    gpu: Any = None
 
 
 class Layer(ABC):
@@ -96,6 +100,10 @@ class Layer(ABC):
         # Set by the compiler when this step runs no backward: keep nothing for it, and bound
         # scratch memory instead (``buffers`` is read after this is set).
         self.forward_only = False
+        # Set by the fuse pass: an in-place ReLU that followed this layer is applied in its
+        # forward epilogue, and its backward masks the top gradient first (Convolution,
+        # InnerProduct).
+        self.fused_relu = False
 
     # --- compile-time contract -------------------------------------------------------------
     @abstractmethod
@@ -112,8 +120,9 @@ class Layer(ABC):
         """Forward multiply-adds counted as 2 flops; elementwise ops as 1 per element."""
         return 0
 
-    def make_state(self, rng: np.random.Generator) -> Any:
-        """Runtime state this layer keeps (a data reader), made when a Net is built."""
+    def make_state(self, rng: np.random.Generator, device=None) -> Any:
+        """Runtime state this layer keeps (a data reader), made when a Net is built on
+        ``device`` (None: the CPU)."""
         return None
 
     def error(self, message: str) -> ConfigError:
@@ -121,14 +130,14 @@ class Layer(ABC):
 
     # --- running ---------------------------------------------------------------------------
     def forward(self, io: StepIO, device) -> None:
-        impl = self.forward_gpu if device.is_gpu and type(self).forward_gpu is not Layer.forward_gpu \
-            else self.forward_cpu
-        impl(io)
+        (self.forward_gpu if device.is_gpu else self.forward_cpu)(io)
 
     def backward(self, io: StepIO, device) -> None:
-        impl = self.backward_gpu if device.is_gpu and type(self).backward_gpu is not Layer.backward_gpu \
-            else self.backward_cpu
-        impl(io)
+        (self.backward_gpu if device.is_gpu else self.backward_cpu)(io)
+
+    @classmethod
+    def has_gpu(cls) -> bool:
+        return cls.forward_gpu is not Layer.forward_gpu
 
     @abstractmethod
     def forward_cpu(self, io: StepIO) -> None:
@@ -138,11 +147,12 @@ class Layer(ABC):
     def backward_cpu(self, io: StepIO) -> None:
         """Gradients into ``io.bottom_diff`` (where not None) and ``io.param_diff``."""
 
-    def forward_gpu(self, io: StepIO) -> None:  # overridden by layers with a GPU kernel
-        self.forward_cpu(io)
+    def forward_gpu(self, io: StepIO) -> None:
+        """The GPU pass: kernels and GEMMs through ``io.gpu``, into ``io``'s device arrays."""
+        raise NotImplementedError(f"{self.type} has no GPU implementation")
 
     def backward_gpu(self, io: StepIO) -> None:
-        self.backward_cpu(io)
+        raise NotImplementedError(f"{self.type} has no GPU backward")
 
 
 LAYERS = Registry("layer type")

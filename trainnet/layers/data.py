@@ -194,7 +194,7 @@ class Data(Layer):
         raise self.error(f"{self.p.source}: images must be 3-D (N, H, W) or 4-D (N, C, H, W), "
                          f"got shape {shape}")
 
-    def make_state(self, rng: np.random.Generator) -> DataReader:
+    def make_state(self, rng: np.random.Generator, device=None) -> DataReader:
         """Decode the files (cached per process) and start a reader seeded from the net's rng."""
         images_path, labels_path = self._paths()
         try:

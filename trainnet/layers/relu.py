@@ -7,6 +7,9 @@ from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import kernel_source
+
+KERNELS = kernel_source(__file__)
 
 
 class ReLUParams(Strict):
@@ -55,3 +58,13 @@ class ReLU(Layer):
         factor = np.multiply(positive, np.float32(1 - slope), out=io.buf["scaled"])
         factor += np.float32(slope)
         np.multiply(dy, factor, out=dx)
+
+    def forward_gpu(self, io: StepIO):
+        x, y = io.bottom[0], io.top[0]
+        io.gpu.launch(KERNELS, "relu_forward", x.size, y, x, np.float32(self.p.negative_slope),
+                      np.int64(x.size))
+
+    def backward_gpu(self, io: StepIO):
+        y, dy, dx = io.top[0], io.top_diff[0], io.bottom_diff[0]
+        io.gpu.launch(KERNELS, "relu_backward", y.size, dx, dy, y,
+                      np.float32(self.p.negative_slope), np.int64(y.size))

@@ -1,0 +1,170 @@
+"""An emulated CUDA backend: trainnet's GPU code path, run on the CPU.
+
+It has ``runtime/cuda.py``'s interface.  Each ``.cu`` source is compiled as host C++ with
+``cuda_host.h`` and called through ctypes on NumPy arrays; cuBLAS calls become float32 NumPy
+matrix products; ``capture`` records launches instead of running them, and a replay runs the
+record, as a CUDA graph would (so host work done while capturing is not repeated).
+
+This runs every layer's ``forward_gpu``/``backward_gpu``, the solver's update kernels and the
+graph logic in CI, where there is no GPU.  It cannot show races, timing, or anything of
+CuPy's own behaviour; ``pytest -m gpu`` on a real GPU covers those.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from trainnet.runtime import kernels as K
+from trainnet.runtime.cuda import BASIC
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(tempfile.gettempdir()) / f"trainnet-emulated-{os.getuid()}"
+CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.int64: ctypes.c_int64,
+          np.uint64: ctypes.c_uint64, np.float32: ctypes.c_float}
+
+
+def compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+class EmulatedGraph:
+    def __init__(self, ops):
+        self.ops = ops
+
+    def replay(self) -> None:
+        for op in self.ops:
+            op()
+
+
+class EmulatedBackend:
+    xp = np
+    name, arch, tf32, max_blocks = "emulated", "host", False, 4
+
+    def __init__(self):
+        self._libs: dict[Path, ctypes.CDLL] = {}
+        self.recording: list | None = None
+        self.capturing = False
+        self.launches = 0
+
+    def describe(self) -> str:
+        return "emulated on the CPU"
+
+    def _run(self, op) -> None:
+        if self.recording is not None:
+            self.recording.append(op)
+        else:
+            op()
+
+    # --- memory -----------------------------------------------------------------------------
+    def zeros(self, shape, dtype=np.float32):
+        return np.zeros(shape, dtype=dtype)
+
+    def pinned(self, shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    def upload(self, dst, host):
+        self._no_capture("upload")
+        np.copyto(dst, host)
+
+    def download(self, src):
+        self._no_capture("download")
+        return np.array(src)
+
+    def upload_side(self, dst, host, after=None):
+        np.copyto(dst, host)
+        return None
+
+    def record(self):
+        return None
+
+    def wait(self, event):
+        pass
+
+    def copy(self, dst, src):
+        self._run(lambda: np.copyto(dst.reshape(-1), src.reshape(-1)))
+
+    def fill(self, array, value):
+        if array.dtype == np.float32:
+            self.launch(BASIC, "fill_f32", array.size, array, np.float32(value), np.int64(array.size))
+        else:
+            assert value == 0
+            self._run(lambda: array.fill(0))
+
+    def axpy(self, y, x, alpha):
+        self.launch(BASIC, "axpy_f32", y.size, y, x, np.float32(alpha), np.int64(y.size))
+
+    def synchronize(self):
+        self._no_capture("synchronize")
+
+    # --- kernels ----------------------------------------------------------------------------
+    def module(self, source: Path) -> ctypes.CDLL:
+        lib = self._libs.get(source)
+        if lib is None:
+            text = Path(source).read_bytes() + (HERE / "cuda_host.h").read_bytes()
+            text += (K.INCLUDE_DIR / "common.cuh").read_bytes()
+            digest = hashlib.sha256(text).hexdigest()[:16]
+            CACHE.mkdir(exist_ok=True)
+            so = CACHE / f"{Path(source).stem}-{digest}.so"
+            if not so.exists():
+                tmp = so.with_suffix(f".{os.getpid()}.tmp")
+                subprocess.run([compiler(), "-O1", "-shared", "-fPIC", "-x", "c++", "-std=c++17",
+                                "-include", str(HERE / "cuda_host.h"), f"-I{K.INCLUDE_DIR}",
+                                str(source), "-o", str(tmp)], check=True, capture_output=True)
+                tmp.replace(so)
+            lib = self._libs[source] = ctypes.CDLL(str(so))
+        return lib
+
+    def launch(self, source, name, n, *args):
+        self.launch_blocks(source, name, 1, K.BLOCK, *args)
+
+    def launch_blocks(self, source, name, blocks, threads, *args):
+        K.check_args(name, args, lambda a: isinstance(a, np.ndarray))
+        lib = self.module(source)
+        fn = getattr(lib, name)
+        fn.restype = None
+        cargs = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else CTYPES[type(a)](a)
+                 for a in args]
+
+        def op(arrays=args):  # the default keeps the arrays alive while a graph holds the launch
+            self.launches += 1
+            for b in range(int(blocks)):
+                lib.emu_set_block(ctypes.c_uint(b), ctypes.c_uint(int(blocks)))
+                fn(*cargs)
+        self._run(op)
+
+    # --- cuBLAS -----------------------------------------------------------------------------
+    def gemm(self, a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        def op():
+            prod = np.matmul(a.T if trans_a else a, b.T if trans_b else b, dtype=np.float32)
+            c[...] = np.float32(alpha) * prod + (np.float32(beta) * c if beta else 0)
+        self._run(op)
+
+    def gemm_batched(self, a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+        def op():
+            opa = np.swapaxes(a, -1, -2) if trans_a else a
+            opb = np.swapaxes(b, -1, -2) if trans_b else b
+            prod = np.matmul(opa, opb, dtype=np.float32)
+            c[...] = np.float32(alpha) * prod + (np.float32(beta) * c if beta else 0)
+        self._run(op)
+
+    # --- graphs -----------------------------------------------------------------------------
+    def capture(self, fn):
+        self.recording, self.capturing = [], True
+        try:
+            fn()
+            return EmulatedGraph(self.recording)
+        finally:
+            self.recording, self.capturing = None, False
+
+    def _no_capture(self, what):
+        if self.capturing:
+            raise RuntimeError(f"{what} while capturing a CUDA graph (it would synchronize)")
+

@@ -1,0 +1,187 @@
+"""The CUDA backend: the only module that talks to CuPy.
+
+It owns, for one GPU: the compute stream every kernel, GEMM and copy goes to in plan order;
+a side stream for input uploads; a cuBLAS handle bound to the compute stream (TF32 only when
+asked); the project's ``.cu`` sources, compiled lazily with NVRTC for this GPU's architecture
+and cached for the process (CuPy also keeps compiled kernels on disk); and graph capture.
+
+Everything a layer or the solver runs between ``capture`` and its end goes into the graph,
+so no method here may allocate, synchronize or read device memory back while capturing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from trainnet.runtime import kernels as K
+
+BASIC = K.kernel_source(__file__, "basic.cu")
+OP_N, OP_T = 0, 1
+MATH_DEFAULT, MATH_TF32 = 0, 3  # cublasMath_t: CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH
+H2D, D2H, D2D = 1, 2, 3        # cudaMemcpyKind
+
+
+class CudaGraph:
+    def __init__(self, graph, stream):
+        self.graph, self.stream = graph, stream
+
+    def replay(self) -> None:
+        self.graph.launch(self.stream)
+
+
+class CudaBackend:
+    def __init__(self, index: int = 0, *, tf32: bool = False):
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        self.cp, self.cublas, self.xp = cupy, cublas, cupy
+        self.index, self.tf32 = index, tf32
+        self.device = cupy.cuda.Device(index)
+        self.device.use()
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        self.name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        self.arch = f"sm_{props['major']}{props['minor']}"
+        self.max_blocks = int(props["multiProcessorCount"]) * 32
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.side = cupy.cuda.Stream(non_blocking=True)
+        self.stream.use()  # CuPy calls made on this thread (fills, copies) go here too
+        self.handle = cublas.create()
+        cublas.setStream(self.handle, self.stream.ptr)
+        cublas.setMathMode(self.handle, MATH_TF32 if tf32 else MATH_DEFAULT)
+        cublas.setPointerMode(self.handle, 0)  # alpha/beta read from host memory
+        self._scalars: dict[float, np.ndarray] = {}  # host alpha/beta, kept alive for graphs
+        self._modules: dict[Path, object] = {}
+        self.capturing = False
+
+    def describe(self) -> str:
+        return f"{self.name}, {self.arch}{', TF32 GEMMs' if self.tf32 else ''}"
+
+    # --- memory -----------------------------------------------------------------------------
+    def zeros(self, shape, dtype=np.float32):
+        return self.cp.zeros(shape, dtype=dtype)
+
+    def pinned(self, shape, dtype) -> np.ndarray:
+        """A host array in page-locked memory (uploads from it run asynchronously)."""
+        count = int(np.prod(shape))
+        mem = self.cp.cuda.alloc_pinned_memory(max(1, count * np.dtype(dtype).itemsize))
+        return np.frombuffer(mem, dtype, count).reshape(shape)
+
+    def upload(self, dst, host: np.ndarray) -> None:
+        self._no_capture("upload")
+        self._memcpy(dst.data.ptr, host.ctypes.data, host.nbytes, H2D, self.stream)
+
+    def download(self, src) -> np.ndarray:
+        self._no_capture("download")
+        out = np.empty(src.shape, src.dtype)
+        self._memcpy(out.ctypes.data, src.data.ptr, out.nbytes, D2H, self.stream)
+        self.stream.synchronize()
+        return out
+
+    def upload_side(self, dst, host: np.ndarray, after=None):
+        """Copy pinned ``host`` into ``dst`` on the side stream once ``after`` (an event of the
+        compute stream) has passed; returns the event that marks the copy done."""
+        if after is not None:
+            self.side.wait_event(after)
+        self._memcpy(dst.data.ptr, host.ctypes.data, host.nbytes, H2D, self.side)
+        return self.side.record()
+
+    def record(self):
+        """An event on the compute stream at this point."""
+        return self.stream.record()
+
+    def wait(self, event) -> None:
+        """Later compute-stream work waits for ``event`` (the host does not)."""
+        self.stream.wait_event(event)
+
+    def copy(self, dst, src) -> None:
+        assert dst.nbytes == src.nbytes and dst.flags.c_contiguous and src.flags.c_contiguous
+        self._memcpy(dst.data.ptr, src.data.ptr, dst.nbytes, D2D, self.stream)
+
+    def _memcpy(self, dst_ptr, src_ptr, nbytes, kind, stream) -> None:
+        if nbytes:
+            self.cp.cuda.runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, kind, stream.ptr)
+
+    def fill(self, array, value) -> None:
+        if array.dtype == np.float32:
+            self.launch(BASIC, "fill_f32", array.size, array, np.float32(value), np.int64(array.size))
+        elif value == 0:
+            self.cp.cuda.runtime.memsetAsync(array.data.ptr, 0, array.nbytes, self.stream.ptr)
+        else:
+            raise TypeError(f"fill: {array.dtype} arrays are filled with 0 only")
+
+    def axpy(self, y, x, alpha: float) -> None:
+        self.launch(BASIC, "axpy_f32", y.size, y, x, np.float32(alpha), np.int64(y.size))
+
+    def synchronize(self) -> None:
+        self._no_capture("synchronize")
+        self.stream.synchronize()
+
+    # --- kernels ----------------------------------------------------------------------------
+    def module(self, source: Path):
+        mod = self._modules.get(source)
+        if mod is None:
+            code = Path(source).read_text()
+            mod = self.cp.RawModule(code=code, options=("-std=c++17", f"-I{K.INCLUDE_DIR}"))
+            self._modules[source] = mod
+        return mod
+
+    def launch(self, source: Path, name: str, n: int, *args) -> None:
+        """A grid-stride kernel over ``n`` items."""
+        self.launch_blocks(source, name, K.grid_for(n, self.max_blocks), K.BLOCK, *args)
+
+    def launch_blocks(self, source: Path, name: str, blocks: int, threads: int, *args) -> None:
+        """``blocks`` blocks of ``threads`` threads (one block per row, say)."""
+        K.check_args(name, args, lambda a: isinstance(a, self.cp.ndarray))
+        if blocks > 0:
+            self.module(source).get_function(name)((int(blocks),), (int(threads),), args)
+
+    # --- cuBLAS -----------------------------------------------------------------------------
+    def _scalar(self, value: float) -> int:
+        host = self._scalars.get(value)
+        if host is None:
+            host = self._scalars[value] = np.array([value], np.float32)
+        return host.ctypes.data
+
+    def gemm(self, a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0) -> None:
+        """Row-major ``c = alpha op(a) op(b) + beta c`` for 2-D arrays with unit inner stride."""
+        m, n = c.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        # Row-major C is column-major C^T = op(B)^T op(A)^T: swap the operands.
+        self.cublas.sgemm(self.handle, OP_T if trans_b else OP_N, OP_T if trans_a else OP_N,
+                          n, m, k, self._scalar(alpha), b.data.ptr, _ld(b), a.data.ptr, _ld(a),
+                          self._scalar(beta), c.data.ptr, _ld(c))
+
+    def gemm_batched(self, a, b, c, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0) -> None:
+        """``c[i] = alpha op(a[i]) op(b[i]) + beta c[i]``; a 2-D ``a`` or ``b`` is shared."""
+        batch, m, n = c.shape
+        k = a.shape[-2] if trans_a else a.shape[-1]
+        stride = lambda x: 0 if x.ndim == 2 else x.strides[0] // x.itemsize  # noqa: E731
+        self.cublas.sgemmStridedBatched(
+            self.handle, OP_T if trans_b else OP_N, OP_T if trans_a else OP_N, n, m, k,
+            self._scalar(alpha), b.data.ptr, _ld(b), stride(b), a.data.ptr, _ld(a), stride(a),
+            self._scalar(beta), c.data.ptr, _ld(c), stride(c), batch)
+
+    # --- graphs -----------------------------------------------------------------------------
+    def capture(self, fn: Callable[[], None]) -> CudaGraph:
+        """Record what ``fn`` queues on the compute stream as a graph (nothing runs now)."""
+        self.stream.begin_capture()
+        self.capturing = True
+        try:
+            fn()
+        finally:
+            self.capturing = False
+            graph = self.stream.end_capture()
+        return CudaGraph(graph, self.stream)
+
+    def _no_capture(self, what: str) -> None:
+        if self.capturing:
+            raise RuntimeError(f"{what} while capturing a CUDA graph (it would synchronize)")
+
+
+def _ld(x) -> int:
+    """Leading dimension of a row-major matrix (or a batch of them): its row stride."""
+    assert x.strides[-1] == x.itemsize, "GEMM operands need unit stride along rows"
+    return x.strides[-2] // x.itemsize
