@@ -137,6 +137,51 @@ def test_gradient_check(shape, params):
     check_gradients(layer, [np.random.default_rng(3).normal(size=shape)])
 
 
+# --- a fused ReLU (set by the compiler when an in-place ReLU follows) ----------------------------
+def check_fused_relu(type_name, params, shape, seed=0):
+    """With ``fused_relu`` the layer gives what it gives followed by an in-place ReLU: the top,
+    the top gradient masked in place, and every gradient."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape)
+    plain = build(type_name, params, [shape])
+    dy = rng.normal(size=plain.top_shapes[0])
+    ref = make_io(plain, [x.copy()], seed=seed)
+    plain.forward(ref, CPU)
+    relu = build("ReLU", {}, plain.top_shapes)
+    relu_io = make_io(relu, [ref.top[0]])
+    relu_io.top, relu_io.bottom_diff = relu_io.bottom, [ref.top_diff[0]]
+    relu_io.top_diff = relu_io.bottom_diff
+    relu.forward(relu_io, CPU)
+    ref.top_diff[0][...] = dy
+    relu.backward(relu_io, CPU)
+    plain.backward(ref, CPU)
+
+    fused = build(type_name, params, [shape])
+    fused.fused_relu = True  # before buffers() is read, as the compiler does
+    io = make_io(fused, [x.copy()], seed=seed)
+    fused.forward(io, CPU)
+    io.top_diff[0][...] = dy
+    fused.backward(io, CPU)
+    assert (ref.top[0] == 0).any() and (ref.top[0] > 0).any()
+    for want, got in [(ref.top, io.top), (ref.top_diff, io.top_diff), (ref.bottom_diff, io.bottom_diff),
+                      (ref.param_diff, io.param_diff)]:
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(g, w)
+    assert fused.backward_reads_top and not plain.backward_reads_top
+
+
+@pytest.mark.parametrize("shape,params", CASES)
+def test_fused_relu_is_the_layer_then_relu(shape, params):
+    check_fused_relu("Convolution", params, shape)
+
+
+@pytest.mark.parametrize("shape,params", [CASES[1], CASES[4], CASES[10]])
+def test_gradient_check_with_fused_relu(shape, params):
+    layer = build("Convolution", params, [shape])
+    layer.fused_relu = True
+    check_gradients(layer, [np.random.default_rng(4).normal(size=shape)])
+
+
 def test_float32_and_shapes_through_build():
     layer = build("Convolution", {"num_output": 20, "kernel_size": 5,
                                   "weight_filler": {"type": "xavier"}}, [(64, 1, 28, 28)])
@@ -285,3 +330,14 @@ def test_forward_only_float32_lenet(shape, params):
     io = run_forward(layer, [x])
     assert io.top[0].dtype == np.float32
     np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,params", [CASES[3], CASES[10]])  # batch-last, image-major
+def test_forward_only_with_fused_relu(shape, params):
+    shape = (5,) + shape[1:]
+    x = np.random.default_rng(6).normal(size=shape)
+    full = run_forward(build("Convolution", params, [shape]), [x], seed=2)
+    layer = forward_only(params, shape, images_per_chunk=2)
+    layer.fused_relu = True
+    io = run_forward(layer, [x], seed=2)
+    np.testing.assert_allclose(io.top[0], np.maximum(full.top[0], 0), rtol=1e-12, atol=1e-12)

@@ -1,24 +1,113 @@
-"""Dropout: inverted scaling in TRAIN with a mask from the net's generator, identity in TEST."""
+"""Dropout: inverted scaling in TRAIN with a counter-based (Philox) mask, identity in TEST;
+the Philox generator against Random123's known answers, in NumPy and in common.cuh."""
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from layer_check import build, check_gradients, run_forward
+from layer_check import build, check_gradients, make_io, run_forward
+from trainnet.errors import TrainnetError
+from trainnet.layers import dropout as dropout_module
+from trainnet.layers.rng import PhiloxWork, fill_uniform, philox4x32, philox4x32_block, uniform24
 from trainnet.runtime.device import CPU
 
+F = 0xFFFFFFFF
+# Random123 kat_vectors, "philox4x32 10": counter (4 words), key (2 words) -> output (4 words)
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((F, F, F, F), (F, F), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def draws(shape, counter, key):
+    """The layer's uniforms for one pass, computed element by element from the definition."""
+    i = np.arange(int(np.prod(shape)), dtype=np.uint64)
+    bits = philox4x32(i & np.uint64(F), i >> np.uint64(32), counter & F, counter >> 32,
+                      key & F, key >> 32)
+    return uniform24(bits).reshape(shape)
+
+
+# --- the generator ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counter, key, expected", KAT)
+def test_philox_known_answers(counter, key, expected):
+    assert [int(w) for w in philox4x32_block(*counter, *key)] == list(expected)
+    assert int(philox4x32(*counter, *key)) == expected[0]
+
+
+def test_philox_vectorized_matches_scalar():
+    c0 = np.array([0, 1, F, 0x243F6A88], np.uint64)
+    got = philox4x32(c0, 7, 0x13198A2E, F, 0xA4093822, 0x299F31D0)
+    assert got.dtype == np.uint32
+    assert [int(g) for g in got] == [int(philox4x32(int(c), 7, 0x13198A2E, F, 0xA4093822,
+                                                    0x299F31D0)) for c in c0]
+
+
+def test_uniform24_exact_and_in_range():
+    u = uniform24(np.array([0, 0xFF, 0x100, F], np.uint32))
+    assert u.dtype == np.float32
+    assert list(u) == [0.0, 0.0, 2.0**-24, 1.0 - 2.0**-24]
+
+
+def test_fill_uniform_chunks_and_high_words():
+    key, counter = 0xFEEDFACE12345678, (3 << 32) + 9
+    out = np.empty((5, 7, 11), np.float32)
+    fill_uniform(out, counter, key, PhiloxWork(64))  # several blocks of 64
+    np.testing.assert_array_equal(out, draws(out.shape, counter, key))
+    assert 0.0 <= out.min() and out.max() < 1.0
+
+
+def test_common_cuh_known_answers(tmp_path):
+    """``philox4x32`` in common.cuh, compiled for the host as the emulated GPU compiles it."""
+    from emulation.backend import EmulatedBackend, compiler
+    if not compiler():
+        pytest.skip("no C++ compiler")
+    source = tmp_path / "philox_kat.cu"
+    source.write_text('#include "common.cuh"\n'
+                      'extern "C" __global__ void kat(u32* out, const u32* in, i64 n) {\n'
+                      '    GRID_STRIDE(i, n) {\n'
+                      '        const u32* v = in + 6 * i;\n'
+                      '        out[i] = philox4x32(v[0], v[1], v[2], v[3], v[4], v[5]);\n'
+                      '    }\n'
+                      '}\n')
+    inputs = np.array([c + k for c, k, _ in KAT], np.uint32)
+    out = np.zeros(len(KAT), np.uint32)
+    EmulatedBackend().launch(source, "kat", len(KAT), out, inputs, np.int64(len(KAT)))
+    assert [int(v) for v in out] == [e[0] for _, _, e in KAT]
+
+
+# --- the layer -------------------------------------------------------------------------------
 
 def test_train_matches_reference_mask():
-    x = np.random.default_rng(5).normal(size=(4, 6))
+    x = np.random.default_rng(5).normal(size=(4, 6)).astype(np.float32)
     layer = build("Dropout", {"dropout_ratio": 0.3}, [x.shape])
-    io = run_forward(layer, [x], seed=7)
-    keep = np.random.default_rng(7).random(x.shape) >= 0.3  # the same draws as the layer
-    expected = np.array([[x[i, j] / 0.7 if keep[i, j] else 0.0 for j in range(6)]
-                         for i in range(4)])
-    np.testing.assert_allclose(io.top[0], expected)
-    io.top_diff[0][...] = 1.0
-    layer.backward(io, CPU)
-    np.testing.assert_allclose(io.bottom_diff[0], keep / 0.7)
+    io = make_io(layer, [x], seed=7)
+    key = int(io.state.key[0])
+    assert key == int(np.random.default_rng(7).integers(0, 2**64, dtype=np.uint64))
+    for c in range(3):  # each pass draws a new mask from counter c
+        layer.forward(io, CPU)
+        keep = draws(x.shape, c, key) >= np.float32(0.3)
+        scale = np.float32(1 / 0.7)
+        np.testing.assert_array_equal(io.top[0], np.where(keep, x * scale, np.float32(0)))
+        io.top_diff[0][...] = 1.0
+        layer.backward(io, CPU)
+        np.testing.assert_array_equal(io.bottom_diff[0], keep * scale)
+        assert int(io.state.counter[0]) == c + 1
+
+
+def test_masks_differ_between_passes_and_keys():
+    x = np.ones((40, 50), np.float32)
+    layer = build("Dropout", {}, [x.shape])
+    io = make_io(layer, [x], seed=1)
+    layer.forward(io, CPU)
+    first = io.top[0].copy()
+    layer.forward(io, CPU)
+    assert not np.array_equal(first, io.top[0])
+    other = run_forward(layer, [x], seed=2).top[0]
+    assert not np.array_equal(first, other)
+    np.testing.assert_array_equal(first, run_forward(layer, [x], seed=1).top[0])
 
 
 def test_keep_fraction_and_mean():
@@ -29,19 +118,41 @@ def test_keep_fraction_and_mean():
 
 
 def test_in_place():
-    x = np.random.default_rng(0).normal(size=(3, 5))
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
     layer = build("Dropout", {}, [x.shape])
     ref = run_forward(layer, [x.copy()]).top[0]
-    io = run_forward(layer, [x])
-    io.top[0], io.rng = io.bottom[0], np.random.default_rng(0)
+    io = make_io(layer, [x])
+    io.top[0] = io.bottom[0]
     layer.forward(io, CPU)
     np.testing.assert_array_equal(x, ref)
+
+
+def test_state_round_trip_resumes_the_masks():
+    x = np.ones((6, 7), np.float32)
+    layer = build("Dropout", {"dropout_ratio": 0.4}, [x.shape])
+    io = make_io(layer, [x], seed=3)
+    layer.forward(io, CPU)
+    layer.forward(io, CPU)
+    state = io.state.get_state()
+    assert set(state) == {"key", "counter"} and int(state["counter"][0]) == 2
+    assert all(v.dtype == np.uint64 and v.shape == (1,) for v in state.values())
+    layer.forward(io, CPU)
+    expect = io.top[0].copy()
+    other = make_io(layer, [x], seed=99)
+    other.state.set_state(state)
+    layer.forward(other, CPU)
+    np.testing.assert_array_equal(other.top[0], expect)
+    with pytest.raises(TrainnetError, match="lacks counter"):
+        other.state.set_state({"key": state["key"]})
+    with pytest.raises(TrainnetError, match="one uint64"):
+        other.state.set_state({**state, "counter": np.zeros(2, np.uint64)})
 
 
 def test_test_phase_is_identity():
     x = np.random.default_rng(0).normal(size=(3, 5))
     layer = build("Dropout", {"dropout_ratio": 0.9}, [x.shape], phase="TEST")
     assert layer.buffers() == {}
+    assert layer.make_state(np.random.default_rng(0)) is None
     np.testing.assert_array_equal(run_forward(layer, [x]).top[0], x)
 
 
@@ -53,7 +164,20 @@ def test_no_scale_train():
     np.testing.assert_allclose(test.top[0], 0.5)
 
 
-def test_gradients():
+class FrozenState(dropout_module.DropoutState):
+    """Draws the same mask on every pass, for the gradient checker's repeated forwards."""
+
+    @property
+    def counter(self):
+        return np.zeros(1, np.uint64)
+
+    @counter.setter
+    def counter(self, value):
+        pass
+
+
+def test_gradients(monkeypatch):
+    monkeypatch.setattr(dropout_module, "DropoutState", FrozenState)
     check_gradients(build("Dropout", {"dropout_ratio": 0.4}, [(3, 4)]),
                     [np.random.default_rng(1).normal(size=(3, 4))])
 

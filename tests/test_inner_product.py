@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from layer_check import build, check_gradients, run_forward
+from test_convolution import check_fused_relu
 from trainnet.errors import ConfigError
 
 
@@ -57,3 +58,31 @@ def test_parameter_shapes_follow_caffe():
 def test_bad_axis():
     with pytest.raises(ConfigError, match=r"layer 'layer' \(InnerProduct\): axis 3 is out of range"):
         build("InnerProduct", {"num_output": 2, "axis": 3}, [(2, 3, 4)])
+
+
+FUSED_CASES = [
+    ((4, 6), {"num_output": 3}),
+    ((2, 3, 4), {"num_output": 5, "axis": 2, "transpose": True}),
+    ((2, 3, 2, 2), {"num_output": 4, "bias_term": False}),
+]
+
+
+@pytest.mark.parametrize("shape, params", FUSED_CASES)
+def test_fused_relu_is_the_layer_then_relu(shape, params):
+    check_fused_relu("InnerProduct", params, shape)
+
+
+@pytest.mark.parametrize("shape, params", FUSED_CASES)
+def test_gradients_with_fused_relu(shape, params):
+    layer = build("InnerProduct", params, [shape])
+    layer.fused_relu = True
+    check_gradients(layer, [np.random.default_rng(2).normal(size=shape)])
+
+
+def test_fused_relu_needs_a_mask_only_with_a_backward():
+    layer = build("InnerProduct", {"num_output": 3}, [(4, 6)])
+    assert layer.buffers() == {} and not layer.backward_reads_top
+    layer.fused_relu = True
+    assert layer.buffers()["positive"].shape == (4, 3) and layer.backward_reads_top
+    layer.forward_only = True
+    assert layer.buffers() == {}

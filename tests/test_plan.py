@@ -142,7 +142,7 @@ layer:
     layers = net(text).layer
     out = insert_splits(layers, loss_weighted_tops(layers))
     assert out == layers
-    plan = compile_net(net(text))
+    plan = compile_net(net(text), fuse=False)
     assert [s.in_place for s in plan.steps] == [[], [], ["ip1"], ["ip1"], [], []]
     assert not any(s.inserted for s in plan.steps)
 
@@ -340,7 +340,7 @@ def test_frozen_first_layer_needs_no_backward():
   - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 3, param: [{lr_mult: 1}, {lr_mult: 0}]}
   - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
 """
-    plan = compile_net(net(text))
+    plan = compile_net(net(text), fuse=False)
     s = {step.name: step for step in plan.steps}
     assert not s["ip1"].need_backward and s["ip1"].frozen == [True, True]
     assert not s["relu1"].need_backward  # nothing below it learns
@@ -366,7 +366,7 @@ def test_propagate_down_false_cuts_the_gradient():
   - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 3, propagate_down: [false]}
   - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
 """
-    plan = compile_net(net(text))
+    plan = compile_net(net(text), fuse=False)
     s = {step.name: step for step in plan.steps}
     assert s["ip2"].need_backward and s["ip2"].propagate_down == [False]
     assert not s["relu1"].need_backward and not s["ip1"].need_backward
@@ -739,14 +739,17 @@ def test_format_plan_lenet_train(mnist_dir, monkeypatch):
     plan = compile_net(load_net(LENET), "TRAIN")
     text = format_plan(plan)
     lines = text.splitlines()
-    assert lines[0] == "net 'LeNet'  phase TRAIN  (forward + backward, 9 steps)"
+    assert lines[0] == "net 'LeNet'  phase TRAIN  (forward + backward, 8 steps)"
     rows = {line.split()[1]: line for line in lines[4:4 + len(plan.steps)]}
-    assert list(rows) == ["mnist", "conv1", "pool1", "conv2", "pool2", "ip1", "relu1", "ip2", "loss"]
+    assert list(rows) == ["mnist", "conv1", "pool1", "conv2", "pool2", "ip1", "ip2", "loss"]
     assert "accuracy" not in text  # TEST only
-    assert rows["relu1"].rstrip().endswith("in place")
+    assert rows["ip1"].rstrip().endswith("fused relu1")  # the in-place ReLU, in ip1's epilogue
     assert "64x20x24x24" in rows["conv1"] and "64x500" in rows["ip1"]
     assert "no backward" in rows["mnist"] and "loss 1" in rows["loss"]
     assert "in place" not in rows["ip1"]
+    unfused = format_plan(compile_net(load_net(LENET), "TRAIN", fuse=False)).splitlines()
+    relu = next(line for line in unfused if line.split()[1:2] == ["relu1"])
+    assert relu.rstrip().endswith("in place")
     assert "parameters:        431,080 (1.6 MiB)" in lines
     for label in ("activations:       ", "activation arena:  "):
         memory = [l for l in lines if l.startswith(label)]
@@ -756,7 +759,7 @@ def test_format_plan_lenet_train(mnist_dir, monkeypatch):
 
 def test_format_plan_shows_inserted_splits_and_forward_only():
     text = format_plan(compile_net(lenet_with_input(), "TEST"))
-    assert "(forward only, 12 steps)" in text.splitlines()[0]
+    assert "(forward only, 11 steps)" in text.splitlines()[0]  # relu1 fused into ip1
     assert "inserted split" in text and "label_input_split" in text and "ip2_ip2_split" in text
     assert "parameters:        431,080 (1.6 MiB)" in text
     assert "outputs:           accuracy, loss" in text
@@ -783,7 +786,7 @@ layer:
 def test_in_place_pass_renames_tops_and_keeps_aliases():
     from trainnet.plan.inplace import run_in_place  # noqa: F401  (the pass under test)
 
-    plan = compile_net(load_net_text(CHAIN, "chain.yaml"), "TRAIN")
+    plan = compile_net(load_net_text(CHAIN, "chain.yaml"), "TRAIN", fuse=False)
     relu1, drop1 = plan.step("relu1"), plan.step("drop1")
     assert relu1.tops == ["ip1"] and relu1.auto_in_place
     assert plan.blob("relu1") is plan.blobs["ip1"]
@@ -831,3 +834,37 @@ layer:
     with pytest.raises(ConfigError, match=r"g.yaml:5: layer 'b' \(InnerProduct\): param: shares parameter "
                                           r"'w' with layer 'a' but its lr_mult 1 differs from 0"):
         compile_net(load_net_text(text, "g.yaml"), "TRAIN")
+
+
+# --- fuse pass ----------------------------------------------------------------------------
+
+FUSE = "name: fuse\nlayer:\n" + INPUT + """\
+  - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 5}
+  - {name: relu1, type: ReLU, bottom: ip1, top: ip1}
+  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 3}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
+"""
+
+
+def test_fuse_folds_an_in_place_relu_into_its_producer():
+    plan = compile_net(net(FUSE))
+    names = [s.name for s in plan.steps]
+    assert "relu1" not in names and plan.step("ip1").fused == ["relu1"]
+    assert plan.step("ip1").layer.fused_relu and plan.step("ip1").layer.backward_reads_top
+    assert [s.index for s in plan.steps] == list(range(len(plan.steps)))
+    assert "fused relu1" in format_plan(plan)
+
+
+@pytest.mark.parametrize("change", [
+    ("{name: relu1, type: ReLU, bottom: ip1, top: ip1}",
+     "{name: relu1, type: ReLU, bottom: ip1, top: ip1, negative_slope: 0.1}"),   # a leaky ReLU
+    ("{name: relu1, type: ReLU, bottom: ip1, top: ip1}",
+     "{name: relu1, type: ReLU, bottom: ip1, top: r1}\n"                        # not in place:
+     "  - {name: other, type: InnerProduct, bottom: ip1, top: o, num_output: 2}"),  # ip1 read twice
+    ("{name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 5}",
+     "{name: ip1, type: Softmax, bottom: data, top: ip1}"),                      # no epilogue
+])
+def test_fuse_leaves_other_relus_alone(change):
+    plan = compile_net(net(FUSE.replace(*change)))
+    assert "relu1" in [s.name for s in plan.steps]
+    assert not any(s.fused for s in plan.steps)

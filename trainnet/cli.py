@@ -39,15 +39,29 @@ def main():
     """trainnet: train and test Caffe-style nets described in YAML config files."""
 
 
+def _device_options(graph: bool):
+    """--device and --tf32 (and --no-cuda-graph for commands that replay a graph)."""
+    def deco(fn):
+        fn = click.option("--tf32", is_flag=True, help="Let cuBLAS use TF32 for GEMMs on the GPU "
+                          "(faster on Ampere and later; results differ from fp32 near 1e-3).")(fn)
+        if graph:
+            fn = click.option("--no-cuda-graph", "no_graph", is_flag=True,
+                              help="Launch every kernel eagerly instead of replaying one CUDA "
+                              "graph per iteration (for debugging).")(fn)
+        return click.option("--device", default="auto", show_default=True,
+                            help="cpu, cuda, cuda:N, or auto (the GPU when there is one).")(fn)
+    return deco
+
+
 @main.command()
 @click.argument("solver", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
               "(safetensors), matched by layer name: fine-tuning.")
 @click.option("--snapshot", "state", type=click.Path(dir_okay=False),
               help="Resume exactly from this .solverstate file.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, auto, cuda or cuda:N.")
+@_device_options(graph=True)
 @_user_errors
-def train(solver, weights, state, device):
+def train(solver, weights, state, device, tf32, no_graph):
     """Train the net that SOLVER (a solver YAML file) names."""
     from trainnet.netcfg import load_solver
     from trainnet.runtime.device import get_device
@@ -57,7 +71,7 @@ def train(solver, weights, state, device):
     if weights and state:
         raise TrainnetError("give --weights or --snapshot, not both")
     cfg = load_solver(solver)
-    s = Solver(cfg, get_device(device), log=_echo)
+    s = Solver(cfg, get_device(device, tf32=tf32), log=_echo, graph=not no_graph)
     if weights:
         loaded, skipped = load_weights(Path(weights), s.net.params)
         _echo(f"Loaded weights for {len(loaded)} layers from {weights}: {', '.join(loaded) or 'none'}")
@@ -89,9 +103,9 @@ def train(solver, weights, state, device):
 @click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
               help="Number of batches to average over.")
 @click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
-@click.option("--device", default="cpu", show_default=True)
+@_device_options(graph=True)
 @_user_errors
-def test(model, weights, iterations, phase, device):
+def test(model, weights, iterations, phase, device, tf32, no_graph):
     """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
     from trainnet.netcfg import load_net
     from trainnet.plan import compile_net
@@ -101,7 +115,7 @@ def test(model, weights, iterations, phase, device):
     from trainnet.solver.solver import average_outputs
 
     plan = compile_net(load_net(model), phase, backward=False)
-    net = Net(plan, get_device(device), rng=np.random.default_rng(0))
+    net = Net(plan, get_device(device, tf32=tf32), rng=np.random.default_rng(0), graph=not no_graph)
     loaded, skipped = load_weights(Path(weights), net.params)
     missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
     if missing:
@@ -140,16 +154,18 @@ def plan(net, phase, no_reuse):
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
-@click.option("--device", default="cpu", show_default=True)
+@_device_options(graph=False)
 @_user_errors
-def time_(net, iterations, phase, device):
-    """Time forward and backward of NET per layer, as `caffe time` does."""
+def time_(net, iterations, phase, device, tf32):
+    """Time forward and backward of NET per layer, as `caffe time` does (on a GPU each layer
+    is synchronized, so the sum is slower than a graph-replayed iteration of `train`)."""
     from trainnet.netcfg import load_net
     from trainnet.plan import compile_net
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
 
-    n = Net(compile_net(load_net(net), phase), get_device(device), rng=np.random.default_rng(0))
+    n = Net(compile_net(load_net(net), phase), get_device(device, tf32=tf32), rng=np.random.default_rng(0))
+    sync = n.device.synchronize
     steps = list(zip(n.plan.steps, n.ios))
     fwd = {s.name: 0.0 for s, _ in steps}
     bwd = dict(fwd)
@@ -159,12 +175,14 @@ def time_(net, iterations, phase, device):
         for s, io in steps:
             t = time.perf_counter()
             s.layer.forward(io, n.device)
+            sync()
             fwd[s.name] += time.perf_counter() - t
         if n.plan.backward:
             n.seed_gradients()
             for s, io in n.backward_steps:
                 t = time.perf_counter()
                 s.layer.backward(io, n.device)
+                sync()
                 bwd[s.name] += time.perf_counter() - t
     total = time.perf_counter() - t_all
     _echo(f"{'layer':<24}{'forward ms':>12}{'backward ms':>13}")

@@ -3,6 +3,9 @@
 Caffe's rule: a position is right when at most ``top_k`` classes (the true one included)
 score ``>=`` the true class, so ties count against.  An optional second top holds the
 accuracy per class (0 for a class with no counted labels).
+
+The GPU pass (``accuracy.cu``) is one single-block kernel that reads the labels as they come
+and needs no buffer; a counted label outside ``[0, C)`` makes its accuracy NaN.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pydantic import Field
 from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
 from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
 from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
 
 
 class AccuracyParams(Strict):
@@ -69,6 +75,15 @@ class Accuracy(Layer):
             np.sum(onehot, axis=(0, 2), where=hit, out=per_class)
             np.maximum(class_count, 1, out=class_count)  # no labels of a class: 0 hits / 1
             np.divide(per_class, class_count, out=per_class)
+
+    def forward_gpu(self, io: StepIO):
+        outer, c, inner = self.shape3
+        ignore = self.p.ignore_label
+        # Without a second top the kernel writes no per-class value; top 0 stands in for it.
+        io.gpu.launch_blocks(KERNELS, "accuracy_forward", 1, BLOCK, io.top[0], io.top[-1],
+                             io.bottom[0], io.bottom[1], np.int64(outer * inner), np.int32(c),
+                             np.int64(inner), np.int32(self.p.top_k), np.int32(ignore is not None),
+                             np.int64(ignore or 0), np.int32(c if len(io.top) > 1 else 0))
 
     def backward_cpu(self, io: StepIO):
         pass  # has_backward is False: the plan never calls this

@@ -88,6 +88,7 @@ class Layer(ABC):
     # What backward reads besides the diffs; the memory planner keeps these alive.
     backward_reads_bottom: ClassVar[bool] = True
     backward_reads_top: ClassVar[bool] = False
+    can_fuse_relu: ClassVar[bool] = False    # applies a following in-place ReLU in its epilogue
 
     def __init__(self, name: str, params: Strict, phase: str, bottom_shapes: list[Shape],
                  common: Any = None):

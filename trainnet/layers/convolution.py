@@ -13,6 +13,12 @@ the batch (1 GiB for AlexNet's conv1 at batch 256).  Small images keep the layou
 by chunk; larger ones (batch-first) take image-major columns ``(n, group, C/group*kh*kw + 1,
 Ho*Wo)`` whose last row is ones, against the weight with the bias beside it, so that one stacked
 GEMM writes every image's NCHW top, bias added: no staging buffer, no transpose, no bias pass.
+
+The GPU pass uses the same buffers and chunks: im2col is one kernel per chunk, then cuBLAS, then
+one epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, strided
+batched GEMMs write the top and the epilogue runs in place.  im2col reads the bottom with its
+padding implied, and the bias goes in the epilogue, so ``pad``, the ones row and
+``weight_bias`` are left unused.  Backward's col2im is a gather per bottom element.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register, spatial_pair
 from trainnet.netcfg.common import FillerParameter, PosIntList, Strict, UIntList
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
 
 UInt = Optional[int]
 
@@ -55,7 +64,17 @@ class ConvolutionParams(Strict):
 class Convolution(Layer):
     Params = ConvolutionParams
     backward_reads_bottom = False  # the column buffer keeps the forward's im2col
+    can_fuse_relu = True
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
+
+    @property
+    def fused_relu(self) -> bool:
+        return self._fused_relu
+
+    @fused_relu.setter
+    def fused_relu(self, on: bool) -> None:
+        self._fused_relu = on
+        self.backward_reads_top = on  # the fused ReLU's backward masks by the top
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -212,6 +231,8 @@ class Convolution(Layer):
                 np.add(self._top_view(out, k), bias, out=top)
             else:
                 np.copyto(top, self._top_view(out, k))
+        if self.fused_relu:
+            np.maximum(io.top[0], 0, out=io.top[0])
 
     def _chunk_views(self, io: StepIO, k: int) -> tuple:
         """For a chunk of k images: the padded bottom (NCHW) and its windows, or None for both
@@ -256,6 +277,8 @@ class Convolution(Layer):
     def backward_cpu(self, io: StepIO):
         cout, g = self.p.num_output, self.p.group
         col, dy = io.buf["col"], io.buf["out"]
+        if self.fused_relu:  # the staging buffer holds the mask first
+            io.top_diff[0] *= np.greater(io.top[0], 0, out=self._top_view(dy, self.N))
         np.copyto(self._top_view(dy, self.N), io.top_diff[0])
         dy_g = self._grouped(dy)
         dw = io.param_diff[0]
@@ -280,3 +303,64 @@ class Convolution(Layer):
                 np.add(cells, dcol[:, i, j].transpose(1, 0, 2, 3), out=cells)
         if self.use_pad_buf:
             np.copyto(dx, acc[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W])
+
+    # --- GPU -------------------------------------------------------------------------------
+    def _geometry(self) -> tuple:
+        return tuple(np.int32(v) for v in (self.C, self.H, self.W, self.Ho, self.Wo, self.kh,
+                                           self.kw, self.ph, self.pw, self.sh, self.sw, self.dh,
+                                           self.dw))
+
+    def forward_gpu(self, io: StepIO):
+        gpu, n, g, hw = io.gpu, self.chunk(), self.p.group, self.Ho * self.Wo
+        w = io.params[0].reshape(g, -1, self.ckk)
+        for start in range(0, self.N, n):  # one pass unless forward-only
+            x, top = io.bottom[0][start:start + n], io.top[0][start:start + n]
+            k = len(x)
+            if self._image_major():  # columns (k, g, rows, hw); GEMMs straight into the top
+                rows = self._image_rows()
+                col = self._head(io.buf["col"], (k, g, rows, hw))
+                self._im2col_gpu(gpu, col, x, rows, g * rows * hw, hw)
+                tops = top.reshape(k, g, -1, hw)
+                for gi in range(g):
+                    gpu.gemm_batched(w[gi], col[:, gi, :self.ckk], tops[:, gi])
+                if self.p.bias_term or self.fused_relu:
+                    self._epilogue_gpu(io, top, top, hw, self.p.num_output * hw)
+            else:  # columns (g, ckk, k*hw), GEMMs into (num_output, k*hw), then transposed
+                col = self._head(io.buf["col"], (g, self.ckk, k * hw))
+                out = self._head(io.buf["out"], (g, self.p.num_output // g, k * hw))
+                self._im2col_gpu(gpu, col, x, self.ckk, hw, k * hw)
+                gpu.gemm_batched(w, col, out)
+                self._epilogue_gpu(io, top, out, k * hw, hw)
+
+    def _im2col_gpu(self, gpu, col, x, rows: int, image_stride: int, row_stride: int) -> None:
+        k = len(x)
+        gpu.launch(KERNELS, "convolution_im2col", self.C * self.kh * self.kw * k * self.Ho * self.Wo,
+                   col, x, *self._geometry(), np.int32(k), np.int32(self.C // self.p.group),
+                   np.int64(rows), np.int64(image_stride), np.int64(row_stride))
+
+    def _epilogue_gpu(self, io: StepIO, top, src, src_channel: int, src_image: int) -> None:
+        # params[-1] is the bias, or (unread) the weight when there is none
+        io.gpu.launch(KERNELS, "convolution_forward_epilogue", top.size, top, src, io.params[-1],
+                      np.int32(self.p.bias_term), np.int32(self.fused_relu),
+                      np.int32(self.p.num_output), np.int64(self.Ho * self.Wo),
+                      np.int64(src_channel), np.int64(src_image), np.int64(top.size))
+
+    def backward_gpu(self, io: StepIO):
+        gpu, g, cout, hw = io.gpu, self.p.group, self.p.num_output, self.Ho * self.Wo
+        m = self.N * hw
+        col, dy = io.buf["col"], io.buf["out"].reshape(g, -1, m)
+        gpu.launch(KERNELS, "convolution_backward_top", dy.size, dy, io.top_diff[0], io.top[0],
+                   np.int32(self.fused_relu), np.int32(cout), np.int64(hw), np.int64(m),
+                   np.int64(dy.size))
+        if self.p.bias_term and io.param_diff[1] is not None:
+            gpu.launch_blocks(KERNELS, "convolution_bias_backward", cout, BLOCK,
+                              io.param_diff[1], dy, np.int64(m))
+        if io.param_diff[0] is not None:
+            gpu.gemm_batched(dy, col, io.param_diff[0].reshape(g, -1, self.ckk), trans_b=True)
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        # the columns are no longer needed: they become d(columns)
+        gpu.gemm_batched(io.params[0].reshape(g, -1, self.ckk), dy, col, trans_a=True)
+        gpu.launch(KERNELS, "convolution_col2im", dx.size, dx, col, *self._geometry(),
+                   np.int32(self.N))

@@ -4,7 +4,8 @@ Shapes come from the IDX headers at compile time; the arrays are decoded when a 
 (``make_state``), once per process per file.  The reader owns its random generator (seeded
 from the net's), so shuffling, crops and mirrors are deterministic and ``get_state`` /
 ``set_state`` resume a run bit-exactly.  ``prefetch`` is accepted; batches are gathered on
-the calling thread.
+the calling thread.  On a GPU the next batch is gathered into pinned memory and uploaded on a
+side stream while the device computes on the current one (``StagedReader``).
 """
 
 from __future__ import annotations
@@ -102,10 +103,20 @@ class DataReader:
             np.take(self.labels, self.idx, out=self.label_stage, mode="clip")
             label_out[...] = self.label_stage
 
+    def checkpoint(self) -> tuple:
+        """A light record of where the reader stands (the permutation by reference: the reader
+        replaces it at an epoch end, never changes it in place); ``state_at`` expands it."""
+        return self.cursor, self.epoch, self.perm, self.rng.bit_generator.state
+
+    @staticmethod
+    def state_at(checkpoint: tuple) -> dict[str, np.ndarray]:
+        cursor, epoch, perm, rng_state = checkpoint
+        rng = json.dumps(rng_state).encode()
+        return {"cursor": np.array(cursor, np.int64), "epoch": np.array(epoch, np.int64),
+                "perm": perm.copy(), "rng": np.frombuffer(rng, np.uint8).copy()}
+
     def get_state(self) -> dict[str, np.ndarray]:
-        rng = json.dumps(self.rng.bit_generator.state).encode()
-        return {"cursor": np.array(self.cursor, np.int64), "epoch": np.array(self.epoch, np.int64),
-                "perm": self.perm.copy(), "rng": np.frombuffer(rng, np.uint8).copy()}
+        return self.state_at(self.checkpoint())
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         n = len(self.perm)
@@ -123,6 +134,67 @@ class DataReader:
         except (ValueError, TypeError, KeyError) as exc:
             raise TrainnetError(f"data reader state: bad random generator state ({exc})") from None
         self.perm, self.cursor, self.epoch = perm.copy(), cursor, int(np.asarray(state["epoch"]).reshape(-1)[0])
+
+
+class StagedReader:
+    """A reader feeding a GPU: batches gathered on the host overlap the device's compute.
+
+    Two pinned host buffers and two device staging buffers per top, used in turn.  Each
+    forward waits (on the device) for the current staging buffer's upload, copies it into the
+    tops on the compute stream, then gathers the next batch into the other pinned buffer and
+    queues its upload on the side stream, after the device has consumed that staging buffer's
+    previous batch.  The reader is thus one batch ahead of what the net has seen; ``get_state``
+    reports the reader as of the batches consumed, so a resumed run sees the same sequence.
+    """
+
+    def __init__(self, reader: DataReader, shapes: list[tuple[int, ...]], backend):
+        self.reader, self.gpu = reader, backend
+        self.pinned = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)]
+        self.staging = [[backend.zeros(s, np.float32) for s in shapes] for _ in range(2)]
+        self.ready: list = [None, None]     # side-stream events: staging[i] holds its batch
+        self.consumed: list = [None, None]  # compute-stream events: staging[i] copied out
+        self.slot = 0
+        self.primed = False                 # staging[slot] holds (or will hold) the next batch
+        self.consumed_at: Optional[tuple] = None  # the reader's checkpoint after the last batch used
+
+    def _prepare(self, slot: int) -> None:
+        """Gather the reader's next batch into pinned[slot] and queue its upload."""
+        _host_wait(self.ready[slot])  # the previous upload from pinned[slot] has left it
+        host = self.pinned[slot]
+        self.reader.next_batch(host[0], host[1] if len(host) > 1 else None)
+        after = self.consumed[slot]
+        for dst, src in zip(self.staging[slot], host):
+            self.ready[slot] = self.gpu.upload_side(dst, src, after=after)
+            after = None  # the side stream runs its copies in order
+
+    def forward(self, tops: list) -> None:
+        gpu = self.gpu
+        if not self.primed:
+            self._prepare(self.slot)
+            self.primed = True
+        cur = self.slot
+        gpu.wait(self.ready[cur])
+        for top, staged in zip(tops, self.staging[cur]):
+            gpu.copy(top, staged)
+        self.consumed[cur] = gpu.record()
+        self.consumed_at = self.reader.checkpoint()
+        self.slot = 1 - cur
+        self._prepare(self.slot)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        if not self.primed:
+            return self.reader.get_state()
+        return DataReader.state_at(self.consumed_at)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.reader.set_state(state)
+        self.primed = False  # the batch read ahead belongs to the old position: read it again
+
+
+def _host_wait(event) -> None:
+    """Block the host until ``event`` has passed (None: nothing to wait for)."""
+    if event is not None:
+        event.synchronize()
 
 
 @register("Data")
@@ -194,8 +266,9 @@ class Data(Layer):
         raise self.error(f"{self.p.source}: images must be 3-D (N, H, W) or 4-D (N, C, H, W), "
                          f"got shape {shape}")
 
-    def make_state(self, rng: np.random.Generator, device=None) -> DataReader:
-        """Decode the files (cached per process) and start a reader seeded from the net's rng."""
+    def make_state(self, rng: np.random.Generator, device=None):
+        """Decode the files (cached per process) and start a reader seeded from the net's rng;
+        on a GPU, wrapped in a ``StagedReader`` with its pinned and staging buffers."""
         images_path, labels_path = self._paths()
         try:
             images = read_idx(images_path)
@@ -209,13 +282,23 @@ class Data(Layer):
         reader_rng = np.random.default_rng(int(rng.integers(2**63)))
         # Caffe skips a random number of items in [0, rand_skip) so that parallel runs differ.
         skip = int(reader_rng.integers(self.p.rand_skip)) if self.p.rand_skip else 0
-        return DataReader(images, labels, self.p.batch_size, rng=reader_rng,
-                          shuffle=self.p.shuffle, skip=skip, crop=tp.crop_size,
-                          mirror=tp.mirror, train=self.phase == "TRAIN", scale=tp.scale,
-                          mean=np.asarray(tp.mean_value) if tp.mean_value else None)
+        reader = DataReader(images, labels, self.p.batch_size, rng=reader_rng,
+                            shuffle=self.p.shuffle, skip=skip, crop=tp.crop_size,
+                            mirror=tp.mirror, train=self.phase == "TRAIN", scale=tp.scale,
+                            mean=np.asarray(tp.mean_value) if tp.mean_value else None)
+        if device is None or not device.is_gpu:
+            return reader
+        return StagedReader(reader, self.top_shapes, device.backend)
 
     def forward_cpu(self, io: StepIO):
         io.state.next_batch(io.top[0], io.top[1] if len(io.top) > 1 else None)
 
     def backward_cpu(self, io: StepIO):
+        pass
+
+    def forward_gpu(self, io: StepIO):
+        """Host work (gather, queue uploads): the Net runs it before the captured graph."""
+        io.state.forward(io.top)
+
+    def backward_gpu(self, io: StepIO):
         pass

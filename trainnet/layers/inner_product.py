@@ -1,4 +1,7 @@
-"""InnerProduct: ``y = x W^T + b`` over the dims from ``axis`` on (weight ``(num_output, K)``)."""
+"""InnerProduct: ``y = x W^T + b`` over the dims from ``axis`` on (weight ``(num_output, K)``).
+
+On the GPU the products are cuBLAS GEMMs and the bias (with a fused ReLU) is one epilogue kernel.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Layer, ParamBlob, StepIO, register
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
 from trainnet.netcfg.common import FillerParameter, Strict
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
 
 
 class InnerProductParams(Strict):
@@ -24,6 +30,16 @@ class InnerProductParams(Strict):
 @register("InnerProduct")
 class InnerProduct(Layer):
     Params = InnerProductParams
+    can_fuse_relu = True
+
+    @property
+    def fused_relu(self) -> bool:
+        return self._fused_relu
+
+    @fused_relu.setter
+    def fused_relu(self, on: bool) -> None:
+        self._fused_relu = on
+        self.backward_reads_top = on  # the fused ReLU's backward masks by the top
 
     def setup(self, bottom_shapes):
         shape = bottom_shapes[0]
@@ -42,6 +58,11 @@ class InnerProduct(Layer):
             blobs.append(ParamBlob((self.N,), self.p.bias_filler))
         return blobs
 
+    def buffers(self):  # read after the compiler sets fused_relu and forward_only
+        if self.fused_relu and not self.forward_only:
+            return {"positive": Buffer(self.top_shapes[0], np.bool_)}  # the CPU's ReLU mask
+        return {}
+
     def flops(self):
         return 2 * self.M * self.K * self.N
 
@@ -49,14 +70,19 @@ class InnerProduct(Layer):
         """W^T as a (K, N) view, whichever way it is stored."""
         return w if self.p.transpose else w.T
 
+    # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
         x = io.bottom[0].reshape(self.M, self.K)
         y = io.top[0].reshape(self.M, self.N)
         np.matmul(x, self._weight(io.params[0]), out=y)
         if self.p.bias_term:
             y += io.params[1]
+        if self.fused_relu:
+            np.maximum(y, 0, out=y)
 
     def backward_cpu(self, io: StepIO):
+        if self.fused_relu:
+            io.top_diff[0] *= np.greater(io.top[0], 0, out=io.buf["positive"])
         dy = io.top_diff[0].reshape(self.M, self.N)
         dw = io.param_diff[0]
         if dw is not None:
@@ -70,3 +96,33 @@ class InnerProduct(Layer):
         dx: Optional[np.ndarray] = io.bottom_diff[0]
         if dx is not None:
             np.matmul(dy, self._weight(io.params[0]).T, out=dx.reshape(self.M, self.K))
+
+    # --- GPU -------------------------------------------------------------------------------
+    def forward_gpu(self, io: StepIO):
+        y = io.top[0].reshape(self.M, self.N)
+        io.gpu.gemm(io.bottom[0].reshape(self.M, self.K), io.params[0], y,
+                    trans_b=not self.p.transpose)
+        if self.p.bias_term or self.fused_relu:
+            # params[-1] is the bias, or (unread) the weight when there is none
+            io.gpu.launch(KERNELS, "inner_product_forward_epilogue", y.size, y, io.params[-1],
+                          np.int32(self.p.bias_term), np.int32(self.fused_relu),
+                          np.int64(self.N), np.int64(y.size))
+
+    def backward_gpu(self, io: StepIO):
+        gpu, dy = io.gpu, io.top_diff[0].reshape(self.M, self.N)
+        if self.fused_relu:
+            gpu.launch(KERNELS, "inner_product_relu_backward", dy.size, dy, io.top[0],
+                       np.int64(dy.size))
+        dw = io.param_diff[0]
+        if dw is not None:
+            x = io.bottom[0].reshape(self.M, self.K)
+            if self.p.transpose:
+                gpu.gemm(x, dy, dw, trans_a=True)
+            else:
+                gpu.gemm(dy, x, dw, trans_a=True)
+        if self.p.bias_term and io.param_diff[1] is not None:
+            gpu.launch_blocks(KERNELS, "inner_product_bias_backward", self.N, BLOCK,
+                              io.param_diff[1], dy, np.int64(self.M), np.int64(self.N))
+        dx = io.bottom_diff[0]
+        if dx is not None:
+            gpu.gemm(dy, io.params[0], dx.reshape(self.M, self.K), trans_b=self.p.transpose)

@@ -40,3 +40,9 @@ class Input(Layer):
 
     def backward_cpu(self, io: StepIO):
         pass
+
+    def forward_gpu(self, io: StepIO):
+        pass  # the tops are uploaded by the user (or the solver) before the pass
+
+    def backward_gpu(self, io: StepIO):
+        pass

@@ -10,6 +10,11 @@ A forward-only step keeps nothing for a backward and needs no buffer at all: eac
 clipped to the windows in which it falls inside the bottom, so padding is never copied, and MAX
 is a plain ``np.maximum`` over the taps, starting from Caffe's ``-FLT_MAX`` where a window is
 clipped.
+
+The GPU pass (``pooling.cu``) runs one thread per top cell forward and, backward, one per bottom
+cell gathering from the windows that cover it.  It keeps the same argmax (the winning tap as a
+float, in the same buffer) and adds in the same order as the CPU pass, so the two agree bit for
+bit, ties included; it needs neither the padded copy nor the masks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register, spatial_pair
 from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import kernel_source
+
+KERNELS = kernel_source(__file__)
 
 UInt = Optional[int]
 FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's initial max and padding, in any dtype
@@ -128,7 +136,8 @@ class Pooling(Layer):
             bufs["pad"] = Buffer((self.N, self.C, self.Hp, self.Wp))
         if self.p.pool == "MAX":
             # The winning tap i*kw + j of each window, as a float so that forward and backward
-            # update it with branch-free arithmetic (masked writes mispredict on random data).
+            # update it with branch-free arithmetic (masked writes mispredict on random data);
+            # the GPU pass keeps the same there.
             bufs["argmax"] = Buffer(top)
             bufs["mask"] = Buffer(top)
         else:
@@ -224,3 +233,30 @@ class Pooling(Layer):
                 np.add(cells, scaled, out=cells)
         if self.padded:
             np.copyto(dx, self._interior(acc))
+
+    # --- GPU -------------------------------------------------------------------------------
+    def _dims(self) -> tuple:
+        return tuple(np.int32(v) for v in (self.H, self.W, self.Ho, self.Wo, self.kh, self.kw,
+                                           self.sh, self.sw, self.ph, self.pw))
+
+    def forward_gpu(self, io: StepIO):
+        x, top = io.bottom[0], io.top[0]
+        n = np.int64(top.size)
+        if self.p.pool == "AVE":
+            io.gpu.launch(KERNELS, "pooling_forward_ave", n, top, x, n, *self._dims())
+        elif self.forward_only:
+            io.gpu.launch(KERNELS, "pooling_forward_max_only", n, top, x, n, *self._dims())
+        else:
+            io.gpu.launch(KERNELS, "pooling_forward_max", n, top, io.buf["argmax"], x, n,
+                          *self._dims())
+
+    def backward_gpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        n = np.int64(dx.size)
+        if self.p.pool == "AVE":
+            io.gpu.launch(KERNELS, "pooling_backward_ave", n, dx, io.top_diff[0], n, *self._dims())
+        else:
+            io.gpu.launch(KERNELS, "pooling_backward_max", n, dx, io.top_diff[0], io.buf["argmax"],
+                          n, *self._dims())

@@ -2,6 +2,8 @@
 
 The blob is seen as ``(outer, C, inner)`` around ``axis``; the per-position max and sum go
 to the ``scale`` buffer (Caffe's ``scale_``), so neither pass allocates.
+
+The GPU pass (``softmax.cu``) runs one thread per ``(outer, inner)`` position and needs no buffer.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, register
 from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import kernel_source
+
+KERNELS = kernel_source(__file__)
 
 
 class SoftmaxParams(Strict):
@@ -72,3 +77,18 @@ class Softmax(Layer):
         np.sum(dx3, axis=1, keepdims=True, out=dot)
         np.subtract(dy, dot, out=dx3)
         np.multiply(dx3, y, out=dx3)
+
+    def forward_gpu(self, io: StepIO):
+        outer, c, inner = self.shape3
+        rows = np.int64(outer * inner)
+        io.gpu.launch(KERNELS, "softmax_forward", rows, io.top[0], io.bottom[0], rows, np.int32(c),
+                      np.int64(inner))
+
+    def backward_gpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        outer, c, inner = self.shape3
+        rows = np.int64(outer * inner)
+        io.gpu.launch(KERNELS, "softmax_backward", rows, dx, io.top_diff[0], io.top[0], rows,
+                      np.int32(c), np.int64(inner))

@@ -5,6 +5,11 @@ the counted labels, FULL: every position, BATCH_SIZE: outer count, NONE: 1), nev
 as in Caffe.  Labels are floats in their blob, cast to int; ``ignore_label`` positions count
 for nothing.  The gradient reaches the scores only, scaled by the loss weight, which the plan
 puts in top 0's diff.  Like Caffe, the diff of the optional probabilities top is ignored.
+
+The GPU pass (``softmax_loss.cu``) is one kernel each way.  Forward is a single block over all
+positions that keeps the probabilities, a code per label (in ``label``) and the normalizer (in
+``norm``) for backward, which reads the loss weight on the device.  A counted label outside
+``[0, C)`` cannot stop a GPU pass: it makes the loss and the gradient NaN instead.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, count_tops, register
 from trainnet.layers.softmax import softmax_into, split_axis
 from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
 
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
@@ -96,6 +104,7 @@ class SoftmaxWithLoss(Layer):
     def buffers(self):
         outer, _, inner = self.shape3
         return {"prob": Buffer(self.shape3), "scale": Buffer((outer, 1, inner)),
+                "norm": Buffer((1,)),  # the GPU pass's normalizer, from forward to backward
                 **label_buffers(self.shape3)}
 
     def flops(self):
@@ -129,3 +138,23 @@ class SoftmaxWithLoss(Layer):
         np.subtract(io.buf["prob"], io.buf["onehot"], out=dx3)
         np.multiply(dx3, valid, out=dx3)
         dx3 *= weight / self.normalizer(int(np.count_nonzero(valid)))
+
+    def forward_gpu(self, io: StepIO):
+        outer, c, inner = self.shape3
+        fixed = 0.0 if self.p.mode == "VALID" else self.normalizer(0)  # 0: count on the device
+        ignore = self.p.ignore_label
+        io.gpu.launch_blocks(KERNELS, "softmax_loss_forward", 1, BLOCK, io.top[0], io.buf["prob"],
+                             io.buf["label"], io.buf["norm"], io.bottom[0], io.bottom[1],
+                             np.int64(outer * inner), np.int32(c), np.int64(inner),
+                             np.int32(ignore is not None), np.int64(ignore or 0), np.float32(fixed))
+        if len(io.top) > 1:
+            io.gpu.copy(io.top[1], io.buf["prob"])
+
+    def backward_gpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        _, c, inner = self.shape3
+        io.gpu.launch(KERNELS, "softmax_loss_backward", dx.size, dx, io.buf["prob"],
+                      io.buf["label"], io.buf["norm"], io.top_diff[0], np.int64(dx.size),
+                      np.int32(c), np.int64(inner))

@@ -6,6 +6,7 @@ from trainnet.netcfg.common import NetState
 from trainnet.netcfg.net import NetConfig
 from trainnet.plan.backward import mark_backward
 from trainnet.plan.filter import filter_layers
+from trainnet.plan.fuse import fuse_layers
 from trainnet.plan.inplace import run_in_place
 from trainnet.plan.memory import assign_memory
 from trainnet.plan.params import layout_params
@@ -16,10 +17,11 @@ from trainnet.plan.splits import insert_splits, loss_weighted_tops
 
 def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = None,
                 stages: list[str] | None = None, backward: bool | None = None,
-                reuse_memory: bool = True, in_place: bool = True) -> Plan:
+                reuse_memory: bool = True, in_place: bool = True, fuse: bool = True) -> Plan:
     """Compile ``cfg`` for ``phase``.  ``backward`` defaults to True for TRAIN, False for TEST;
     ``reuse_memory=False`` keeps every blob's value readable after a pass and ``in_place=False``
-    runs no layer in place that the config does not (both for debugging)."""
+    runs no layer in place that the config does not, ``fuse=False`` folds no ReLU into the layer
+    before it (all three for debugging)."""
     state = NetState(phase=phase, level=cfg.state.level if level is None else level,
                      stage=cfg.state.stage if stages is None else stages)
     layers = filter_layers(cfg.layer, state)
@@ -40,6 +42,8 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     for s in steps:
         s.layer.forward_only = not s.need_backward
     aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
+    if fuse:
+        steps = fuse_layers(steps)
     slots, param_arena, shadow = layout_params(steps, cfg.file)
     seeds = diff_seeds(steps) if backward else {}
     memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)

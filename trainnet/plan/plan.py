@@ -77,6 +77,7 @@ class Step:
     loss_weights: list[float] = field(default_factory=list)
     inserted: bool = False            # added by the compiler (a split)
     auto_in_place: bool = False       # made in place by the compiler
+    fused: list[str] = field(default_factory=list)     # steps folded into this one (a ReLU)
     need_backward: bool = False
     propagate_down: list[bool] = field(default_factory=list)
     frozen: list[bool] = field(default_factory=list)   # per parameter blob: takes no update

@@ -25,6 +25,8 @@ def _notes(plan: Plan, s) -> list[str]:
     notes = []
     if s.inserted:
         notes.append("inserted split")
+    if s.fused:
+        notes.append("fused " + ", ".join(s.fused))
     if s.in_place:
         notes.append("in place (auto)" if s.auto_in_place else "in place")
     if any(plan.params[u.slot].key[0] != s.name for u in s.params):

@@ -1,4 +1,12 @@
-"""The Net: runs a Plan on a device, in the plan's memory, allocating nothing per pass."""
+"""The Net: runs a Plan on a device, in the plan's memory, allocating nothing per pass.
+
+On a GPU the steps split in two: the leading data layers, which gather batches on the host
+and upload them (``host_steps``), and the rest, which only queue kernels on the device
+(``device_steps``).  With ``graph=True`` the device part of a forward is captured as one CUDA
+graph on its second call (the first, eager, compiles the kernels) and replayed after.  The
+Solver captures its own graph of a whole training iteration from ``forward_device``,
+``backward`` and the update.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import numpy as np
 
 from trainnet.layers.base import StepIO
 from trainnet.plan.plan import Plan, Region, Step
+from trainnet.errors import TrainnetError
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.params import ParamStore
 
@@ -20,24 +29,41 @@ class Net:
     """
 
     def __init__(self, plan: Plan, device: Device = CPU, params: Optional[ParamStore] = None,
-                 rng: Optional[np.random.Generator] = None):
+                 rng: Optional[np.random.Generator] = None, graph: bool = False):
         self.plan = plan
         self.device = device
-        xp = device.xp
+        if device.is_gpu:
+            missing = sorted({s.type for s in plan.steps if not s.layer.has_gpu()})
+            if missing:
+                raise TrainnetError(f"layer type{'s' if len(missing) > 1 else ''} "
+                                    f"{', '.join(missing)} {'have' if len(missing) > 1 else 'has'} "
+                                    "no GPU implementation yet; run this net with --device cpu")
         self.rng = rng if rng is not None else np.random.default_rng()
-        self.params = params if params is not None else ParamStore(plan.params, self.rng, xp)
+        self.params = params if params is not None else ParamStore(plan.params, self.rng, device)
         # Learnable layers of this net that the shared store lacks (a layer only in the TEST
         # phase) keep weights of their own, initialised by their fillers, as in Caffe.
         own = [slot for slot in plan.params if slot.key not in self.params.index]
-        self.own_params = ParamStore(own, self.rng, xp) if own else None
-        self.arena = xp.zeros(plan.arena_bytes, dtype=np.uint8)
-        self.shadow = xp.zeros(plan.shadow_arena, dtype=np.float32)
+        self.own_params = ParamStore(own, self.rng, device) if own else None
+        self.arena = device.zeros(plan.arena_bytes, dtype=np.uint8)
+        self.shadow = device.zeros(plan.shadow_arena, dtype=np.float32)
         self.ios: list[StepIO] = []
         self.shadow_sums: list[tuple[Any, Any]] = []   # (shadow gradient, owner gradient)
         self.states: dict[str, Any] = {}
         for step in plan.steps:
             self.ios.append(self._bind(step))
         self.backward_steps = [(s, io) for s, io in zip(plan.steps, self.ios) if s.need_backward][::-1]
+        # Data layers gather on the host: on a GPU they run before the device work, outside
+        # any graph.  Only a leading run of them can (their memory is planned in step order).
+        steps = list(zip(plan.steps, self.ios))
+        lead = 0
+        while lead < len(steps) and steps[lead][0].layer.is_data and not steps[lead][0].layer.filled_by_user:
+            lead += 1
+        self.host_steps, self.device_steps = steps[:lead], steps[lead:]
+        self.graph_blocker = next((s.name for s, _ in self.device_steps
+                                   if s.layer.is_data and not s.layer.filled_by_user), None)
+        self.use_graph = graph and device.is_gpu and self.graph_blocker is None
+        self._forward_graph = None
+        self._eager_forwards = 0
         self.loss_tops = [(self.data(t), w) for s in plan.steps
                           for t, w in zip(s.tops, s.loss_weights) if w != 0]
         self.seeds = [(self.diff(name), value) for name, value in plan.seeds.items()]
@@ -77,7 +103,7 @@ class Net:
         layer = step.layer
         if layer.is_data:
             layer.base_dir = plan.base_dir
-        state = layer.make_state(self.rng)
+        state = layer.make_state(self.rng, self.device if self.device.is_gpu else None)
         if state is not None:
             self.states[step.name] = state
         return StepIO(
@@ -87,7 +113,7 @@ class Net:
             top_diff=[self.diff(t) for t in step.tops],
             params=params, param_diff=param_diff,
             buf={k: self._view(r) for k, r in step.buffers.items()},
-            state=state, rng=self.rng)
+            state=state, rng=self.rng, gpu=self.device.backend)
 
     # --- blobs ------------------------------------------------------------------------------
     def data(self, name: str):
@@ -100,33 +126,62 @@ class Net:
         """The net's outputs after a forward: scalars as floats, others as arrays (copies)."""
         out = {}
         for name in self.plan.outputs:
-            value = self.data(name)
-            out[name] = float(value) if value.size == 1 else np.array(value)
+            value = self.device.to_host(self.data(name))
+            out[name] = float(value.reshape(-1)[0]) if value.size == 1 else value
         return out
+
+    def set_input(self, name: str, host: np.ndarray) -> None:
+        """Write a host array into the blob ``name`` (an Input layer's top) on this device."""
+        self.device.upload(self.data(name), host)
 
     # --- passes -----------------------------------------------------------------------------
     def forward(self) -> float:
         """Run every step forward; returns the weighted sum of the losses."""
+        self.forward_host()
+        if not self.use_graph:
+            self.forward_device()
+        elif self._forward_graph is not None:
+            self._forward_graph.replay()
+        elif self._eager_forwards == 0:  # the first pass compiles kernels: run it eagerly
+            self._eager_forwards += 1
+            self.forward_device()
+        else:
+            self._forward_graph = self.device.backend.capture(self.forward_device)
+            self._forward_graph.replay()
+        return self.loss()
+
+    def forward_host(self) -> None:
+        """The leading data layers (on the CPU: nothing runs here, see ``forward_device``)."""
+        if self.device.is_gpu:
+            for step, io in self.host_steps:
+                step.layer.forward(io, self.device)
+
+    def forward_device(self) -> None:
+        """Every step that ``forward_host`` does not run, in plan order (queued on a GPU)."""
         device = self.device
-        for step, io in zip(self.plan.steps, self.ios):
+        for step, io in (self.device_steps if device.is_gpu else zip(self.plan.steps, self.ios)):
             step.layer.forward(io, device)
-        return sum(w * float(top.sum()) for top, w in self.loss_tops)
+
+    def loss(self) -> float:
+        """The weighted sum of the loss tops after a forward (waits for a GPU)."""
+        to_host = self.device.to_host
+        return sum(w * float(to_host(top).sum(dtype=np.float64)) for top, w in self.loss_tops)
 
     def backward(self) -> None:
-        """Seed the gradients, then run backward in reverse order."""
+        """Seed the gradients, then run backward in reverse order (queued on a GPU)."""
         self.seed_gradients()
         device = self.device
         for step, io in self.backward_steps:
             step.layer.backward(io, device)
         for shadow, owner in self.shadow_sums:
-            owner += shadow
+            device.add(owner, shadow)
 
     def seed_gradients(self) -> None:
         """Each loss's gradient to its weight, gradients read before written to 0."""
         for diff, value in self.seeds:
-            diff.fill(value)
+            self.device.fill(diff, value)
         for grad in self.unwritten_grads:
-            grad.fill(0)
+            self.device.fill(grad, 0)
 
     def forward_backward(self) -> float:
         loss = self.forward()

@@ -10,11 +10,17 @@ from trainnet.errors import TrainnetError
 from trainnet.layers.fillers import fill
 from trainnet.plan.params import aligned
 from trainnet.plan.plan import ParamSlot
+from trainnet.runtime.device import CPU, Device
 
 
 def weight_key(layer: str, index: int) -> str:
     """The name of a parameter blob in weight files: ``conv1.0`` (weights), ``conv1.1`` (bias)."""
     return f"{layer}.{index}"
+
+
+def _slot_key(weight: str) -> tuple[str, int]:
+    layer, _, index = weight.rpartition(".")
+    return layer, int(index)
 
 
 class ParamStore:
@@ -24,18 +30,19 @@ class ParamStore:
     the current weights.  ``slots`` may be any subset: the store lays them out afresh.
     """
 
-    def __init__(self, slots: list[ParamSlot], rng: np.random.Generator, xp=np):
+    def __init__(self, slots: list[ParamSlot], rng: np.random.Generator, device: Device = CPU):
         offset, self.slots = 0, []
         for slot in slots:
             self.slots.append(replace(slot, offset=offset))
             offset += aligned(slot.count)
-        self.data = xp.zeros(offset, dtype=np.float32)
-        self.diff = xp.zeros(offset, dtype=np.float32)
+        self.device = device
+        self.data = device.zeros(offset, dtype=np.float32)
+        self.diff = device.zeros(offset, dtype=np.float32)
         self.index = {slot.key: i for i, slot in enumerate(self.slots)}
-        for i, slot in enumerate(self.slots):
-            host = np.empty(slot.shape, dtype=np.float32)
-            fill(host, slot.filler, rng)
-            self.view(self.data, i)[...] = host
+        host = np.zeros(offset, dtype=np.float32)
+        for slot in self.slots:
+            fill(host[slot.offset:slot.offset + slot.count].reshape(slot.shape), slot.filler, rng)
+        device.upload(self.data, host)
 
     def view(self, arena, i: int):
         slot = self.slots[i]
@@ -53,9 +60,18 @@ class ParamStore:
         return i
 
     def named(self, arena=None) -> dict[str, np.ndarray]:
-        """Every blob of ``arena`` (data by default) by its weight key."""
+        """Every blob of ``arena`` (data by default) by its weight key, as views of it."""
         arena = self.data if arena is None else arena
         return {weight_key(*s.key): self.view(arena, i) for i, s in enumerate(self.slots)}
+
+    def named_host(self) -> dict[str, np.ndarray]:
+        """Every weight blob by its key, in host memory (one copy of the arena from a GPU)."""
+        return self.named(self.device.to_host(self.data) if self.device.is_gpu else self.data)
+
+    def assign(self, key: str, host: np.ndarray) -> None:
+        """Set the blob ``key`` (a weight key) from a host array of its shape."""
+        i = self.index[_slot_key(key)]
+        self.device.upload(self.view(self.data, i), np.asarray(host, np.float32))
 
     def multipliers(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-element lr_mult and decay_mult over the flat layout (for one-pass updates)."""

@@ -62,7 +62,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -> None:
-    save_tensors(path, store.named(), {"format": "trainnet-weights", "net": net_name,
+    save_tensors(path, store.named_host(), {"format": "trainnet-weights", "net": net_name,
                                        "iter": str(iteration)})
 
 
@@ -81,7 +81,7 @@ def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
         if value.shape != targets[key].shape:
             raise TrainnetError(f"{path}: layer '{layer}' blob {key.rsplit('.', 1)[-1]}: shape "
                                 f"{tuple(value.shape)} in the file but {targets[key].shape} in the net")
-        targets[key][...] = value.astype(np.float32, copy=False)
+        store.assign(key, value)
         if layer not in loaded:
             loaded.append(layer)
     return loaded, [s for s in skipped if s not in loaded]

@@ -35,7 +35,7 @@ class Solver:
     """Trains the net a SolverConfig names; ``log`` receives the progress lines."""
 
     def __init__(self, cfg: SolverConfig, device: Device = CPU,
-                 log: Callable[[str], None] = lambda line: None):
+                 log: Callable[[str], None] = lambda line: None, graph: bool = True):
         self.cfg = cfg
         self.device = device
         self.log = log
@@ -48,15 +48,25 @@ class Solver:
         self.test_nets: list[Net] = []
         if cfg.test_iter:
             test_plan = compile_net(net_cfg, "TEST")
-            self.test_nets.append(Net(test_plan, device, params=self.net.params, rng=self.test_rng))
+            self.test_nets.append(Net(test_plan, device, params=self.net.params, rng=self.test_rng,
+                                      graph=graph))
         lr_mult, decay_mult = self.net.params.multipliers()
         self.rule = update_rule(cfg.type)(cfg, lr_mult, decay_mult)
+        # On a GPU one training iteration (forward, backward, update) is captured as a CUDA
+        # graph on its second run and replayed after; the data layers run before it.
+        self.graph = graph and device.is_gpu
+        if self.graph and self.net.graph_blocker:
+            self.graph = False
+            log(f"CUDA graph off: data layer '{self.net.graph_blocker}' comes after device work")
+        self._graphs: dict[str, object] = {}
+        if device.is_gpu:
+            self.rule.to_device(device)
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=cfg.average_loss)
         self.stop_requested = False
         self.last_test: dict = {}
         self.prefix = self._prefix()
-        self._acc = np.zeros_like(self.net.params.diff) if cfg.iter_size > 1 else None
+        self._acc = device.zeros(self.net.params.diff.shape) if cfg.iter_size > 1 else None
         self._t0 = time.perf_counter()
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
 
@@ -108,7 +118,25 @@ class Solver:
         cfg, it = self.cfg, self.iter
         if cfg.test_interval and it % cfg.test_interval == 0 and (it > 0 or cfg.test_initialization):
             self.test_all()
-        params = self.net.params
+        rate = learning_rate(cfg, it)
+        loss = self._iteration_gpu(rate, it) if self.device.is_gpu else self._iteration_cpu(rate, it)
+        if not np.isfinite(loss):
+            raise TrainnetError(f"iteration {it}: the loss is {loss} (diverged); lower base_lr or "
+                                "check the data")
+        self.losses.append(loss)
+        smoothed = sum(self.losses) / len(self.losses)
+        if cfg.display and it % cfg.display == 0:
+            now = time.perf_counter()
+            (then, then_it), self._window = self._window, (now, it)
+            speed = f" ({(it - then_it) / (now - then):.1f} iter/s)" if it > then_it else ""
+            self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
+            self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
+                        seconds=round(now - self._t0, 3))
+        self.iter += 1
+
+    def _iteration_cpu(self, rate: float, it: int) -> float:
+        """iter_size forward/backward passes and the update; returns the mean loss."""
+        params, cfg = self.net.params, self.cfg
         if self._acc is None:
             loss = self.net.forward_backward()
         else:
@@ -119,21 +147,39 @@ class Solver:
                 self._acc += params.diff
             params.diff[...] = self._acc
             loss /= cfg.iter_size
-        if not np.isfinite(loss):
-            raise TrainnetError(f"iteration {it}: the loss is {loss} (diverged); lower base_lr or "
-                                "check the data")
-        self.losses.append(loss)
-        smoothed = sum(self.losses) / len(self.losses)
-        rate = learning_rate(cfg, it)
-        if cfg.display and it % cfg.display == 0:
-            now = time.perf_counter()
-            (then, then_it), self._window = self._window, (now, it)
-            speed = f" ({(it - then_it) / (now - then):.1f} iter/s)" if it > then_it else ""
-            self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
-            self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
-                        seconds=round(now - self._t0, 3))
         self.rule.apply(params.data, params.diff, rate, it)
-        self.iter += 1
+        return loss
+
+    def _iteration_gpu(self, rate: float, it: int) -> float:
+        """The same on the GPU: the host uploads the batch and this iteration's rates, then
+        the device work runs as one graph (two with iter_size > 1: passes, then the update)."""
+        net, rule, device = self.net, self.rule, self.device
+        w, g, acc = net.params.data, net.params.diff, self._acc
+        rule.prepare(rate, it)
+        if acc is None:
+            net.forward_host()
+            self._run("iteration", lambda: (net.forward_device(), net.backward(), rule.apply_gpu(w, g)))
+            return net.loss()
+        loss = 0.0
+        for _ in range(self.cfg.iter_size):
+            net.forward_host()
+            self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g)))
+            loss += net.loss()
+        self._run("update", lambda: (device.copy(g, acc), device.fill(acc, 0), rule.apply_gpu(w, g)))
+        return loss / self.cfg.iter_size
+
+    def _run(self, name: str, work: Callable[[], object]) -> None:
+        """Run ``work`` eagerly the first time (kernels compile), then as a captured graph."""
+        if not self.graph:
+            work()
+        elif name in self._graphs:
+            graph = self._graphs[name]
+            if graph is None:
+                graph = self._graphs[name] = self.device.backend.capture(work)
+            graph.replay()
+        else:
+            work()
+            self._graphs[name] = None
 
     def test_all(self) -> dict:
         for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
@@ -154,7 +200,7 @@ class Solver:
         weights = Path(f"{self.prefix}_iter_{self.iter}.safetensors")
         state = Path(f"{self.prefix}_iter_{self.iter}.solverstate")
         snap.save_weights(weights, self.net.params, self.net.plan.net_name, self.iter)
-        tensors = {f"history/{k}": v for k, v in self.rule.history.items()}
+        tensors = {f"history/{k}": v for k, v in self.rule.history_host().items()}
         for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
             for layer, st in net.states.items():
                 for key, value in st.get_state().items():
@@ -185,12 +231,14 @@ class Solver:
         if missing or skipped:
             raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
                                 f"{sorted(missing)}, extra {skipped})")
-        for k, history in self.rule.history.items():
+        history = {}
+        for k, current in self.rule.history.items():
             saved = tensors.get(f"history/{k}")
-            if saved is None or saved.shape != history.shape:
+            if saved is None or saved.shape != current.shape:
                 raise TrainnetError(f"{state_path}: damaged solver state (history/{k} missing or "
                                     "of another size)")
-            history[...] = saved
+            history[k] = saved
+        self.rule.load_history(history)
         for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
             for layer, st in net.states.items():
                 prefix = f"data/{tag}/{layer}/"

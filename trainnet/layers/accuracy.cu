@@ -1,0 +1,57 @@
+// Accuracy over axis 1 of an (outer, C, inner) blob, in one block: each thread takes rows
+// (outer, inner) in turn; a counted row is a hit when at most top_k classes score >= its true
+// class (ties count against, as Caffe).  The block sums hits and counts; per-class accuracy,
+// when asked for, takes one such sum per class.  A counted label outside [0, C), which the CPU
+// pass refuses, makes the accuracy NaN (no host can be told mid-graph).
+#include "common.cuh"
+
+#define LABEL_IGNORED (-1)
+#define LABEL_BAD (-2)
+
+// The code of label value `v`: its class (truncated to an integer, as Caffe), LABEL_IGNORED,
+// or LABEL_BAD for a counted label outside [0, C).
+static __device__ __forceinline__ i64 label_code(float v, int C, int has_ignore, i64 ignore) {
+    if (!(fabsf(v) < 9.2e18f)) return LABEL_BAD;  // NaN, infinite, or past int64
+    const i64 k = (i64)v;
+    if (has_ignore && k == ignore) return LABEL_IGNORED;
+    return k >= 0 && k < C ? k : LABEL_BAD;
+}
+
+// 1 when class k of row r is among the top_k scores, else 0.
+static __device__ __forceinline__ float hit(const float* x, i64 r, i64 k, int C, i64 inner,
+                                            int top_k) {
+    const i64 base = r / inner * C * inner + r % inner;
+    const float truth = x[base + k * inner];
+    int rank = 0;
+    for (int c = 0; c < C; ++c) rank += x[base + c * inner] >= truth;
+    return rank <= top_k ? 1.0f : 0.0f;
+}
+
+// per_class gets n_per_class values (0: no second top; per_class is then unused).
+extern "C" __global__ void accuracy_forward(float* accuracy, float* per_class, const float* x,
+                                            const float* label, i64 rows, int C, i64 inner,
+                                            int top_k, int has_ignore, i64 ignore,
+                                            int n_per_class) {
+    __shared__ float scratch[1024];
+    float hits = 0.0f, count = 0.0f;
+    BLOCK_STRIDE(r, rows) {
+        const i64 k = label_code(label[r], C, has_ignore, ignore);
+        if (k == LABEL_IGNORED) continue;
+        count += 1.0f;
+        hits += k == LABEL_BAD ? __int_as_float(0x7fffffff) : hit(x, r, k, C, inner, top_k);
+    }
+    hits = block_sum(hits, scratch);
+    count = block_sum(count, scratch);
+    if (threadIdx.x == 0) accuracy[0] = count > 0.0f ? hits / count : 0.0f;
+    for (int c = 0; c < n_per_class; ++c) {
+        float class_hits = 0.0f, class_count = 0.0f;
+        BLOCK_STRIDE(r, rows) {
+            if (label_code(label[r], C, has_ignore, ignore) != c) continue;
+            class_count += 1.0f;
+            class_hits += hit(x, r, c, C, inner, top_k);
+        }
+        class_hits = block_sum(class_hits, scratch);
+        class_count = block_sum(class_count, scratch);
+        if (threadIdx.x == 0) per_class[c] = class_hits / fmaxf(class_count, 1.0f);
+    }
+}
