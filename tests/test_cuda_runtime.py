@@ -76,3 +76,29 @@ def test_kernel_arguments_are_typed():
         kernels.check_args("k", (np.zeros(3), 3), lambda a: isinstance(a, np.ndarray))
     with pytest.raises(ValueError, match="not C-contiguous"):
         kernels.check_args("k", (np.zeros((3, 3))[:, 1],), lambda a: isinstance(a, np.ndarray))
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+        return nvrtc
+    except Exception:  # no CuPy or no NVRTC library: the nvcc test above still runs
+        return None
+
+
+NVRTC = _nvrtc()
+
+
+@pytest.mark.skipif(NVRTC is None, reason="CuPy's NVRTC binding is not usable here")
+@pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
+def test_cuda_source_compiles_with_nvrtc_as_the_backend_sends_it(source):
+    """The exact text CudaBackend hands to CuPy's RawModule: headers inlined, no -I."""
+    text = kernels.read_source(source)
+    assert "#include" not in text and "GRID_STRIDE" in text
+    for arch in (80, 90):
+        prog = NVRTC.createProgram(text, source.name, [], [])
+        try:
+            NVRTC.compileProgram(prog, ["-std=c++17", f"--gpu-architecture=compute_{arch}"])
+        except Exception:
+            pytest.fail(NVRTC.getProgramLog(prog))

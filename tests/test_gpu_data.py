@@ -151,6 +151,10 @@ class StreamLog:
     def wait(self, event):
         self.log.append(("wait", event))
 
+    def host_wait(self, event):
+        if event is not None:
+            event.synchronize()
+
     def copy(self, dst, src):
         self.inner.copy(dst, src)
         self.log.append(("copy", dst.shape))

@@ -88,6 +88,9 @@ class EmulatedBackend:
     def wait(self, event):
         pass
 
+    def host_wait(self, event):
+        pass
+
     def copy(self, dst, src):
         self._run(lambda: np.copyto(dst.reshape(-1), src.reshape(-1)))
 

@@ -159,7 +159,7 @@ class StagedReader:
 
     def _prepare(self, slot: int) -> None:
         """Gather the reader's next batch into pinned[slot] and queue its upload."""
-        _host_wait(self.ready[slot])  # the previous upload from pinned[slot] has left it
+        self.gpu.host_wait(self.ready[slot])  # the previous upload from pinned[slot] has left it
         host = self.pinned[slot]
         self.reader.next_batch(host[0], host[1] if len(host) > 1 else None)
         after = self.consumed[slot]
@@ -189,12 +189,6 @@ class StagedReader:
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self.reader.set_state(state)
         self.primed = False  # the batch read ahead belongs to the old position: read it again
-
-
-def _host_wait(event) -> None:
-    """Block the host until ``event`` has passed (None: nothing to wait for)."""
-    if event is not None:
-        event.synchronize()
 
 
 @register("Data")

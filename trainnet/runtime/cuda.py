@@ -96,6 +96,11 @@ class CudaBackend:
         """Later compute-stream work waits for ``event`` (the host does not)."""
         self.stream.wait_event(event)
 
+    def host_wait(self, event) -> None:
+        """The host waits until ``event`` has passed (before reusing a pinned buffer)."""
+        if event is not None:
+            event.synchronize()
+
     def copy(self, dst, src) -> None:
         assert dst.nbytes == src.nbytes and dst.flags.c_contiguous and src.flags.c_contiguous
         self._memcpy(dst.data.ptr, src.data.ptr, dst.nbytes, D2D, self.stream)
@@ -123,8 +128,7 @@ class CudaBackend:
     def module(self, source: Path):
         mod = self._modules.get(source)
         if mod is None:
-            code = Path(source).read_text()
-            mod = self.cp.RawModule(code=code, options=("-std=c++17", f"-I{K.INCLUDE_DIR}"))
+            mod = self.cp.RawModule(code=K.read_source(source), options=("-std=c++17",))
             self._modules[source] = mod
         return mod
 

@@ -23,6 +23,19 @@ def kernel_source(module_file: str, name: str | None = None) -> Path:
     return here.parent / name if name else here.with_suffix(".cu")
 
 
+def read_source(path: Path) -> str:
+    """The text of a ``.cu`` file with its ``#include "..."`` lines replaced by the headers
+    (from ``INCLUDE_DIR``), so that a compile cache keyed on the text sees header edits too."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith('#include "'):
+            header = INCLUDE_DIR / line.split('"')[1]
+            lines.append(read_source(header).replace("#pragma once", ""))
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def all_sources() -> list[Path]:
     """Every CUDA source of the package (for the compile test)."""
     root = INCLUDE_DIR.parent
