@@ -111,8 +111,7 @@ class EmulatedBackend:
     def module(self, source: Path) -> ctypes.CDLL:
         lib = self._libs.get(source)
         if lib is None:
-            text = Path(source).read_bytes() + (HERE / "cuda_host.h").read_bytes()
-            text += (K.INCLUDE_DIR / "common.cuh").read_bytes()
+            text = K.read_source(source).encode() + (HERE / "cuda_host.h").read_bytes()
             digest = hashlib.sha256(text).hexdigest()[:16]
             CACHE.mkdir(exist_ok=True)
             so = CACHE / f"{Path(source).stem}-{digest}.so"

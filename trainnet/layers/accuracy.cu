@@ -3,24 +3,12 @@
 // class (ties count against, as Caffe).  The block sums hits and counts; per-class accuracy,
 // when asked for, takes one such sum per class.  A counted label outside [0, C), which the CPU
 // pass refuses, makes the accuracy NaN (no host can be told mid-graph).
-#include "common.cuh"
-
-#define LABEL_IGNORED (-1)
-#define LABEL_BAD (-2)
-
-// The code of label value `v`: its class (truncated to an integer, as Caffe), LABEL_IGNORED,
-// or LABEL_BAD for a counted label outside [0, C).
-static __device__ __forceinline__ i64 label_code(float v, int C, int has_ignore, i64 ignore) {
-    if (!(fabsf(v) < 9.2e18f)) return LABEL_BAD;  // NaN, infinite, or past int64
-    const i64 k = (i64)v;
-    if (has_ignore && k == ignore) return LABEL_IGNORED;
-    return k >= 0 && k < C ? k : LABEL_BAD;
-}
+#include "classes.cuh"
 
 // 1 when class k of row r is among the top_k scores, else 0.
 static __device__ __forceinline__ float hit(const float* x, i64 r, i64 k, int C, i64 inner,
                                             int top_k) {
-    const i64 base = r / inner * C * inner + r % inner;
+    const i64 base = row_base(r, C, inner);
     const float truth = x[base + k * inner];
     int rank = 0;
     for (int c = 0; c < C; ++c) rank += x[base + c * inner] >= truth;

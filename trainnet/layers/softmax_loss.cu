@@ -4,19 +4,7 @@
 // backward the probabilities, each row's label code and the normalizer.  A counted label
 // outside [0, C), which the CPU pass refuses, turns the loss and its gradient into NaN here
 // (no host can be told mid-graph).
-#include "common.cuh"
-
-#define LABEL_IGNORED (-1)
-#define LABEL_BAD (-2)
-
-// The code of label value `v`: its class (truncated to an integer, as Caffe), LABEL_IGNORED,
-// or LABEL_BAD for a counted label outside [0, C).
-static __device__ __forceinline__ i64 label_code(float v, int C, int has_ignore, i64 ignore) {
-    if (!(fabsf(v) < 9.2e18f)) return LABEL_BAD;  // NaN, infinite, or past int64
-    const i64 k = (i64)v;
-    if (has_ignore && k == ignore) return LABEL_IGNORED;
-    return k >= 0 && k < C ? k : LABEL_BAD;
-}
+#include "classes.cuh"
 
 extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* code,
                                                 float* norm_out, const float* x,
@@ -26,19 +14,8 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
     const float nan = __int_as_float(0x7fffffff);
     float total = 0.0f, count = 0.0f;
     BLOCK_STRIDE(r, rows) {
-        const i64 base = r / inner * C * inner + r % inner;
-        float m = x[base];
-        for (int c = 1; c < C; ++c) {
-            const float v = x[base + c * inner];
-            if (v > m || v != v) m = v;  // a NaN wins, as in np.max
-        }
-        float sum = 0.0f;
-        for (int c = 0; c < C; ++c) {
-            const float e = expf(x[base + c * inner] - m);
-            prob[base + c * inner] = e;
-            sum += e;
-        }
-        for (int c = 0; c < C; ++c) prob[base + c * inner] /= sum;
+        const i64 base = row_base(r, C, inner);
+        softmax_row(prob, x, base, C, inner);
         const i64 k = label_code(label[r], C, has_ignore, ignore);
         code[r] = k;
         if (k == LABEL_IGNORED) continue;

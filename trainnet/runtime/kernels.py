@@ -23,15 +23,19 @@ def kernel_source(module_file: str, name: str | None = None) -> Path:
     return here.parent / name if name else here.with_suffix(".cu")
 
 
-def read_source(path: Path) -> str:
+def read_source(path: Path, _seen: set | None = None) -> str:
     """The text of a ``.cu`` file with its ``#include "..."`` lines replaced by the headers
-    (from ``INCLUDE_DIR``), so that a compile cache keyed on the text sees header edits too."""
+    (from ``INCLUDE_DIR``, each once), so that a compile cache keyed on the text sees header
+    edits too."""
+    seen = set() if _seen is None else _seen
     lines = []
     for line in Path(path).read_text().splitlines():
         if line.startswith('#include "'):
             header = INCLUDE_DIR / line.split('"')[1]
-            lines.append(read_source(header).replace("#pragma once", ""))
-        else:
+            if header not in seen:
+                seen.add(header)
+                lines.append(read_source(header, seen))
+        elif line.strip() != "#pragma once":
             lines.append(line)
     return "\n".join(lines) + "\n"
 
