@@ -41,9 +41,15 @@ def to_device(device, host: np.ndarray):
 
 
 def gpu_io(layer: Layer, device, cpu_io: StepIO, seed: int) -> StepIO:
-    """``cpu_io``'s inputs on ``device``; outputs, diffs and scratch poisoned."""
+    """``cpu_io``'s inputs on ``device``; outputs, diffs and scratch poisoned.  The scratch is
+    what the layer declares for its GPU pass (``on_gpu`` set while it is read)."""
     bufs = {}
-    for k, b in layer.buffers().items():
+    layer.on_gpu = True
+    try:
+        declared = layer.buffers()
+    finally:
+        layer.on_gpu = False
+    for k, b in declared.items():
         host = np.zeros(b.shape, b.dtype)
         bufs[k] = to_device(device, host) if b.keep or b.dtype != np.float32 else _poisoned(device, host)
     return StepIO(
@@ -68,6 +74,7 @@ def check_parity(layer: Layer, bottoms: Sequence[np.ndarray], device, *, seed: i
     """
     bottoms = [np.asarray(b, np.float32) if np.asarray(b).dtype.kind == "f" else np.asarray(b)
                for b in bottoms]
+    layer.on_gpu = False  # the CPU io gets the CPU pass's buffers; gpu_io sets it for its own
     cpu = make_io(layer, bottoms, propagate_down=propagate_down, seed=seed)
     cpu.params = [p.astype(np.float32) for p in cpu.params]
     cpu.param_diff = [np.zeros_like(p) for p in cpu.params]

@@ -151,3 +151,16 @@ def test_ctrl_c_snapshots_and_exits(tmp_path):
     assert proc.returncode == 130, out
     assert "Snapshotting to" in out
     assert list((tmp_path / "out").glob("tiny_iter_*.solverstate"))
+
+
+def test_plan_for_the_gpu_keeps_fewer_buffers(mnist_dir):
+    env = {"TRAINNET_DATA": str(mnist_dir.parent)}
+    code, cpu = run("plan", LENET / "lenet_train_test.yaml", env=env)
+    code_gpu, gpu = run("plan", LENET / "lenet_train_test.yaml", "--gpu", env=env)
+    assert code == 0 and code_gpu == 0, gpu
+
+    def arena(text):
+        value, unit = re.search(r"activation arena:\s+([\d.]+) (MiB|KiB)", text).groups()
+        return float(value) * (1 if unit == "MiB" else 1 / 1024)
+
+    assert arena(gpu) < arena(cpu)

@@ -868,3 +868,46 @@ def test_fuse_leaves_other_relus_alone(change):
     plan = compile_net(net(FUSE.replace(*change)))
     assert "relu1" in [s.name for s in plan.steps]
     assert not any(s.fused for s in plan.steps)
+
+
+def lenet_padded_pool() -> NetConfig:
+    """LeNet (Input) whose pool1 takes 3x3 windows: a ceil-rounded last window, so the CPU
+    pass pads a copy of the bottom."""
+    text = LENET.read_text()
+    body = text[text.index("  - name: conv1"):].replace(
+        "    pool: MAX\n    kernel_size: 2\n", "    pool: MAX\n    kernel_size: 3\n", 1)
+    head = ("name: LeNet\nlayer:\n  - {name: input, type: Input, top: [data, label], "
+            "shape: [{dim: [8, 1, 28, 28]}, {dim: [8]}]}\n")
+    return net(head + body, "lenet_input.yaml")
+
+
+def synthetic_net(tmp_path) -> NetConfig:
+    from synthetic import write_project
+    return load_net(write_project(tmp_path).parent / "net.yaml")
+
+
+@pytest.mark.parametrize("which", ["lenet", "lenet_padded_pool", "synthetic"])
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_gpu_plan_declares_only_the_gpu_passes_buffers(which, phase, tmp_path):
+    make = {"lenet": lenet_with_input, "lenet_padded_pool": lenet_padded_pool,
+            "synthetic": lambda: synthetic_net(tmp_path)}[which]
+    cpu, gpu = compile_net(make(), phase), compile_net(make(), phase, gpu=True)
+    assert not cpu.gpu and gpu.gpu
+    assert gpu.arena_bytes <= cpu.arena_bytes
+    assert_no_live_overlap(gpu)
+    pools = [s.name for s in gpu.steps if s.type == "Pooling"]
+    assert pools and all("pad" not in gpu.step(p).buffers for p in pools)
+    if which == "lenet_padded_pool" and phase == "TRAIN":
+        assert "pad" in cpu.step("pool1").buffers  # so the check above means something
+    for s in gpu.steps:
+        if s.type in ("Softmax", "SoftmaxWithLoss", "Accuracy"):
+            assert not {"scale", "valid", "onehot"} & set(s.buffers), s.name
+
+
+def test_net_refuses_a_plan_compiled_for_the_other_device(gpu_device):
+    from trainnet.errors import TrainnetError
+    from trainnet.runtime.device import CPU
+    with pytest.raises(TrainnetError, match="compiled for a GPU.*gpu=False"):
+        Net(compile_net(lenet_with_input(), "TRAIN", gpu=True), CPU)
+    with pytest.raises(TrainnetError, match="compiled for the CPU.*gpu=True"):
+        Net(compile_net(lenet_with_input(), "TRAIN"), gpu_device)

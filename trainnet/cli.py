@@ -114,8 +114,9 @@ def test(model, weights, iterations, phase, device, tf32, no_graph):
     from trainnet.solver.snapshot import load_weights
     from trainnet.solver.solver import average_outputs
 
-    plan = compile_net(load_net(model), phase, backward=False)
-    net = Net(plan, get_device(device, tf32=tf32), rng=np.random.default_rng(0), graph=not no_graph)
+    dev = get_device(device, tf32=tf32)
+    plan = compile_net(load_net(model), phase, backward=False, gpu=dev.is_gpu)
+    net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
     loaded, skipped = load_weights(Path(weights), net.params)
     missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
     if missing:
@@ -134,18 +135,20 @@ def test(model, weights, iterations, phase, device, tf32, no_graph):
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
 @click.option("--no-reuse", is_flag=True, help="Plan memory without reusing dead buffers.")
+@click.option("--gpu", is_flag=True, help="Plan for the GPU path (its layers keep fewer scratch "
+              "buffers than the CPU's).")
 @_user_errors
-def plan(net, phase, no_reuse):
+def plan(net, phase, no_reuse, gpu):
     """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
     from trainnet.netcfg import load_net
     from trainnet.plan import compile_net, format_plan
     from trainnet.plan.text import human_bytes
 
     cfg = load_net(net)
-    compiled = compile_net(cfg, phase, reuse_memory=not no_reuse)
+    compiled = compile_net(cfg, phase, reuse_memory=not no_reuse, gpu=gpu)
     _echo(format_plan(compiled))
     if compiled.backward:
-        forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse)
+        forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse, gpu=gpu)
         _echo(f"forward only:      activations {human_bytes(forward_only.blob_bytes)}, arena "
               f"{human_bytes(forward_only.arena_bytes)}: the same net and batch without backward")
 
@@ -164,7 +167,8 @@ def time_(net, iterations, phase, device, tf32):
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
 
-    n = Net(compile_net(load_net(net), phase), get_device(device, tf32=tf32), rng=np.random.default_rng(0))
+    dev = get_device(device, tf32=tf32)
+    n = Net(compile_net(load_net(net), phase, gpu=dev.is_gpu), dev, rng=np.random.default_rng(0))
     sync = n.device.synchronize
     steps = list(zip(n.plan.steps, n.ios))
     fwd = {s.name: 0.0 for s, _ in steps}

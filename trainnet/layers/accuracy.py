@@ -47,6 +47,8 @@ class Accuracy(Layer):
         return [(), (c,)][:count_tops(self)]
 
     def buffers(self):
+        if self.on_gpu:  # accuracy.cu needs no buffer
+            return {}
         outer, c, inner = self.shape3
         return {**label_buffers(self.shape3),
                 "true_score": Buffer((outer, 1, inner)),

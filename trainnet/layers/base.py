@@ -105,6 +105,21 @@ class Layer(ABC):
         # forward epilogue, and its backward masks the top gradient first (Convolution,
         # InnerProduct).
         self.fused_relu = False
+        # Set by the compiler: the net runs on a GPU, so ``buffers`` declares only what the GPU
+        # pass uses (read after this is set, like ``forward_only``).
+        self.on_gpu = False
+
+    @property
+    def fused_relu(self) -> bool:
+        return self._fused_relu
+
+    @fused_relu.setter
+    def fused_relu(self, on: bool) -> None:
+        self._fused_relu = on
+        if on:
+            self.backward_reads_top = True  # the folded ReLU's backward masks by the top
+        else:
+            vars(self).pop("backward_reads_top", None)  # the class's own answer
 
     # --- compile-time contract -------------------------------------------------------------
     @abstractmethod

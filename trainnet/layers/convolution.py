@@ -14,11 +14,11 @@ by chunk; larger ones (batch-first) take image-major columns ``(n, group, C/grou
 Ho*Wo)`` whose last row is ones, against the weight with the bias beside it, so that one stacked
 GEMM writes every image's NCHW top, bias added: no staging buffer, no transpose, no bias pass.
 
-The GPU pass uses the same buffers and chunks: im2col is one kernel per chunk, then cuBLAS, then
-one epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, strided
-batched GEMMs write the top and the epilogue runs in place.  im2col reads the bottom with its
-padding implied, and the bias goes in the epilogue, so ``pad``, the ones row and
-``weight_bias`` are left unused.  Backward's col2im is a gather per bottom element.
+The GPU pass uses the same chunks: im2col is one kernel per chunk, then cuBLAS, then one
+epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, strided batched
+GEMMs write the top and the epilogue runs in place.  im2col reads the bottom with its padding
+implied, and the bias goes in the epilogue, so a GPU plan (``on_gpu``) has no ``pad``, no ones
+row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
 """
 
 from __future__ import annotations
@@ -66,15 +66,6 @@ class Convolution(Layer):
     backward_reads_bottom = False  # the column buffer keeps the forward's im2col
     can_fuse_relu = True
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
-
-    @property
-    def fused_relu(self) -> bool:
-        return self._fused_relu
-
-    @fused_relu.setter
-    def fused_relu(self, on: bool) -> None:
-        self._fused_relu = on
-        self.backward_reads_top = on  # the fused ReLU's backward masks by the top
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -142,16 +133,18 @@ class Convolution(Layer):
         chunks = -(-self.N // max(1, self.forward_only_bytes // per_image))
         return -(-self.N // chunks)
 
-    def buffers(self):  # read after the compiler sets forward_only
+    def buffers(self):  # read after the compiler sets forward_only and on_gpu
         n, g, cout = self.chunk(), self.p.group, self.p.num_output
         m = n * self.Ho * self.Wo
         if self._image_major():
-            bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo))}
-            if self.p.bias_term:
+            # the GPU adds the bias in its epilogue: no ones row, no weight_bias
+            rows = self.ckk if self.on_gpu else self._image_rows()
+            bufs = {"col": Buffer((n, g, rows, self.Ho * self.Wo))}
+            if self.p.bias_term and not self.on_gpu:
                 bufs["weight_bias"] = Buffer((g, cout // g, self.ckk + 1))
         else:
             bufs = {"col": Buffer((g, self.ckk, m)), "out": Buffer((cout, m))}
-        if self.use_pad_buf:
+        if self.use_pad_buf and not self.on_gpu:  # the GPU's im2col implies the padding
             bufs["pad"] = Buffer(self._internal((n, self.C, self.Hp, self.Wp)))
         return bufs
 
@@ -316,13 +309,13 @@ class Convolution(Layer):
         for start in range(0, self.N, n):  # one pass unless forward-only
             x, top = io.bottom[0][start:start + n], io.top[0][start:start + n]
             k = len(x)
-            if self._image_major():  # columns (k, g, rows, hw); GEMMs straight into the top
-                rows = self._image_rows()
+            if self._image_major():  # columns (k, g, ckk, hw); GEMMs straight into the top
+                rows = self.ckk  # no ones row: the epilogue adds the bias
                 col = self._head(io.buf["col"], (k, g, rows, hw))
                 self._im2col_gpu(gpu, col, x, rows, g * rows * hw, hw)
                 tops = top.reshape(k, g, -1, hw)
                 for gi in range(g):
-                    gpu.gemm_batched(w[gi], col[:, gi, :self.ckk], tops[:, gi])
+                    gpu.gemm_batched(w[gi], col[:, gi], tops[:, gi])
                 if self.p.bias_term or self.fused_relu:
                     self._epilogue_gpu(io, top, top, hw, self.p.num_output * hw)
             else:  # columns (g, ckk, k*hw), GEMMs into (num_output, k*hw), then transposed

@@ -32,15 +32,6 @@ class InnerProduct(Layer):
     Params = InnerProductParams
     can_fuse_relu = True
 
-    @property
-    def fused_relu(self) -> bool:
-        return self._fused_relu
-
-    @fused_relu.setter
-    def fused_relu(self, on: bool) -> None:
-        self._fused_relu = on
-        self.backward_reads_top = on  # the fused ReLU's backward masks by the top
-
     def setup(self, bottom_shapes):
         shape = bottom_shapes[0]
         axis = self.p.axis + len(shape) if self.p.axis < 0 else self.p.axis
@@ -58,8 +49,8 @@ class InnerProduct(Layer):
             blobs.append(ParamBlob((self.N,), self.p.bias_filler))
         return blobs
 
-    def buffers(self):  # read after the compiler sets fused_relu and forward_only
-        if self.fused_relu and not self.forward_only:
+    def buffers(self):  # read after the compiler sets fused_relu, forward_only and on_gpu
+        if self.fused_relu and not self.forward_only and not self.on_gpu:
             return {"positive": Buffer(self.top_shapes[0], np.bool_)}  # the CPU's ReLU mask
         return {}
 

@@ -127,10 +127,12 @@ class Pooling(Layer):
             self.divisor = np.outer(sizes(Ho, H, kh, ph, sh), sizes(Wo, W, kw, pw, sw)).astype(np.float32)
         return [(N, C, Ho, Wo)]
 
-    def buffers(self):  # read after the compiler sets forward_only
+    def buffers(self):  # read after the compiler sets forward_only and on_gpu
         if self.forward_only:
             return {}
         top = (self.N, self.C, self.Ho, self.Wo)
+        if self.on_gpu:  # pooling.cu keeps MAX's argmax and needs nothing else
+            return {"argmax": Buffer(top)} if self.p.pool == "MAX" else {}
         bufs = {}
         if self.padded:
             bufs["pad"] = Buffer((self.N, self.C, self.Hp, self.Wp))

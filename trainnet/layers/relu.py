@@ -30,6 +30,8 @@ class ReLU(Layer):
         return [bottom_shapes[0]]
 
     def buffers(self):
+        if self.on_gpu:  # relu.cu needs no buffer
+            return {}
         shape = self.top_shapes[0]
         bufs = {"positive": Buffer(shape, np.bool_)}
         if self.p.negative_slope:

@@ -55,6 +55,8 @@ class Softmax(Layer):
         return [bottom_shapes[0]]
 
     def buffers(self):
+        if self.on_gpu:  # softmax.cu needs no buffer
+            return {}
         outer, _, inner = self.shape3
         return {"scale": Buffer((outer, 1, inner))}
 

@@ -103,6 +103,9 @@ class SoftmaxWithLoss(Layer):
 
     def buffers(self):
         outer, _, inner = self.shape3
+        if self.on_gpu:  # softmax_loss.cu keeps the probabilities, label codes and normalizer
+            return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
+                    "norm": Buffer((1,))}
         return {"prob": Buffer(self.shape3), "scale": Buffer((outer, 1, inner)),
                 "norm": Buffer((1,)),  # the GPU pass's normalizer, from forward to backward
                 **label_buffers(self.shape3)}

@@ -17,11 +17,13 @@ from trainnet.plan.splits import insert_splits, loss_weighted_tops
 
 def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = None,
                 stages: list[str] | None = None, backward: bool | None = None,
-                reuse_memory: bool = True, in_place: bool = True, fuse: bool = True) -> Plan:
+                reuse_memory: bool = True, in_place: bool = True, fuse: bool = True,
+                gpu: bool = False) -> Plan:
     """Compile ``cfg`` for ``phase``.  ``backward`` defaults to True for TRAIN, False for TEST;
     ``reuse_memory=False`` keeps every blob's value readable after a pass and ``in_place=False``
     runs no layer in place that the config does not, ``fuse=False`` folds no ReLU into the layer
-    before it (all three for debugging)."""
+    before it (all three for debugging).  ``gpu=True`` compiles for a GPU Net: the layers'
+    buffers are then those of their GPU passes, and only a GPU Net runs the plan."""
     state = NetState(phase=phase, level=cfg.state.level if level is None else level,
                      stage=cfg.state.stage if stages is None else stages)
     layers = filter_layers(cfg.layer, state)
@@ -41,6 +43,7 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
             s.frozen = [True] * len(s.layer.param_blobs())
     for s in steps:
         s.layer.forward_only = not s.need_backward
+        s.layer.on_gpu = gpu
     aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
     if fuse:
         steps = fuse_layers(steps)
@@ -51,4 +54,4 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],
                 blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases, seeds=seeds,
-                file=cfg.file)
+                file=cfg.file, gpu=gpu)

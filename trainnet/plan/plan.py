@@ -114,6 +114,7 @@ class Plan:
     aliases: dict[str, str] = field(default_factory=dict)  # renamed top -> the blob holding it
     seeds: dict[str, float] = field(default_factory=dict)  # gradients set before backward
     file: Optional[str] = None
+    gpu: bool = False            # compiled for a GPU Net (its layers' buffers are the GPU pass's)
 
     @property
     def base_dir(self) -> Path:

@@ -32,6 +32,10 @@ class Net:
                  rng: Optional[np.random.Generator] = None, graph: bool = False):
         self.plan = plan
         self.device = device
+        if plan.gpu != device.is_gpu:
+            compiled, fix = ("a GPU", "gpu=False") if plan.gpu else ("the CPU", "gpu=True")
+            raise TrainnetError(f"net '{plan.net_name}' was compiled for {compiled} but is run on "
+                                f"{device}: compile it with {fix}")
         if device.is_gpu:
             missing = sorted({s.type for s in plan.steps if not s.layer.has_gpu()})
             if missing:

@@ -44,10 +44,10 @@ class Solver:
         self.rng = np.random.default_rng(seeds[0])
         self.test_rng = np.random.default_rng(seeds[1])
         net_cfg = load_net(cfg.net_path)
-        self.net = Net(compile_net(net_cfg, "TRAIN"), device, rng=self.rng)
+        self.net = Net(compile_net(net_cfg, "TRAIN", gpu=device.is_gpu), device, rng=self.rng)
         self.test_nets: list[Net] = []
         if cfg.test_iter:
-            test_plan = compile_net(net_cfg, "TEST")
+            test_plan = compile_net(net_cfg, "TEST", gpu=device.is_gpu)
             self.test_nets.append(Net(test_plan, device, params=self.net.params, rng=self.test_rng,
                                       graph=graph))
         lr_mult, decay_mult = self.net.params.multipliers()
