@@ -111,3 +111,20 @@ def test_lenet_learns_mnist_on_a_real_gpu(mnist_dir, tmp_path):
     s = Solver(load_solver(tmp_path / "solver.yaml"), get_device("cuda"))
     result = s.solve()
     assert result["accuracy"] >= 0.990
+
+
+@pytest.mark.gpu
+def test_lenet_on_the_gpu_path_matches_the_cpu(mnist_dir, gpu_device, tmp_path, monkeypatch):
+    """The shipped LeNet: 20 iterations and a test pass agree with the CPU reference."""
+    import yaml
+    from pathlib import Path
+    monkeypatch.setenv("TRAINNET_DATA", str(mnist_dir.parent))
+    root = Path(__file__).resolve().parents[1] / "configs/lenet"
+    cfg = yaml.safe_load((root / "lenet_solver.yaml").read_text())
+    cfg.update(net=str(root / "lenet_train_test.yaml"), snapshot_prefix=str(tmp_path / "lenet"),
+               test_iter=[2], test_interval=1000)
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump(cfg))
+    cpu, cpu_losses = train(tmp_path / "solver.yaml", CPU, 20)
+    gpu, gpu_losses = train(tmp_path / "solver.yaml", gpu_device, 20)
+    assert relative_error(gpu_losses, cpu_losses) < 1e-4
+    assert gpu.test_all()["accuracy"] == pytest.approx(cpu.test_all()["accuracy"], abs=0.011)
