@@ -128,3 +128,12 @@ def test_lenet_on_the_gpu_path_matches_the_cpu(mnist_dir, gpu_device, tmp_path, 
     gpu, gpu_losses = train(tmp_path / "solver.yaml", gpu_device, 20)
     assert relative_error(gpu_losses, cpu_losses) < 1e-4
     assert gpu.test_all()["accuracy"] == pytest.approx(cpu.test_all()["accuracy"], abs=0.011)
+
+
+def test_a_layer_without_a_gpu_pass_is_refused_by_name(project, gpu_device, monkeypatch):
+    from trainnet.errors import TrainnetError
+    from trainnet.layers.base import Layer
+    from trainnet.layers.pooling import Pooling
+    monkeypatch.setattr(Pooling, "forward_gpu", Layer.forward_gpu)
+    with pytest.raises(TrainnetError, match="Pooling has no GPU implementation yet"):
+        Solver(load_solver(project), gpu_device)

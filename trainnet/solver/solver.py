@@ -231,14 +231,11 @@ class Solver:
         if missing or skipped:
             raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
                                 f"{sorted(missing)}, extra {skipped})")
-        history = {}
-        for k, current in self.rule.history.items():
-            saved = tensors.get(f"history/{k}")
-            if saved is None or saved.shape != current.shape:
-                raise TrainnetError(f"{state_path}: damaged solver state (history/{k} missing or "
-                                    "of another size)")
-            history[k] = saved
-        self.rule.load_history(history)
+        try:
+            self.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
+                                    if k.startswith("history/")})
+        except ValueError as exc:
+            raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
         for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
             for layer, st in net.states.items():
                 prefix = f"data/{tag}/{layer}/"

@@ -117,16 +117,16 @@ class UpdateRule(ABC):
         self.history = {k: put(v) for k, v in self.history.items()}
         self.scratch = self.scratch2 = None
         self.hyper = device.zeros((HYPER_SIZE,), np.float32)
+        self._hyper_host = np.zeros(HYPER_SIZE, np.float32)
         self.clip_scale = put(np.ones(1, np.float32))  # stays 1 without clip_gradients
         self.partials = device.zeros((min(grid_for(n, device.backend.max_blocks), MAX_PARTIALS),),
                                      np.float32)
 
     def prepare(self, rate: float, it: int) -> None:
         """Write this iteration's values into ``hyper`` (outside the captured graph)."""
-        host = np.zeros(HYPER_SIZE, np.float32)
         values = self.hyper_values(rate, it)
-        host[:len(values)] = values
-        self.device.upload(self.hyper, host)
+        self._hyper_host[:len(values)] = values
+        self.device.upload(self.hyper, self._hyper_host)
 
     def apply_gpu(self, w, g) -> None:
         """Queue the update of ``w`` by ``g`` (both the flat arena); the step is left in ``g``.
