@@ -33,6 +33,7 @@ class AccuracyParams(Strict):
 @register("Accuracy")
 class Accuracy(Layer):
     Params = AccuracyParams
+    caffe_params = {"accuracy_param": None}
     num_bottoms = (2, 2)
     num_tops = (1, 2)
     has_backward = False

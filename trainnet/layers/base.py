@@ -89,6 +89,10 @@ class Layer(ABC):
     backward_reads_bottom: ClassVar[bool] = True
     backward_reads_top: ClassVar[bool] = False
     can_fuse_relu: ClassVar[bool] = False    # applies a following in-place ReLU in its epilogue
+    # Where a prototxt keeps this type's parameters (YAML flattens them onto the layer): Caffe's
+    # LayerParameter sub-message name -> the Params fields it holds, None for every field that no
+    # other message of the type claims.  ``{"softmax_param": ("axis",), "loss_param": None}``.
+    caffe_params: ClassVar[dict[str, Optional[tuple[str, ...]]]] = {}
 
     def __init__(self, name: str, params: Strict, phase: str, bottom_shapes: list[Shape],
                  common: Any = None):

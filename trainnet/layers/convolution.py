@@ -63,6 +63,7 @@ class ConvolutionParams(Strict):
 @register("Convolution")
 class Convolution(Layer):
     Params = ConvolutionParams
+    caffe_params = {"convolution_param": None}
     backward_reads_bottom = False  # the column buffer keeps the forward's im2col
     can_fuse_relu = True
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk

@@ -194,6 +194,7 @@ class StagedReader:
 @register("Data")
 class Data(Layer):
     Params = DataParams
+    caffe_params = {"data_param": None}
     num_bottoms = (0, 0)
     num_tops = (1, 2)
     is_data = True

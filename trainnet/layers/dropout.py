@@ -65,6 +65,7 @@ class DropoutState:
 @register("Dropout")
 class Dropout(Layer):
     Params = DropoutParams
+    caffe_params = {"dropout_param": None}
     in_place_ok = True
     backward_reads_bottom = False
 

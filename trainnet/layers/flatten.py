@@ -22,6 +22,7 @@ class FlattenParams(Strict):
 @register("Flatten")
 class Flatten(Layer):
     Params = FlattenParams
+    caffe_params = {"flatten_param": None}
     backward_reads_bottom = False
 
     def setup(self, bottom_shapes):

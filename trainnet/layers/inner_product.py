@@ -30,6 +30,7 @@ class InnerProductParams(Strict):
 @register("InnerProduct")
 class InnerProduct(Layer):
     Params = InnerProductParams
+    caffe_params = {"inner_product_param": None}
     can_fuse_relu = True
 
     def setup(self, bottom_shapes):

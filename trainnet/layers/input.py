@@ -16,6 +16,7 @@ class InputParams(Strict):
 @register("Input")
 class Input(Layer):
     Params = InputParams
+    caffe_params = {"input_param": None}
     num_bottoms = (0, 0)
     num_tops = (1, None)
     is_data = True

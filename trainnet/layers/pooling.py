@@ -75,6 +75,7 @@ def _clip(tap: int, pad: int, stride: int, size: int, out: int) -> Optional[tupl
 @register("Pooling")
 class Pooling(Layer):
     Params = PoolingParams
+    caffe_params = {"pooling_param": None}
     backward_reads_bottom = False  # MAX keeps its argmax; AVE needs nothing
 
     def setup(self, bottom_shapes):

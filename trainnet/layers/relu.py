@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
@@ -16,11 +18,13 @@ class ReLUParams(Strict):
     # Caffe admits any slope; a negative one would make y > 0 where x < 0, and backward reads
     # only the top (so that the layer can run in place).
     negative_slope: float = Field(0.0, ge=0)
+    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
 
 
 @register("ReLU")
 class ReLU(Layer):
     Params = ReLUParams
+    caffe_params = {"relu_param": None}
     in_place_ok = True
     # Backward reads the top: y > 0 exactly where x > 0, so it works in place too.
     backward_reads_bottom = False

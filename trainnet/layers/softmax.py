@@ -8,6 +8,8 @@ The GPU pass (``softmax.cu``) runs one thread per ``(outer, inner)`` position an
 
 from __future__ import annotations
 
+from typing import Literal
+
 import math
 
 import numpy as np
@@ -21,6 +23,7 @@ KERNELS = kernel_source(__file__)
 
 class SoftmaxParams(Strict):
     axis: int = 1
+    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
 
 
 def split_axis(layer: Layer, shape: Shape, axis: int) -> tuple[int, int, int, int]:
@@ -46,6 +49,7 @@ def softmax_into(x3: np.ndarray, y3: np.ndarray, scale: np.ndarray) -> None:
 @register("Softmax")
 class Softmax(Layer):
     Params = SoftmaxParams
+    caffe_params = {"softmax_param": None}
     backward_reads_bottom = False
     backward_reads_top = True
 

@@ -91,6 +91,7 @@ def read_labels(layer: Layer, io: StepIO, ignore_label: Optional[int]) -> int:
 @register("SoftmaxWithLoss")
 class SoftmaxWithLoss(Layer):
     Params = SoftmaxWithLossParams
+    caffe_params = {"softmax_param": ("axis",), "loss_param": None}
     num_bottoms = (2, 2)
     num_tops = (1, 2)
     is_loss = True
