@@ -86,3 +86,18 @@ class TransformationParameter(Strict):
 
 class BlobShape(Strict):
     dim: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
+
+
+class Preprocess(Strict):
+    """How a model's inputs were prepared when it was trained: recorded with the model (a zoo
+    net, a converted Caffe model), never guessed.  An image in [0, 1] becomes the net's input as
+    pycaffe's Transformer does: resize, centre-crop to the input size, reorder channels, times
+    ``raw_scale``, minus the mean, times ``input_scale``."""
+
+    channel_order: Literal["BGR", "RGB", "GRAY"] = "BGR"
+    raw_scale: float = Field(255.0, gt=0)   # pixel values span [0, raw_scale] before the mean
+    mean_value: FloatList = []              # one per channel (in channel_order) or one for all
+    mean_file: Optional[str] = None         # a binaryproto mean, instead of mean_value
+    input_scale: float = Field(1.0, gt=0)   # applied after the mean is subtracted
+    resize: PosIntList = []                 # [H, W] to resize to before the centre crop
+    labels: Optional[str] = None            # class names, one per line (synset_words.txt)

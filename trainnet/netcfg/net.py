@@ -15,9 +15,10 @@ from typing import Annotated, TypeVar
 from pydantic import Field, ValidationError, model_validator
 
 from trainnet.errors import ConfigError
-from trainnet.netcfg.common import (FloatList, Repeated, BoolList, NetState, NetStateRule, ParamSpec, Phase,
-                                    Strict, StrList, TransformationParameter)
+from trainnet.netcfg.common import (BoolList, FloatList, NetState, NetStateRule, ParamSpec, Preprocess,
+                                    Repeated, Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
+from trainnet.netcfg.prototxt import is_prototxt, read_file, read_net
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
 
 
@@ -56,6 +57,7 @@ class NetConfig(Strict):
     layer: list[LayerConfig] = []
     state: NetState = NetState()
     force_backward: bool = False
+    preprocess: Optional[Preprocess] = None  # trainnet's record of the input preparation
     file: Optional[str] = None  # the file it was read from; relative paths resolve against it
 
     @property
@@ -103,7 +105,7 @@ def parse_layer(data: Any, src: SourceMap, index: int) -> LayerConfig:
                       model=LayerConfig) from None
 
 
-NET_KEYS = ("name", "layer", "state", "force_backward")
+NET_KEYS = ("name", "layer", "state", "force_backward", "preprocess")
 
 
 def parse_net(data: Any, src: SourceMap) -> NetConfig:
@@ -123,12 +125,20 @@ def parse_net(data: Any, src: SourceMap) -> NetConfig:
 
 
 def load_net(path: str | Path) -> NetConfig:
+    """A net from a YAML or prototxt file (by suffix), or ``zoo:NAME`` for a zoo net."""
+    if str(path).startswith("zoo:"):
+        from trainnet.zoo.registry import net_path
+
+        path = net_path(str(path)[len("zoo:"):])
+    if is_prototxt(path):
+        return load_net_text(read_file(path), str(path))
     data, src = load_yaml(path)
     return parse_net(data, src)
 
 
 def load_net_text(text: str, file: str = "<string>") -> NetConfig:
-    data, src = load_yaml_text(text, file)
+    """A net from text: prototxt when ``file`` has a prototxt suffix, else YAML."""
+    data, src = read_net(text, file) if is_prototxt(file) else load_yaml_text(text, file)
     return parse_net(data, src)
 
 

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 
 from trainnet.netcfg.common import Strict, _as_list
 from trainnet.netcfg.errors import located
+from trainnet.netcfg.prototxt import is_prototxt, read_file, read_solver
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
 
 IntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
@@ -65,8 +66,15 @@ class SolverConfig(Strict):
 
     @property
     def net_path(self) -> Path:
+        """The net file: relative to the solver file; failing that, to the working directory
+        (where Caffe's own solvers, run from Caffe's root, expect it); ``zoo:NAME`` as it is."""
+        net = Path(self.net)
+        if self.net.startswith("zoo:") or net.is_absolute():
+            return net
         base = Path(self.file).resolve().parent if self.file else Path.cwd()
-        return (base / self.net) if not Path(self.net).is_absolute() else Path(self.net)
+        if not (base / net).exists() and net.exists():
+            return net.resolve()
+        return base / net
 
 
 SOLVER_KEYS = tuple(k for k in SolverConfig.model_fields if k != "file")
@@ -96,10 +104,14 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
 
 
 def load_solver(path: str | Path) -> SolverConfig:
+    """A solver from a YAML or prototxt file (by suffix)."""
+    if is_prototxt(path):
+        return load_solver_text(read_file(path), str(path))
     data, src = load_yaml(path)
     return parse_solver(data, src)
 
 
 def load_solver_text(text: str, file: str = "<string>") -> SolverConfig:
-    data, src = load_yaml_text(text, file)
+    """A solver from text: prototxt when ``file`` has a prototxt suffix, else YAML."""
+    data, src = read_solver(text, file) if is_prototxt(file) else load_yaml_text(text, file)
     return parse_solver(data, src)
