@@ -1,0 +1,1 @@
+"""Model zoo: Caffe model definitions, and Caffe prototxt/caffemodel import and export."""

@@ -1,0 +1,97 @@
+"""`trainnet convert`: between Caffe's files and trainnet's, chosen by the files' suffixes.
+
+- net or solver: prototxt <-> YAML (the same validated models either way, so a round trip keeps
+  the meaning; YAML flattens each layer's parameter messages onto the layer);
+- weights: caffemodel -> safetensors (legacy blob shapes fixed, against the net's shapes when a
+  model is given) and safetensors -> caffemodel (layer types, bottoms and tops from the model).
+
+A converted model records its preprocessing (``preprocess`` in the net, and in the weights'
+metadata) from what the user states; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from trainnet.errors import TrainnetError
+from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_solver
+from trainnet.netcfg.common import Preprocess
+from trainnet.netcfg.prototxt import is_prototxt, parse_text, read_file
+from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
+from trainnet.solver.snapshot import atomic_write
+
+YAML_SUFFIXES = (".yaml", ".yml")
+NET_KEYS = {"layer", "layers", "input", "input_dim", "input_shape"}
+
+
+@dataclass
+class Converted:
+    """What a conversion wrote, for the command to report."""
+
+    kind: str                        # "net", "solver" or "weights"
+    notes: list[str] = field(default_factory=list)
+
+
+def _kind_of(path: Path) -> str:
+    """'net' or 'solver', from a config file's top-level keys."""
+    if is_prototxt(path):
+        keys = {f.key for f in parse_text(read_file(path), str(path))}
+    else:
+        try:
+            data = yaml.safe_load(read_file(path))
+        except yaml.YAMLError:
+            data = None
+        keys = set(data) if isinstance(data, dict) else set()
+    return "net" if keys & NET_KEYS or not keys & {"net", "base_lr", "max_iter"} else "solver"
+
+
+def yaml_text(data: dict) -> str:
+    """YAML as the shipped configs read: blocks for layers, flow style for short leaves."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def solver_dict(cfg: SolverConfig) -> dict:
+    return {"net": cfg.net, **cfg.model_dump(exclude={"file", "net"}, exclude_defaults=True)}
+
+
+def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None) -> Converted:
+    """A net or solver between prototxt and YAML (either way; YAML to YAML normalises)."""
+    kind = _kind_of(src)
+    out = Converted(kind)
+    to_prototxt = is_prototxt(dst)
+    if not to_prototxt and dst.suffix.lower() not in YAML_SUFFIXES:
+        raise TrainnetError(f"{dst}: write a config as .yaml or .prototxt")
+    if kind == "solver":
+        if preprocess is not None:
+            raise TrainnetError("preprocessing belongs to a net, not to a solver")
+        cfg = load_solver(src)
+        text = dump_solver_prototxt(cfg) if to_prototxt else yaml_text(solver_dict(cfg))
+        if is_prototxt(cfg.net) != to_prototxt:
+            out.notes.append(f"the solver still names its net {cfg.net}: convert that file too "
+                             "and edit net:")
+    else:
+        net = load_net(src)
+        if preprocess is not None:
+            net = net.model_copy(update={"preprocess": preprocess})
+        if to_prototxt:
+            text = dump_net_prototxt(net)
+            if net.preprocess is not None:
+                out.notes.append("prototxt has no field for the preprocessing record; it stays in "
+                                 "the YAML only")
+        else:
+            text = yaml_text(dump_net(net))
+            if net.preprocess is None:
+                out.notes.append("no preprocessing recorded (give --channel-order, --raw-scale, "
+                                 "--mean-file/--mean-value, --input-scale to record it)")
+    atomic_write(dst, text.encode())
+    return out
+
+
+def preprocess_metadata(preprocess: Optional[Preprocess]) -> dict[str, str]:
+    return {} if preprocess is None else {"preprocess": json.dumps(
+        preprocess.model_dump(exclude_defaults=False))}
