@@ -15,14 +15,14 @@ positions that keeps the probabilities, a code per label (in ``label``) and the 
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Optional
 
 import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, count_tops, register
+from trainnet.layers.loss import LossParams, normalizer
 from trainnet.layers.softmax import softmax_into, split_axis
-from trainnet.netcfg.common import Strict
 from trainnet.runtime.kernels import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
@@ -30,20 +30,8 @@ KERNELS = kernel_source(__file__)
 FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
-class SoftmaxWithLossParams(Strict):
+class SoftmaxWithLossParams(LossParams):  # loss_param's fields, normalization VALID by default
     axis: int = 1
-    ignore_label: Optional[int] = None
-    # None means "not given": then the legacy ``normalize`` decides, else VALID (as Caffe).
-    normalization: Optional[Literal["FULL", "VALID", "BATCH_SIZE", "NONE"]] = None
-    normalize: Optional[bool] = None
-
-    @property
-    def mode(self) -> str:
-        if self.normalization is not None:
-            return self.normalization
-        if self.normalize is not None:
-            return "VALID" if self.normalize else "BATCH_SIZE"
-        return "VALID"
 
 
 def label_setup(layer: Layer, shapes: list[Shape], axis: int) -> tuple[int, int, int]:
@@ -116,9 +104,7 @@ class SoftmaxWithLoss(Layer):
 
     def normalizer(self, valid_count: int) -> float:
         outer, _, inner = self.shape3
-        norm = {"FULL": outer * inner, "VALID": valid_count, "BATCH_SIZE": outer,
-                "NONE": 1}[self.p.mode]
-        return float(max(1, norm))
+        return normalizer(self.p.mode, outer, inner, valid_count)
 
     def forward_cpu(self, io: StepIO):
         prob, picked = io.buf["prob"], io.buf["scale"]

@@ -1,0 +1,50 @@
+// ContrastiveLoss over N pairs of C features.  Forward is one block: each thread takes pairs
+// in turn, keeps a - b and the pair's gradient coefficient, and the block sums the pair losses
+// in a fixed order.  A label is "similar" when it truncates to a nonzero int, as in Caffe.
+#include "common.cuh"
+
+extern "C" __global__ void contrastive_loss_forward(float* loss, float* diff, float* coef,
+                                                    const float* a, const float* b,
+                                                    const float* y, i64 N, i64 C, float margin,
+                                                    int legacy) {
+    __shared__ float scratch[1024];
+    float total = 0.0f;
+    BLOCK_STRIDE(n, N) {
+        float dsq = 0.0f;
+        for (i64 c = 0; c < C; ++c) {
+            const i64 i = n * C + c;
+            const float d = a[i] - b[i];
+            diff[i] = d;
+            dsq += d * d;
+        }
+        if (!(fabsf(y[n]) < 1.0f)) {  // similar: (int)y != 0
+            total += dsq;
+            coef[n] = 1.0f;
+        } else if (legacy) {
+            const float mdist = margin - dsq;
+            total += fmaxf(mdist, 0.0f);
+            coef[n] = mdist > 0.0f ? -1.0f : 0.0f;
+        } else {
+            const float dist = sqrtf(dsq);
+            const float mdist = margin - dist;
+            const float m = fmaxf(mdist, 0.0f);
+            total += m * m;
+            coef[n] = mdist > 0.0f ? -mdist / (dist + 1e-4f) : 0.0f;
+        }
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1) * 0.5f;
+}
+
+// da = coef * (a - b) * w / N and db = -da, each where its flag is set; the loss weight w is
+// top 0's diff, read on the device.
+extern "C" __global__ void contrastive_loss_backward(float* da, float* db, const float* diff,
+                                                     const float* coef, const float* top_diff,
+                                                     int has_a, int has_b, i64 N, i64 C) {
+    const float alpha = top_diff[0] / (float)(N > 1 ? N : 1);
+    GRID_STRIDE(i, N * C) {
+        const float g = coef[i / C] * diff[i] * alpha;
+        if (has_a) da[i] = g;
+        if (has_b) db[i] = -g;
+    }
+}

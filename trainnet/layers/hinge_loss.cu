@@ -1,0 +1,37 @@
+// HingeLoss over N rows of dim scores, one label per row: m = max(0, 1 - t x) with t = +1 at
+// the label and -1 elsewhere.  Forward is one block that keeps the margins and each row's
+// label code and sums m (L1) or m^2 (L2) in a fixed order.  A label outside [0, dim) makes
+// the loss and its gradient NaN (the CPU pass refuses it; a GPU pass cannot stop mid-graph).
+#include "classes.cuh"
+
+extern "C" __global__ void hinge_loss_forward(float* loss, float* margin, i64* code,
+                                              const float* x, const float* label, i64 N,
+                                              i64 dim, int l2) {
+    __shared__ float scratch[1024];
+    const float nan = __int_as_float(0x7fffffff);
+    float total = 0.0f;
+    BLOCK_STRIDE(i, N * dim) {
+        const i64 row = i / dim, j = i % dim;
+        const i64 k = label_code(label[row], (int)dim, 0, 0);
+        if (j == 0) code[row] = k;
+        const float m = fmaxf(0.0f, 1.0f + (j == k ? -x[i] : x[i]));
+        margin[i] = m;
+        total += k == LABEL_BAD ? nan : (l2 ? m * m : m);
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1);
+}
+
+// dx = -t sign(m) (L1) or -2 t m (L2), times loss_weight / N; the loss weight is top 0's diff,
+// read on the device.
+extern "C" __global__ void hinge_loss_backward(float* dx, const float* margin, const i64* code,
+                                               const float* top_diff, i64 N, i64 dim, int l2) {
+    const float scale = top_diff[0] / (float)(N > 1 ? N : 1);
+    GRID_STRIDE(i, N * dim) {
+        const i64 k = code[i / dim];
+        const float m = margin[i];
+        float g = l2 ? 2.0f * m : (m > 0.0f ? 1.0f : 0.0f);
+        if (i % dim == k) g = -g;
+        dx[i] = k == LABEL_BAD ? __int_as_float(0x7fffffff) : g * scale;
+    }
+}

@@ -1,0 +1,62 @@
+// InfogainLoss over axis 1 of an (outer, K, inner) blob of scores, one row (outer, inner) per
+// thread, with a K x K matrix H.  Forward is one block: each thread takes rows in turn (softmax
+// into `prob`, the label's -sum_k H[label, k] log(max(p_k, 1e-20))), and the block sums the
+// losses and the counted labels in a fixed order.  It keeps for backward the probabilities,
+// each row's label code, each counted row's sum of H[label] and the normalizer.  A counted label
+// outside [0, K) turns the loss and its gradient into NaN (the CPU pass refuses it).
+#include "classes.cuh"
+
+extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* code, float* hsum,
+                                                 float* norm_out, const float* x,
+                                                 const float* label, const float* H, i64 rows,
+                                                 int K, i64 inner, int has_ignore, i64 ignore,
+                                                 float fixed_norm) {
+    __shared__ float scratch[1024];
+    const float nan = __int_as_float(0x7fffffff);
+    float total = 0.0f, count = 0.0f;
+    BLOCK_STRIDE(r, rows) {
+        const i64 base = row_base(r, K, inner);
+        softmax_row(prob, x, base, K, inner);
+        const i64 k = label_code(label[r], K, has_ignore, ignore);
+        code[r] = k;
+        if (k == LABEL_IGNORED) continue;
+        count += 1.0f;
+        if (k == LABEL_BAD) {
+            total = nan;
+            continue;
+        }
+        float sum = 0.0f, gain = 0.0f;
+        for (int c = 0; c < K; ++c) {
+            const float h = H[k * K + c];
+            sum += h;
+            gain += h * logf(fmaxf(prob[base + c * inner], 1e-20f));
+        }
+        hsum[r] = sum;
+        total -= gain;
+    }
+    total = block_sum(total, scratch);
+    count = block_sum(count, scratch);
+    if (threadIdx.x == 0) {
+        const float norm = fixed_norm > 0.0f ? fixed_norm : fmaxf(count, 1.0f);  // VALID: 0
+        loss[0] = total / norm;
+        norm_out[0] = norm;
+    }
+}
+
+// dx = (p * sum_k H[label, k] - H[label, c]) * loss_weight / norm, 0 where the label is
+// ignored.  The loss weight is top 0's diff, read on the device.
+extern "C" __global__ void infogain_loss_backward(float* dx, const float* prob, const i64* code,
+                                                  const float* hsum, const float* norm,
+                                                  const float* H, const float* top_diff, i64 n,
+                                                  int K, i64 inner) {
+    const float scale = top_diff[0] / norm[0];
+    GRID_STRIDE(i, n) {
+        const i64 t = i / inner;
+        const int c = (int)(t % K);
+        const i64 r = t / K * inner + i % inner;
+        const i64 k = code[r];
+        if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
+        else if (k == LABEL_IGNORED) dx[i] = 0.0f;
+        else dx[i] = (prob[i] * hsum[r] - H[k * K + c]) * scale;
+    }
+}

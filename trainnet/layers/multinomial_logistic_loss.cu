@@ -1,0 +1,33 @@
+// MultinomialLogisticLoss over N rows of dim probabilities, one label per row.  Forward is
+// one block summing -log(max(p[label], 1e-20)) in a fixed order.  A label outside [0, dim)
+// makes the loss and its gradient NaN (the CPU pass refuses it; a GPU pass cannot stop).
+#include "classes.cuh"
+
+#define LOG_THRESHOLD 1e-20f
+
+extern "C" __global__ void multinomial_logistic_loss_forward(float* loss, const float* prob,
+                                                             const float* label, i64 N, i64 dim) {
+    __shared__ float scratch[1024];
+    float total = 0.0f;
+    BLOCK_STRIDE(row, N) {
+        const i64 k = label_code(label[row], (int)dim, 0, 0);
+        total -= k == LABEL_BAD ? __int_as_float(0x7fffffff)
+                                : logf(fmaxf(prob[row * dim + k], LOG_THRESHOLD));
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1);
+}
+
+// dx = -loss_weight / (N max(p, 1e-20)) at each row's label, 0 elsewhere; the loss weight is
+// top 0's diff, read on the device.
+extern "C" __global__ void multinomial_logistic_loss_backward(float* dx, const float* prob,
+                                                              const float* label,
+                                                              const float* top_diff, i64 N,
+                                                              i64 dim) {
+    const float scale = -top_diff[0] / (float)(N > 1 ? N : 1);
+    GRID_STRIDE(i, N * dim) {
+        const i64 k = label_code(label[i / dim], (int)dim, 0, 0);
+        if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
+        else dx[i] = i % dim == k ? scale / fmaxf(prob[i], LOG_THRESHOLD) : 0.0f;
+    }
+}

@@ -1,0 +1,75 @@
+"""MultinomialLogisticLoss: the mean negative log-probability of each row's label.
+
+Bottom 0 holds probabilities, seen as N rows of ``dim = count / N`` (a Softmax before it
+makes them); bottom 1 holds N labels (floats, truncated to an int, in ``[0, dim)``).
+``loss = -sum log(max(p[label], 1e-20)) / N``; the gradient is
+``-loss_weight / (N max(p[label], 1e-20))`` at each label and 0 elsewhere, as Caffe's.
+
+The GPU pass (``multinomial_logistic_loss.cu``) is one single-block kernel forward and one
+elementwise kernel backward, both reading the labels as they come; a label outside
+``[0, dim)``, which the CPU pass refuses, makes the loss and the gradient NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainnet.layers.base import Buffer, Layer, StepIO, register
+from trainnet.layers.loss import LOG_THRESHOLD, loss_weight, row_label_setup
+from trainnet.layers.softmax_loss import label_buffers, read_labels
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Layer):
+    num_bottoms = (2, 2)
+    is_loss = True
+    no_grad_bottoms = (1,)  # the label
+
+    def setup(self, bottom_shapes):
+        self.shape3 = row_label_setup(self, bottom_shapes)
+        return [()]
+
+    def buffers(self):
+        if self.on_gpu:  # multinomial_logistic_loss.cu needs no buffer
+            return {}
+        return {"picked": Buffer((self.shape3[0], 1, 1)), **label_buffers(self.shape3)}
+
+    def flops(self):
+        n, dim, _ = self.shape3
+        return n * dim + 2 * n
+
+    def forward_cpu(self, io: StepIO):
+        n = self.shape3[0]
+        read_labels(self, io, None)
+        picked = io.buf["picked"]
+        np.sum(io.bottom[0].reshape(self.shape3), axis=1, keepdims=True, where=io.buf["onehot"],
+               out=picked)
+        np.maximum(picked, LOG_THRESHOLD, out=picked)
+        np.log(picked, out=picked)
+        io.top[0][...] = -picked.sum() / max(n, 1)
+
+    def backward_cpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        n = self.shape3[0]
+        dx3 = dx.reshape(self.shape3)
+        np.maximum(io.bottom[0].reshape(self.shape3), LOG_THRESHOLD, out=dx3)
+        np.divide(-loss_weight(io) / max(n, 1), dx3, out=dx3)
+        np.multiply(dx3, io.buf["onehot"], out=dx3)
+
+    def forward_gpu(self, io: StepIO):
+        n, dim, _ = self.shape3
+        io.gpu.launch_blocks(KERNELS, "multinomial_logistic_loss_forward", 1, BLOCK, io.top[0],
+                             io.bottom[0], io.bottom[1], np.int64(n), np.int64(dim))
+
+    def backward_gpu(self, io: StepIO):
+        dx = io.bottom_diff[0]
+        if dx is None:
+            return
+        n, dim, _ = self.shape3
+        io.gpu.launch(KERNELS, "multinomial_logistic_loss_backward", dx.size, dx, io.bottom[0],
+                      io.bottom[1], io.top_diff[0], np.int64(n), np.int64(dim))
