@@ -1,0 +1,35 @@
+// Reduction over the trailing `dim` values of each row.  op: 0 SUM, 1 ASUM, 2 SUMSQ, 3 MEAN
+// (`coeff` already divided by dim for MEAN, as reduction.py passes it).
+#include "common.cuh"
+
+// y[row] = coeff * sum of f(x[row, :]): one block per row
+extern "C" __global__ void reduction_forward(float* y, const float* x, int op, float coeff,
+                                             i64 dim) {
+    __shared__ float scratch[1024];
+    const float* row = x + (i64)blockIdx.x * dim;
+    float s = 0.0f;
+    BLOCK_STRIDE(j, dim) {
+        const float v = row[j];
+        s += op == 1 ? fabsf(v) : (op == 2 ? v * v : v);
+    }
+    const float total = block_sum(s, scratch);
+    if (threadIdx.x == 0) y[blockIdx.x] = coeff == 1.0f ? total : total * coeff;
+}
+
+// dx = coeff dy (SUM, MEAN), sign(x) coeff dy (ASUM), x (2 coeff dy) (SUMSQ); x unread for SUM
+// and MEAN
+extern "C" __global__ void reduction_backward(float* dx, const float* dy, const float* x, int op,
+                                              float coeff, i64 dim, i64 count) {
+    GRID_STRIDE(i, count) {
+        const float scale = dy[i / dim] * coeff;
+        if (op == 1) {
+            const float v = x[i];
+            const float sign = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+            dx[i] = sign * scale;
+        } else if (op == 2) {
+            dx[i] = x[i] * (scale * 2.0f);
+        } else {
+            dx[i] = scale;
+        }
+    }
+}
