@@ -1,0 +1,76 @@
+"""What Caffe's elementwise "neuron" layers share: one bottom, one top of the same shape.
+
+Caffe lets every neuron layer run in place (``top`` == ``bottom``).  One whose backward reads
+its bottom would then read its own output; so when such a layer is configured in place and runs
+backward, forward first saves the bottom in a buffer that lives until backward (as Caffe's
+PReLU does) and backward reads that copy.  Every neuron type is therefore correct in place.
+
+The CPU passes are written so that the top may share the bottom's memory and the bottom
+gradient the top gradient's: a pass reads each element of its input before it writes that
+element of its output (a backward computes its factor in scratch, then multiplies once).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainnet.layers.base import Buffer, Layer, StepIO
+
+
+class Neuron(Layer):
+    """Base of the one-bottom one-top elementwise layers."""
+
+    in_place_ok = True
+
+    def setup(self, bottom_shapes):
+        return [bottom_shapes[0]]
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.top_shapes[0])
+
+    def flops(self):
+        return self.count
+
+    @property
+    def keeps_bottom(self) -> bool:
+        """Configured in place while backward reads the bottom: forward saves a copy of it."""
+        cfg = self.common
+        in_place = cfg is not None and list(cfg.bottom) == list(cfg.top)
+        return in_place and self.backward_reads_bottom and not self.forward_only
+
+    def scratch(self) -> dict[str, Buffer]:
+        """The type's own buffers (read after ``on_gpu`` and ``forward_only`` are set)."""
+        return {}
+
+    def buffers(self):
+        bufs = dict(self.scratch())
+        if self.keeps_bottom:
+            bufs["bottom"] = Buffer(self.top_shapes[0])
+        return bufs
+
+    def scratch_if_cpu(self, *names: str, backward_only: tuple[str, ...] = ()) -> dict[str, Buffer]:
+        """Top-shaped float32 scratch for the CPU pass (the kernels need none)."""
+        if self.on_gpu:
+            return {}
+        wanted = list(names) + ([] if self.forward_only else list(backward_only))
+        return {n: Buffer(self.top_shapes[0]) for n in wanted}
+
+    def saved_bottom(self, io: StepIO):
+        """The bottom as forward saw it: its copy when the layer runs in place."""
+        return io.buf["bottom"] if self.keeps_bottom else io.bottom[0]
+
+    def forward(self, io: StepIO, device) -> None:
+        if self.keeps_bottom:
+            if device.is_gpu:
+                io.gpu.copy(io.buf["bottom"], io.bottom[0])
+            else:
+                np.copyto(io.buf["bottom"], io.bottom[0])
+        super().forward(io, device)
+
+    def backward(self, io: StepIO, device) -> None:
+        if io.bottom_diff[0] is None and all(d is None for d in io.param_diff):
+            return
+        super().backward(io, device)

@@ -1,0 +1,40 @@
+"""Threshold: ``y = 1`` where ``x > threshold``, else 0.
+
+Like Caffe's it has no backward (its gradient is 0 almost everywhere): the compiler refuses a
+net whose loss needs a gradient through it; ``propagate_down: false`` on it says that none is
+wanted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainnet.layers.base import StepIO, register
+from trainnet.layers.neuron import Neuron
+from trainnet.netcfg.common import Strict
+from trainnet.runtime.kernels import kernel_source
+
+KERNELS = kernel_source(__file__)
+
+
+class ThresholdParams(Strict):
+    threshold: float = 0.0
+
+
+@register("Threshold")
+class Threshold(Neuron):
+    Params = ThresholdParams
+    caffe_params = {"threshold_param": None}
+    has_backward = False
+    backward_reads_bottom = False
+
+    def forward_cpu(self, io: StepIO):
+        np.greater(io.bottom[0], np.float32(self.p.threshold), out=io.top[0])
+
+    def backward_cpu(self, io: StepIO):
+        pass  # has_backward is False: the plan never calls this
+
+    def forward_gpu(self, io: StepIO):
+        x, y = io.bottom[0], io.top[0]
+        io.gpu.launch(KERNELS, "threshold_forward", x.size, y, x, np.float32(self.p.threshold),
+                      np.int64(x.size))
