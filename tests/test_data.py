@@ -260,7 +260,7 @@ def test_mirror_without_crop(toy):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"transform": {"mean_file": "mean.binaryproto"}}, "later version"),
+    ({"transform": {"mean_file": "mean.binaryproto", "mean_value": [1]}}, "mean_file or mean_value, not both"),
     ({"transform": {"crop_size": 7}}, "crop_size 7 exceeds the 6x8 images"),
     ({"transform": {"mean_value": [1, 2]}}, "mean_value: give 1 value, got 2"),
     ({"source": "toy/nothing-images-idx3-ubyte.gz"}, "not found"),

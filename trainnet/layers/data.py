@@ -52,13 +52,19 @@ class DataReader:
         self.stage = np.empty((batch_size, c, ch, cw), images.dtype)
         self.label_stage = None if labels is None else np.empty(batch_size, labels.dtype)
         self.scale = np.float32(scale)
-        self.mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1, 1, 1)
+        # mean: per-channel values, or a (C, H, W) mean image (mean_file) read at each output's
+        # source pixel (as Caffe): a crop takes the mean's same window, a mirror flips both
+        self.mean = None if mean is None else np.asarray(mean, np.float32)
+        if self.mean is not None and self.mean.ndim != 3:
+            self.mean = self.mean.reshape(-1, 1, 1)
         self.crop, self.mirror = crop, mirror  # Caffe mirrors at random in either phase
-        self.gather = None
+        self.gather = self.mean_window = None
         if crop or self.mirror:  # flat offsets of one item's crop window, plain and flipped
             ci, yi, xi = np.ix_(np.arange(c), np.arange(ch), np.arange(cw))
             self.gather = (ci * h * w + yi * w + xi, ci * h * w + yi * w + (cw - 1 - xi),
                            np.empty(self.stage.shape, np.int64))
+            if self.mean is not None and self.mean.shape == (c, h, w):
+                self.mean_window = np.empty(self.stage.shape, np.float32)
 
     def _next_indices(self) -> None:
         n, done = len(self.perm), 0
@@ -84,7 +90,10 @@ class DataReader:
         np.copyto(sel, plain)
         if self.mirror:
             np.copyto(sel, flipped, where=(self.rng.integers(0, 2, b) == 1)[:, None, None, None])
-        sel += (self.idx * (c * h * w) + oy * w + ox)[:, None, None, None]
+        sel += np.asarray(oy * w + ox)[..., None, None, None]  # offsets within one image
+        if self.mean_window is not None:
+            np.take(self.mean.reshape(-1), sel, out=self.mean_window, mode="clip")
+        sel += (self.idx * (c * h * w))[:, None, None, None]
         np.take(self.images.reshape(-1), sel, out=self.stage, mode="clip")
 
     def next_batch(self, data_out: np.ndarray, label_out: Optional[np.ndarray] = None) -> None:
@@ -95,8 +104,9 @@ class DataReader:
             self._gather_window()
         if self.mean is None:
             np.multiply(self.stage, self.scale, out=data_out)
-        else:
-            np.subtract(self.stage, self.mean, out=data_out)
+        else:  # Caffe subtracts the mean before scaling
+            mean = self.mean if self.mean_window is None else self.mean_window
+            np.subtract(self.stage, mean, out=data_out)
             if self.scale != 1:
                 data_out *= self.scale
         if label_out is not None:
@@ -205,9 +215,8 @@ class Data(Layer):
         p = self.p
         tp = getattr(self.common, "transform_param", None) or TransformationParameter()
         self.transform = tp
-        if tp.mean_file:
-            raise self.error("transform_param.mean_file: mean files (binaryproto) are read by a "
-                             "later version of trainnet; give mean_value instead")
+        if tp.mean_file and tp.mean_value:
+            raise self.error("transform_param: give mean_file or mean_value, not both (as in Caffe)")
         if tp.force_color:
             raise self.error("transform_param.force_color: IDX images are stored as they are")
         self.with_labels = len(getattr(self.common, "top", None) or [0, 0]) > 1
@@ -226,9 +235,25 @@ class Data(Layer):
             per_channel = f" or {c} (one per channel)" if c > 1 else ""
             raise self.error(f"transform_param.mean_value: give 1 value{per_channel}, "
                              f"got {len(tp.mean_value)}")
+        self.mean_image = self._mean_image((c, h, w)) if tp.mean_file else None
         ch, cw = (tp.crop_size, tp.crop_size) if tp.crop_size else (h, w)
         tops = [(p.batch_size, c, ch, cw)]
         return tops + [(p.batch_size,)] if self.with_labels else tops
+
+    def _mean_image(self, chw: tuple[int, int, int]) -> np.ndarray:
+        """transform_param.mean_file: a binaryproto mean of the images' full (C, H, W) size,
+        found like the data files."""
+        from trainnet.zoo.caffemodel import load_mean
+
+        try:
+            mean = load_mean(resolve_data_path(self.transform.mean_file, self.base_dir))
+        except TrainnetError as exc:
+            raise self.error(f"transform_param.mean_file: {exc}") from None
+        if mean.shape != chw:
+            raise self.error(f"transform_param.mean_file {self.transform.mean_file}: the mean has "
+                             f"shape {mean.shape} but the images are {chw} (it must be of the "
+                             "uncropped image size, as in Caffe)")
+        return mean
 
     def _label_source(self) -> str:
         if self.p.label_source:
@@ -280,7 +305,8 @@ class Data(Layer):
         reader = DataReader(images, labels, self.p.batch_size, rng=reader_rng,
                             shuffle=self.p.shuffle, skip=skip, crop=tp.crop_size,
                             mirror=tp.mirror, train=self.phase == "TRAIN", scale=tp.scale,
-                            mean=np.asarray(tp.mean_value) if tp.mean_value else None)
+                            mean=self.mean_image if tp.mean_file else
+                            np.asarray(tp.mean_value) if tp.mean_value else None)
         if device is None or not device.is_gpu:
             return reader
         return StagedReader(reader, self.top_shapes, device.backend)

@@ -66,11 +66,30 @@ def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -
                                        "iter": str(iteration)})
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's 8-byte length, then the JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
-    """Copy blobs by layer name into ``store``.  Returns (loaded layers, skipped layers of the
-    file with no match here); a shape mismatch is an error naming the layer and both shapes."""
-    tensors = read_tensors(path, "weights")
+    """Copy blobs by layer name into ``store`` from trainnet weights (safetensors) or a Caffe
+    .caffemodel (by suffix, else by content), whose legacy shapes are fitted to the net's.
+    Returns (loaded layers, skipped layers of the file with no match here); a shape mismatch
+    is an error naming the layer and both shapes."""
+    path = Path(path)
     targets = store.named()
+    if path.is_file() and (path.suffix.lower() == ".caffemodel" or
+                           (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
+        from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
+
+        tensors = caffe_to_trainnet(read_caffemodel(path), {k: v.shape for k, v in targets.items()})
+    else:
+        tensors = read_tensors(path, "weights")
     loaded, skipped = [], []
     for key, value in tensors.items():
         layer = key.rsplit(".", 1)[0]

@@ -1,0 +1,366 @@
+"""Caffe's binary files: trained weights (.caffemodel) and single blobs (.binaryproto means).
+
+A .caffemodel is a serialized NetParameter whose layers carry their parameter blobs; Caffe
+loads it by layer name and checks every blob's shape.  Three forms exist: the current one
+(``layer {}`` with string types), V1 (``layers {}`` with enum types) and V0 (a V1 entry
+wrapping a ``layer {}`` with lowercase string types); old files store blobs in the deprecated
+4-D num/channels/height/width fields, so an InnerProduct weight reads as (1, 1, N, K).
+``read_caffemodel`` keeps the file's shapes; ``caffe_to_trainnet`` maps them onto trainnet's
+``layer.index`` weight keys (with the net's shapes when it has them), ``trainnet_to_caffe``
+and ``write_caffemodel`` go the other way in the current form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from trainnet.errors import TrainnetError
+from trainnet.layers import known_types
+from trainnet.solver.snapshot import atomic_write
+from trainnet.zoo import caffe_pb
+
+MAX_BYTES = 2**31 - 1  # protobuf refuses larger messages; Caffe reads at most INT_MAX bytes too
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# V1LayerParameter.LayerType -> the current type string (Caffe's UpgradeV1LayerType).
+V1_TYPE_NAMES = {
+    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
+    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
+    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
+    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}
+
+V1_NAMES_BY_NUMBER = {number: name for name, number in caffe_pb.V1_LAYER_TYPES.items()}
+
+# V0LayerParameter.type -> V1 enum name (Caffe's UpgradeV0LayerType).
+V0_TYPE_NAMES = {
+    "accuracy": "ACCURACY", "bnll": "BNLL", "concat": "CONCAT", "conv": "CONVOLUTION",
+    "data": "DATA", "dropout": "DROPOUT", "euclidean_loss": "EUCLIDEAN_LOSS",
+    "flatten": "FLATTEN", "hdf5_data": "HDF5_DATA", "hdf5_output": "HDF5_OUTPUT",
+    "im2col": "IM2COL", "images": "IMAGE_DATA", "infogain_loss": "INFOGAIN_LOSS",
+    "innerproduct": "INNER_PRODUCT", "lrn": "LRN",
+    "multinomial_logistic_loss": "MULTINOMIAL_LOGISTIC_LOSS", "pool": "POOLING", "relu": "RELU",
+    "sigmoid": "SIGMOID", "softmax": "SOFTMAX", "softmax_loss": "SOFTMAX_LOSS", "split": "SPLIT",
+    "tanh": "TANH", "window_data": "WINDOW_DATA",
+}
+
+# Without the net's shapes: which blobs are 1-D (biases, BatchNorm statistics), by type.
+ONE_D_BLOBS = {"Convolution": {1}, "Deconvolution": {1}, "InnerProduct": {1}, "Embed": {1},
+               "BatchNorm": {0, 1, 2}}
+SQUEEZE_LEGACY = {"Scale", "Bias", "PReLU"}  # 1-D when stored as legacy 4-D, else as stored
+
+
+class CaffeLayer(NamedTuple):
+    """One layer of a Caffe model: its name, Caffe type string and parameter blobs (float32)."""
+
+    name: str
+    type: str
+    blobs: list[np.ndarray]
+    bottom: tuple[str, ...] = ()
+    top: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CaffeModel:
+    """What a .caffemodel holds: the net's name and its layers in file order."""
+
+    name: str
+    layers: list[CaffeLayer]
+    file: str = "<memory>"   # where it was read from, for messages
+    form: str = "layer"      # "layer" (current), "V1" or "V0"
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainnetError(f"{path}: no such {what} file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise TrainnetError(f"{path}: {size / 2**30:.1f} GiB is more than a protobuf message may "
+                            f"hold (2 GiB, also Caffe's limit); it cannot be a {what} file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TrainnetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise TrainnetError(f"{path}: empty file, not a {what} file")
+    if data.startswith(HDF5_MAGIC):
+        raise TrainnetError(f"{path}: an HDF5 file; trainnet reads Caffe's binaryproto format "
+                            "only (save the net with snapshot_format: BINARYPROTO)")
+    return data
+
+
+def _parse(message, data: bytes, path: Path, what: str):
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise TrainnetError(f"{path}: not a {what}, or a truncated or corrupt one ({exc})") from None
+    return message
+
+
+def blob_array(blob, where: str) -> np.ndarray:
+    """A BlobProto's values as float32 in its shape: ``shape`` or, in old files, the 4-D
+    num/channels/height/width; ``double_data`` when present, else ``data`` (as Caffe)."""
+    legacy = [blob.HasField(f) for f in ("num", "channels", "height", "width")]
+    if any(legacy):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = tuple(blob.shape.dim)
+    if any(d < 0 for d in shape):
+        raise TrainnetError(f"{where}: negative dimension in shape {shape}")
+    if len(blob.double_data):
+        values = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
+    else:
+        values = np.array(blob.data, dtype=np.float32)
+    count = math.prod(shape)
+    if values.size != count:
+        raise TrainnetError(f"{where}: shape {shape} needs {count} values but the blob holds "
+                            f"{values.size}")
+    return values.reshape(shape)
+
+
+def _layer_type(layer, form: str) -> str:
+    if form == "V0":
+        raw = layer.layer.type
+        v1 = V0_TYPE_NAMES.get(raw)
+        return V1_TYPE_NAMES[v1] if v1 else raw
+    if form == "V1":
+        if not layer.HasField("type"):
+            return ""
+        return V1_TYPE_NAMES[V1_NAMES_BY_NUMBER[layer.type]]
+    return layer.type
+
+
+def read_caffemodel(path: str | Path) -> CaffeModel:
+    """Read a .caffemodel (any of Caffe's three forms); blobs keep the file's shapes."""
+    path = Path(path)
+    data = _read_bytes(path, "Caffe model (.caffemodel)")
+    net = _parse(caffe_pb.NetParameter(), data, path, "Caffe model (.caffemodel)")
+    if not net.layer and not net.layers:
+        raise TrainnetError(f"{path}: holds no layers: not a Caffe model (.caffemodel), or a "
+                            "corrupt one")
+    if net.layer and net.layers:
+        raise TrainnetError(f"{path}: mixes the current 'layer' form with the deprecated 'layers' "
+                            "(V1) form; Caffe would ignore the 'layer' entries. Upgrade the file "
+                            "with Caffe's upgrade_net_proto_binary")
+    if net.layer:
+        form, entries = "layer", net.layer
+    else:
+        form = "V0" if any(l.HasField("layer") for l in net.layers) else "V1"
+        entries = net.layers
+    layers = []
+    for i, entry in enumerate(entries):
+        source = entry.layer if form == "V0" and entry.HasField("layer") else entry
+        name = source.name or f"#{i}"
+        where = f"{path}: layer '{name}'"
+        blobs = [blob_array(b, f"{where} blob {j}") for j, b in enumerate(source.blobs)]
+        layers.append(CaffeLayer(name, _layer_type(entry, form), blobs, tuple(entry.bottom),
+                                 tuple(entry.top)))
+    return CaffeModel(net.name, layers, str(path), form)
+
+
+def load_blob(path: str | Path) -> np.ndarray:
+    """A binaryproto BlobProto (a mean image, InfogainLoss's H) as float32 in its shape."""
+    path = Path(path)
+    data = _read_bytes(path, "blob (.binaryproto)")
+    blob = _parse(caffe_pb.BlobProto(), data, path, "blob (.binaryproto)")
+    if not (len(blob.data) or len(blob.double_data) or blob.HasField("shape")
+            or blob.HasField("num")):
+        raise TrainnetError(f"{path}: holds no blob: not a binaryproto blob file, or a corrupt one")
+    return blob_array(blob, str(path))
+
+
+def load_mean(path: str | Path) -> np.ndarray:
+    """A mean image for transform_param.mean_file, as (C, H, W) float32.  Caffe's mean files
+    (compute_image_mean) hold one image as (1, C, H, W)."""
+    mean = load_blob(path)
+    if mean.ndim == 4 and mean.shape[0] == 1:
+        return mean[0]
+    if mean.ndim == 3:
+        return mean
+    raise TrainnetError(f"{path}: a mean file holds one image, shape (1, C, H, W); this one "
+                        f"has shape {mean.shape}")
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _blob_proto(array: np.ndarray):
+    """A BlobProto with ``shape`` and packed float ``data``.  The values go in as the packed
+    field's wire bytes (tag 5, length, little-endian floats), which protobuf merges in one pass
+    instead of one Python float at a time."""
+    a = np.asarray(array, dtype="<f4")  # not ascontiguousarray: it makes a scalar 1-D
+    blob = caffe_pb.BlobProto()
+    blob.shape.dim.extend(int(d) for d in a.shape)
+    if a.size:
+        blob.MergeFromString(b"\x2a" + _varint(a.nbytes) + a.tobytes(order="C"))
+    return blob
+
+
+def save_blob(path: str | Path, array: np.ndarray) -> None:
+    """Write ``array`` as a binaryproto BlobProto in its shape (a mean for Caffe's mean_file
+    must be (1, C, H, W)), atomically."""
+    atomic_write(Path(path), _blob_proto(array).SerializeToString())
+
+
+def write_caffemodel(path: str | Path, net_name: str, layers: Iterable[CaffeLayer | tuple]) -> None:
+    """Write a .caffemodel in the current form (``layer {}`` with name, type, bottom, top and
+    shaped blobs), atomically; Caffe matches its layers by name and checks blob shapes.
+    ``layers`` are CaffeLayer or (name, type, blobs[, bottom, top]) tuples."""
+    net = caffe_pb.NetParameter(name=net_name)
+    for item in layers:
+        layer = CaffeLayer(*item)
+        entry = net.layer.add(name=layer.name, type=layer.type)
+        entry.bottom.extend(layer.bottom)
+        entry.top.extend(layer.top)
+        for blob in layer.blobs:
+            entry.blobs.append(_blob_proto(blob))
+    payload = net.SerializeToString()
+    if len(payload) > MAX_BYTES:
+        raise TrainnetError(f"{path}: the model needs {len(payload) / 2**30:.1f} GiB, more than a "
+                            "Caffe model file may hold (2 GiB)")
+    atomic_write(Path(path), payload)
+
+
+# --- trainnet weights <-> Caffe layers -----------------------------------------------------------
+
+def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
+    s = list(shape)
+    while s and s[0] == 1:
+        s.pop(0)
+    while s and s[-1] == 1:
+        s.pop()
+    return tuple(s)
+
+
+def _fit(array: np.ndarray, target: tuple[int, ...], where: str) -> np.ndarray:
+    """``array`` in the net's ``target`` shape when only leading/trailing 1s differ."""
+    target = tuple(target)
+    if array.shape == target:
+        return array
+    if array.size == math.prod(target) and _strip_ones(array.shape) == _strip_ones(target):
+        return array.reshape(target)
+    raise TrainnetError(f"{where}: shape {array.shape} in the file but {target} in the net")
+
+
+def _by_type(layer: CaffeLayer, j: int, array: np.ndarray, where: str) -> np.ndarray:
+    """The trainnet shape of blob ``j`` without the net's shapes: biases and BatchNorm's
+    statistics 1-D, InnerProduct's weight 2-D, Scale/Bias/PReLU 1-D when stored as legacy
+    4-D, anything else as stored."""
+    squeezable = len(_strip_ones(array.shape)) <= 1
+    if j in ONE_D_BLOBS.get(layer.type, ()) or (layer.type in SQUEEZE_LEGACY and array.ndim == 4
+                                                 and squeezable):
+        if not squeezable:
+            raise TrainnetError(f"{where}: shape {array.shape}, but a {layer.type} layer's blob {j} "
+                                "has one axis")
+        return array.reshape(-1)
+    if layer.type == "InnerProduct" and j == 0 and array.ndim != 2:
+        if array.ndim < 2 or any(d != 1 for d in array.shape[:-2]):
+            raise TrainnetError(f"{where}: shape {array.shape}, but an InnerProduct weight is 2-D "
+                                "(legacy files: (1, 1, N, K))")
+        return array.reshape(array.shape[-2:])
+    return array
+
+
+def _refuse_unknown(model: CaffeModel, layer: CaffeLayer) -> None:
+    if layer.type not in known_types():
+        what = f"type '{layer.type}'" if layer.type else "no type (or a V1 type this reader lacks)"
+        raise TrainnetError(f"{model.file}: layer '{layer.name}' has {what}, which trainnet does "
+                            "not implement; its weights cannot be converted")
+
+
+def caffe_to_trainnet(model: CaffeModel,
+                      targets: Optional[dict[str, tuple[int, ...]]] = None) -> dict[str, np.ndarray]:
+    """Weights by trainnet key ``layer.index`` from a read Caffe model.
+
+    With ``targets`` (the net's blob shapes by key) every layer of the file that the net has
+    must hold the net's number of blobs and shapes that agree up to leading/trailing 1s; the
+    file's other layers come back as stored (the caller reports them as skipped).  Without
+    targets, per-type rules fix legacy shapes and a layer with blobs whose type trainnet does
+    not implement is refused by name.  Layers without blobs are left out.
+    """
+    net_blobs: dict[str, int] = {}
+    for key in targets or {}:
+        layer, _, index = key.rpartition(".")
+        net_blobs[layer] = max(net_blobs.get(layer, 0), int(index) + 1)
+    out: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        if not layer.blobs:
+            continue
+        where = f"{model.file}: layer '{layer.name}'"
+        in_net = layer.name in net_blobs
+        if targets is None:
+            _refuse_unknown(model, layer)
+        elif in_net and net_blobs[layer.name] != len(layer.blobs):
+            raise TrainnetError(f"{where} ({layer.type}): {len(layer.blobs)} blobs in the file but "
+                                f"{net_blobs[layer.name]} in the net (as Caffe, they must agree: "
+                                "is bias_term the same?)")
+        for j, array in enumerate(layer.blobs):
+            key = f"{layer.name}.{j}"
+            if key in out:
+                raise TrainnetError(f"{where}: the file holds two layers of this name")
+            blob_where = f"{where} blob {j}"
+            if targets is None:
+                out[key] = _by_type(layer, j, array, blob_where)
+            elif key in targets:
+                out[key] = _fit(array, targets[key], blob_where)
+            else:
+                out[key] = array
+    return out
+
+
+def trainnet_to_caffe(weights: dict[str, np.ndarray], net) -> list[CaffeLayer]:
+    """The layers of ``net`` (a NetConfig) in its order, each once by name, with their blobs
+    from trainnet ``weights`` for ``write_caffemodel``.  A layer that shares a blob by ParamSpec
+    name gets the owner's values, as Caffe writes shared blobs under every layer using them.
+    Shapes are kept: trainnet stores blobs as current Caffe does (InnerProduct weight 2-D)."""
+    owners: dict[str, str] = {}
+    used: set[str] = set()
+    layers, seen = [], set()
+    for cfg in net.layer:
+        if cfg.name in seen:
+            continue
+        seen.add(cfg.name)
+        blobs, j = [], 0
+        while True:
+            key = f"{cfg.name}.{j}"
+            spec = cfg.param[j] if j < len(cfg.param) else None
+            if key in weights:
+                if spec is not None and spec.name:
+                    owners.setdefault(spec.name, key)
+            elif spec is not None and spec.name in owners:
+                key = owners[spec.name]
+            else:
+                break
+            blobs.append(np.asarray(weights[key], np.float32))
+            used.add(key)
+            j += 1
+        layers.append(CaffeLayer(cfg.name, cfg.type, blobs, tuple(cfg.bottom), tuple(cfg.top)))
+    extra = sorted(set(weights) - used)
+    if extra:
+        raise TrainnetError(f"the weights hold blobs the net's layers do not have: {', '.join(extra)}")
+    return layers
