@@ -306,5 +306,43 @@ def data_mnist(dest, mirror):
         _echo(f"Set TRAINNET_DATA={root.resolve()} so configs find it.")
 
 
+@main.group()
+def zoo():
+    """The model zoo: classic Caffe nets as editable YAML configs.  Give zoo:NAME wherever a
+    net path goes (trainnet plan zoo:lenet, a solver's net: zoo:lenet)."""
+
+
+@zoo.command("list")
+@_user_errors
+def zoo_list():
+    """One line per zoo net: name, learned parameters, input shape, description."""
+    from trainnet.zoo.registry import info, names
+
+    for name in names():
+        z = info(name)
+        shape = "x".join(str(d) for d in z.input_shape)
+        _echo(f"{name:<17}{z.params:>13,}  {shape:<14}{z.description}")
+
+
+@zoo.command("show")
+@click.argument("name")
+@click.option("--plan", "as_plan", is_flag=True, help="Print the compiled plan instead of the YAML.")
+@click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]),
+              help="The phase to compile for (with --plan).")
+@_user_errors
+def zoo_show(name, as_plan, phase):
+    """Print zoo net NAME's YAML config (redirect it to a file to edit it), or its compiled plan."""
+    from trainnet.zoo.registry import net_path
+
+    path = net_path(name)
+    if not as_plan:
+        click.echo(path.read_text(), nl=False)
+        return
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net, format_plan
+
+    _echo(format_plan(compile_net(load_net(path), phase)))
+
+
 if __name__ == "__main__":
     main()

@@ -95,3 +95,66 @@ def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None
 def preprocess_metadata(preprocess: Optional[Preprocess]) -> dict[str, str]:
     return {} if preprocess is None else {"preprocess": json.dumps(
         preprocess.model_dump(exclude_defaults=False))}
+
+
+def _param_shapes(model: str) -> tuple[NetConfig, dict[str, tuple]]:
+    """The net ``model`` names and its parameter blob shapes by trainnet key (TEST phase)."""
+    from trainnet.plan import compile_net
+
+    net = load_net(model)
+    plan = compile_net(net, "TEST", backward=False)
+    return net, {f"{s.key[0]}.{s.key[1]}": tuple(s.shape) for s in plan.params}
+
+
+def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
+                    preprocess: Optional[Preprocess] = None) -> Converted:
+    """Weights between a Caffe .caffemodel and trainnet's .safetensors (either way)."""
+    from trainnet.solver.snapshot import read_tensors, save_tensors
+    from trainnet.zoo.caffemodel import (caffe_to_trainnet, read_caffemodel, trainnet_to_caffe,
+                                         write_caffemodel)
+
+    kinds = (src.suffix.lower(), dst.suffix.lower())
+    out = Converted("weights")
+    if kinds == (".caffemodel", ".safetensors"):
+        caffe = read_caffemodel(src)
+        net, targets = _param_shapes(model) if model else (None, None)
+        weights = caffe_to_trainnet(caffe, targets)
+        if targets is not None:
+            skipped = sorted({k.rsplit(".", 1)[0] for k in weights if k not in targets})
+            weights = {k: v for k, v in weights.items() if k in targets}
+            missing = sorted({k.rsplit(".", 1)[0] for k in targets if k not in weights})
+            if skipped:
+                out.notes.append(f"layers of the caffemodel not in the net, left out: {', '.join(skipped)}")
+            if missing:
+                out.notes.append(f"layers of the net not in the caffemodel: {', '.join(missing)}")
+            preprocess = preprocess or net.preprocess
+        layers = sorted({k.rsplit(".", 1)[0] for k in weights})
+        out.notes.insert(0, f"{len(layers)} layers, {sum(v.size for v in weights.values()):,} "
+                         "parameters")
+        if preprocess is None:
+            out.notes.append("no preprocessing recorded (give --channel-order, --raw-scale, "
+                             "--mean-file/--mean-value, --input-scale, or --model with a "
+                             "preprocess section)")
+        meta = {"format": "trainnet-weights", "net": caffe.name, "source": src.name,
+                **preprocess_metadata(preprocess)}
+        save_tensors(dst, weights, meta)
+    elif kinds == (".safetensors", ".caffemodel"):
+        if not model:
+            raise TrainnetError("writing a caffemodel needs --model: the net gives each layer's "
+                                "type, bottoms and tops")
+        if preprocess is not None:
+            raise TrainnetError("a caffemodel has no field for the preprocessing record")
+        net, targets = _param_shapes(model)
+        weights = read_tensors(src, "weights")
+        for key, value in weights.items():
+            if key in targets and tuple(value.shape) != targets[key]:
+                raise TrainnetError(f"{src}: blob {key}: shape {tuple(value.shape)} in the file but "
+                                    f"{targets[key]} in the net")
+        layers = trainnet_to_caffe(weights, net)
+        write_caffemodel(dst, net.name, layers)
+        out.notes.append(f"{sum(1 for l in layers if l.blobs)} layers with weights, "
+                         f"{len(layers)} layers in all")
+    else:
+        raise TrainnetError(f"convert weights from .caffemodel to .safetensors or back; got "
+                            f"{src.suffix or 'no suffix'} -> {dst.suffix or 'no suffix'}")
+    return out
