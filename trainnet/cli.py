@@ -56,13 +56,13 @@ def _device_options(graph: bool):
 @main.command()
 @click.argument("solver", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
-              "(safetensors), matched by layer name: fine-tuning.")
+              "(safetensors, or a Caffe .caffemodel), matched by layer name: fine-tuning.")
 @click.option("--snapshot", "state", type=click.Path(dir_okay=False),
               help="Resume exactly from this .solverstate file.")
 @_device_options(graph=True)
 @_user_errors
 def train(solver, weights, state, device, tf32, no_graph):
-    """Train the net that SOLVER (a solver YAML file) names."""
+    """Train the net that SOLVER (a solver YAML or prototxt file) names."""
     from trainnet.netcfg import load_solver
     from trainnet.runtime.device import get_device
     from trainnet.solver.snapshot import load_weights
@@ -98,8 +98,9 @@ def train(solver, weights, state, device, tf32, no_graph):
 
 
 @main.command()
-@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net YAML file.")
-@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Weights (safetensors).")
+@click.option("--model", required=True, help="The net: YAML, prototxt, or zoo:NAME.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Weights (safetensors, or a Caffe .caffemodel).")
 @click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
               help="Number of batches to average over.")
 @click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
