@@ -8,7 +8,7 @@ import yaml
 from test_netcfg import EVERY_TYPE, without_location
 from trainnet.errors import ConfigError
 from trainnet.netcfg import dump_net, load_net, load_net_text, load_solver, load_solver_text
-from trainnet.netcfg.prototxt import parse_text
+from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
 from trainnet.plan import compile_net
 

@@ -1,9 +1,8 @@
 """Reading Caffe's prototxt (protobuf text format) into the same data the YAML reader makes.
 
-A net or solver prototxt is tokenized by hand rather than by protobuf's text parser, because
-that parser keeps no line numbers for the values it reads, and every error here must name its
-line.  The result is plain Python data plus a ``SourceMap``, exactly what ``load_yaml`` returns,
-so the same pydantic models validate both and report errors the same way.
+The text is parsed by ``text_format`` (which keeps every value's line); the result is plain
+Python data plus a ``SourceMap``, exactly what ``load_yaml`` returns, so the same pydantic models
+validate both and report errors the same way.
 
 What the reader does besides parsing:
 - a layer's ``convolution_param { ... }`` (any message its type lists in ``caffe_params``) is
@@ -17,13 +16,12 @@ What the reader does besides parsing:
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 from trainnet.errors import ConfigError
 from trainnet.netcfg.source import SourceMap
+from trainnet.netcfg.text_format import Field, parse_text, to_data
 
 SUFFIXES = (".prototxt", ".pbtxt", ".prototext")
 
@@ -46,152 +44,6 @@ V1_TYPES = {
 # SolverParameter.SolverType -> SolverParameter.type
 SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                 "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
-
-
-@dataclass
-class Field:
-    """One ``key: value`` or ``key { ... }`` of a message, with the line it starts on."""
-
-    key: str
-    value: Union[Any, list["Field"]]  # a scalar, or the fields of a nested message
-    line: int
-    message: bool = False
-
-
-# --- tokens ----------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"""
-    (?P<space>[ \t\r\f\v]+|\#[^\n]*) |
-    (?P<newline>\n) |
-    (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*') |
-    (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?[fF]?(?![\w.])|[-+]?(?:inf|nan)\b) |
-    (?P<ident>[A-Za-z_][\w.]*) |
-    (?P<symbol>[{}<>:\[\],;])
-""", re.VERBOSE)
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
-
-
-def _tokens(text: str, file: str) -> list[tuple[str, Any, int]]:
-    out, line, pos = [], 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ConfigError(f"prototxt syntax error: unexpected {text[pos]!r}", file=file, line=line)
-        kind, raw = m.lastgroup, m.group()
-        pos = m.end()
-        if kind == "newline":
-            line += 1
-        elif kind == "string":
-            body = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
-            if out and out[-1][0] == "string":  # adjacent strings concatenate, as in protobuf
-                out[-1] = ("string", out[-1][1] + body, out[-1][2])
-            else:
-                out.append(("string", body, line))
-        elif kind == "number":
-            out.append(("number", _number(raw), line))
-        elif kind in ("ident", "symbol"):
-            out.append((kind, raw, line))
-    return out
-
-
-def _number(raw: str) -> Union[int, float]:
-    text = raw.rstrip("fF") if not raw.lower().endswith(("inf", "nan")) else raw
-    if re.fullmatch(r"[-+]?\d+", text):
-        return int(text)
-    return float(text)
-
-
-class _Parser:
-    def __init__(self, text: str, file: str):
-        self.toks, self.i, self.file = _tokens(text, file), 0, file
-
-    def error(self, message: str) -> ConfigError:
-        line = self.toks[min(self.i, len(self.toks) - 1)][2] if self.toks else None
-        return ConfigError(f"prototxt syntax error: {message}", file=self.file, line=line)
-
-    def peek(self):
-        return self.toks[self.i] if self.i < len(self.toks) else ("end", None, None)
-
-    def take(self, kind=None, value=None):
-        tok = self.peek()
-        if (kind and tok[0] != kind) or (value and tok[1] != value):
-            found = "the end of the file" if tok[0] == "end" else repr(tok[1])
-            raise self.error(f"expected {value or kind}, found {found}")
-        self.i += 1
-        return tok
-
-    def message(self, close: str | None) -> list[Field]:
-        fields = []
-        while True:
-            kind, value, line = self.peek()
-            if close is None and kind == "end":
-                return fields
-            if kind == "symbol" and value == close:
-                self.i += 1
-                return fields
-            if kind == "symbol" and value in ",;":
-                self.i += 1
-                continue
-            if kind != "ident":
-                raise self.error(f"expected a field name, found {'the end of the file' if kind == 'end' else repr(value)}")
-            self.i += 1
-            fields.extend(self.field(value, line))
-
-    def field(self, key: str, line: int) -> list[Field]:
-        kind, value, _ = self.peek()
-        if kind == "symbol" and value == ":":
-            self.i += 1
-            kind, value, _ = self.peek()
-            if kind == "symbol" and value == "[":  # key: [a, b] or key: [{...}, {...}]
-                self.i += 1
-                items = []
-                while not (self.peek()[0] == "symbol" and self.peek()[1] == "]"):
-                    items.extend(self.field(key, self.peek()[2] or line))
-                    if self.peek()[1] == ",":
-                        self.i += 1
-                self.i += 1
-                return items
-        if kind == "symbol" and value in "{<":
-            self.i += 1
-            return [Field(key, self.message("}" if value == "{" else ">"), line, message=True)]
-        if kind in ("string", "number"):
-            self.i += 1
-            return [Field(key, value, line)]
-        if kind == "ident":
-            self.i += 1
-            return [Field(key, {"true": True, "false": False}.get(value, value), line)]
-        raise self.error(f"expected a value for '{key}'")
-
-
-def parse_text(text: str, file: str) -> list[Field]:
-    """The fields of a whole prototxt document."""
-    return _Parser(text, file).message(None)
-
-
-# --- to plain data ---------------------------------------------------------------------------
-
-def to_data(fields: list[Field], path: tuple, lines: dict) -> dict:
-    """Fields as a dict: a key given once holds its value, a key given more than once a list
-    (Caffe's repeated fields; the config models accept a lone value for a repeated field)."""
-    grouped: dict[str, list[Field]] = {}
-    for f in fields:
-        grouped.setdefault(f.key, []).append(f)
-    out: dict[str, Any] = {}
-    for key, group in grouped.items():
-        lines[path + (key,)] = group[0].line
-        if len(group) == 1:
-            out[key] = _value(group[0], path + (key,), lines)
-        else:
-            out[key] = []
-            for i, f in enumerate(group):
-                lines[path + (key, i)] = f.line
-                out[key].append(_value(f, path + (key, i), lines))
-    return out
-
-
-def _value(f: Field, path: tuple, lines: dict) -> Any:
-    return to_data(f.value, path, lines) if f.message else f.value
 
 
 # --- nets ------------------------------------------------------------------------------------

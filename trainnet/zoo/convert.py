@@ -21,7 +21,8 @@ import yaml
 from trainnet.errors import TrainnetError
 from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_solver
 from trainnet.netcfg.common import Preprocess
-from trainnet.netcfg.prototxt import is_prototxt, parse_text, read_file
+from trainnet.netcfg.prototxt import is_prototxt, read_file
+from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
 from trainnet.solver.snapshot import atomic_write
 
