@@ -22,27 +22,16 @@ from google.protobuf.message import DecodeError
 
 from trainnet.errors import TrainnetError
 from trainnet.layers import known_types
+from trainnet.netcfg.prototxt import V1_TYPES
 from trainnet.solver.snapshot import atomic_write
 from trainnet.zoo import caffe_pb
 
 MAX_BYTES = 2**31 - 1  # protobuf refuses larger messages; Caffe reads at most INT_MAX bytes too
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
-# V1LayerParameter.LayerType -> the current type string (Caffe's UpgradeV1LayerType).
-V1_TYPE_NAMES = {
-    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
-    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
-    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
-    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
-}
+# V1LayerParameter.LayerType -> the current type string (Caffe's UpgradeV1LayerType); NONE is
+# no type at all.
+V1_TYPE_NAMES = {"NONE": "", **V1_TYPES}
 
 V1_NAMES_BY_NUMBER = {number: name for name, number in caffe_pb.V1_LAYER_TYPES.items()}
 
