@@ -32,10 +32,14 @@ class NoParams(Strict):
 
 @dataclass(frozen=True)
 class ParamBlob:
-    """A learnable blob a layer owns: its shape and how it is initialised."""
+    """A parameter blob a layer owns: its shape and how it is initialised.  ``learned=False``
+    marks state the layer updates itself in forward (BatchNorm's statistics): the solver gives
+    it no gradient, no history step and no weight decay, but it is saved and loaded by name
+    with the weights."""
 
     shape: Shape
     filler: FillerParameter
+    learned: bool = True
 
 
 @dataclass(frozen=True)

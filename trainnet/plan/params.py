@@ -1,8 +1,13 @@
-"""Pass 6: lay the learnable blobs out in one flat arena.
+"""Pass 6: lay the parameter blobs out in one flat arena.
 
 Blobs that share a ParamSpec ``name`` get one slot (the first user owns it); every other
 user reads the owner's data and writes its gradient to a shadow region that the Net adds
 into the owner's gradient, so the diff, history and update keep the data's layout.
+
+A step's blobs are its layer's, then those of the steps folded into it (``param_owners``):
+each keeps the key, ParamSpec and frozen flag of the layer that declares it.  A blob the
+layer does not learn (BatchNorm's statistics) is frozen with lr_mult and decay_mult 0, so the
+update leaves it as forward wrote it; a non-zero lr_mult for it is refused, as in Caffe.
 """
 
 from __future__ import annotations
@@ -26,31 +31,40 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
     offset = shadow = 0
     for step in steps:
         uses = []
-        for j, blob in enumerate(step.layer.param_blobs()):
-            spec = step.cfg.param[j] if j < len(step.cfg.param) else ParamSpec()
-            frozen = step.frozen[j]
+        for owner, j in step.param_owners():
+            blob = owner.layer.param_blobs()[j]
+            spec = owner.cfg.param[j] if j < len(owner.cfg.param) else ParamSpec()
+            frozen = owner.frozen[j]
+            if not blob.learned:
+                if j < len(owner.cfg.param) and spec.lr_mult != 0:
+                    raise owner.cfg.error(
+                        f"parameter {j} holds statistics that {owner.type} updates itself, not "
+                        f"a learned blob: its lr_mult must be 0, not {spec.lr_mult:g} (Caffe "
+                        "refuses this too)", file, "param")
+                spec = spec.model_copy(update={"lr_mult": 0.0, "decay_mult": 0.0})
+                frozen = True
             if spec.name and spec.name in by_name:
-                owner = slots[by_name[spec.name]]
-                same = owner.shape == blob.shape if spec.share_mode == "STRICT" else \
-                    owner.count == math.prod(blob.shape)
+                shared = slots[by_name[spec.name]]
+                same = shared.shape == blob.shape if spec.share_mode == "STRICT" else \
+                    shared.count == math.prod(blob.shape)
                 if not same:
-                    raise step.cfg.error(f"shares parameter '{spec.name}' of shape {owner.shape} "
-                                         f"from layer '{owner.key[0]}' but needs {blob.shape}", file, "param")
+                    raise owner.cfg.error(f"shares parameter '{spec.name}' of shape {shared.shape} from "
+                                          f"layer '{shared.key[0]}' but needs {blob.shape}", file, "param")
                 for mult in ("lr_mult", "decay_mult"):
-                    if getattr(spec, mult) != getattr(owner, mult):
-                        raise step.cfg.error(
-                            f"shares parameter '{spec.name}' with layer '{owner.key[0]}' but its "
-                            f"{mult} {getattr(spec, mult):g} differs from {getattr(owner, mult):g} "
+                    if getattr(spec, mult) != getattr(shared, mult):
+                        raise owner.cfg.error(
+                            f"shares parameter '{spec.name}' with layer '{shared.key[0]}' but its "
+                            f"{mult} {getattr(spec, mult):g} differs from {getattr(shared, mult):g} "
                             "there (Caffe refuses this too)", file, "param")
                 uses.append(ParamUse(by_name[spec.name], frozen, None if frozen else shadow))
                 if not frozen:
-                    shadow += aligned(owner.count)
+                    shadow += aligned(shared.count)
                 continue
             problem = check_filler(blob.filler, tuple(blob.shape))
             if problem:
-                raise step.cfg.error(f"parameter {j}: {problem}", file)
-            slot = ParamSlot((step.name, j), tuple(blob.shape), offset, spec.lr_mult, spec.decay_mult,
-                             blob.filler)
+                raise owner.cfg.error(f"parameter {j}: {problem}", file)
+            slot = ParamSlot((owner.name, j), tuple(blob.shape), offset, spec.lr_mult, spec.decay_mult,
+                             blob.filler, blob.learned)
             if spec.name:
                 by_name[spec.name] = len(slots)
             uses.append(ParamUse(len(slots), frozen))

@@ -51,6 +51,7 @@ class ParamSlot:
     lr_mult: float
     decay_mult: float
     filler: FillerParameter
+    learned: bool = True   # False: state the layer updates itself (lr_mult and decay_mult are 0)
 
     @property
     def count(self) -> int:
@@ -77,7 +78,8 @@ class Step:
     loss_weights: list[float] = field(default_factory=list)
     inserted: bool = False            # added by the compiler (a split)
     auto_in_place: bool = False       # made in place by the compiler
-    fused: list[str] = field(default_factory=list)     # steps folded into this one (a ReLU)
+    fused: list[str] = field(default_factory=list)     # steps folded into this one (Scale, ReLU)
+    absorbed: list["Step"] = field(default_factory=list)  # folded steps whose params it carries
     need_backward: bool = False
     propagate_down: list[bool] = field(default_factory=list)
     frozen: list[bool] = field(default_factory=list)   # per parameter blob: takes no update
@@ -95,6 +97,14 @@ class Step:
     @property
     def in_place(self) -> list[str]:
         return [t for t in self.tops if t in self.bottoms]
+
+    def param_owners(self) -> list[tuple["Step", int]]:
+        """Each parameter blob of this step's layer as (the step that declares it, its index
+        there): the step's own, then those of the steps folded into it (a Scale folded into a
+        BatchNorm keeps its blobs, named after it, with its own lr_mult and decay_mult)."""
+        folded = [(s, j) for s in self.absorbed for j in range(len(s.layer.param_blobs()))]
+        own = len(self.layer.param_blobs()) - len(folded)
+        return [(self, j) for j in range(own)] + folded
 
 
 @dataclass

@@ -29,12 +29,13 @@ def _notes(plan: Plan, s) -> list[str]:
         notes.append("fused " + ", ".join(s.fused))
     if s.in_place:
         notes.append("in place (auto)" if s.auto_in_place else "in place")
-    if any(plan.params[u.slot].key[0] != s.name for u in s.params):
+    if any(plan.params[u.slot].key != (owner.name, j) for u, (owner, j) in zip(s.params, s.param_owners())):
         notes.append("shares params")
     if plan.backward:
+        learned = [u for u in s.params if plan.params[u.slot].learned]
         if not s.need_backward:
             notes.append("no backward")
-        elif s.layer.param_blobs() and all(s.frozen):
+        elif learned and all(u.frozen for u in learned):
             notes.append("frozen")
     if any(w != 0 for w in s.loss_weights):
         notes.append("loss " + ", ".join(f"{w:g}" for w in s.loss_weights if w != 0))

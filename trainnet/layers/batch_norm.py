@@ -1,0 +1,214 @@
+"""BatchNorm: ``y = (x - mean) / sqrt(var + eps)`` per channel (axis 1), as Caffe's layer.
+
+Its three blobs are running statistics, not learned (Caffe forces their lr_mult to 0):
+``mean_sum`` (C,), ``var_sum`` (C,) and ``scale_factor`` (1,), all starting at 0.  With
+``use_global_stats`` (the default in TEST) it normalizes by ``mean_sum / s`` and
+``var_sum / s`` (s = scale_factor; s = 0 gives 0, as Caffe).  Otherwise it normalizes by the
+batch's mean and biased variance over N and the spatial axes, and forward updates the
+statistics: ``s = f s + 1``, ``mean_sum = mu + f mean_sum``, ``var_sum = m/(m-1) var +
+f var_sum`` (m = N*H*W, Caffe's bias correction).  Backward keeps its own copy of the
+normalized ``xhat``, as Caffe does, because the Scale that follows usually overwrites the top.
+
+There is no gamma/beta: a Scale follows.  The compiler may fold that Scale (``fold_scale``)
+and an in-place ReLU after it (``fused_relu``) into this step, which then computes
+``y = relu(gamma * xhat + beta)`` in one pass (one kernel on the GPU) and their backward too;
+the Scale's blobs follow this layer's three in ``param_blobs``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+from pydantic import Field
+
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
+from trainnet.netcfg.common import FillerParameter, Strict
+from trainnet.runtime.kernels import BLOCK, kernel_source
+
+KERNELS = kernel_source(__file__)
+
+
+class BatchNormParams(Strict):
+    use_global_stats: Optional[bool] = None  # not given: the phase is TEST
+    moving_average_fraction: float = Field(0.999, ge=0, le=1)
+    eps: float = Field(1e-5, ge=0)
+
+
+@register("BatchNorm")
+class BatchNorm(Layer):
+    Params = BatchNormParams
+    caffe_params = {"batch_norm_param": None}
+    in_place_ok = True
+    backward_reads_bottom = False  # it reads its own xhat
+    can_fuse_relu = True
+
+    def setup(self, bottom_shapes):
+        x = bottom_shapes[0]
+        if len(x) < 2:
+            raise self.error(f"expects a bottom of 2 or more axes (N, C, ...), got {x}")
+        self.N, self.C, self.S = x[0], x[1], math.prod(x[2:])
+        self.m = self.N * self.S  # values per channel
+        self.global_stats = (self.phase == "TEST" if self.p.use_global_stats is None
+                             else self.p.use_global_stats)
+        self.scale = None  # a Scale layer folded in by the compiler
+        return [x]
+
+    def folds(self, scale: Layer) -> bool:
+        """Whether ``scale`` (a Scale on this layer's top) is a learned per-channel gamma (and
+        beta) that this layer can apply itself."""
+        return scale.learned and scale.axis == 1 and scale.shape == (self.C,)
+
+    def fold_scale(self, scale: Layer) -> None:
+        self.scale = scale
+
+    def param_blobs(self):
+        stats = [ParamBlob(shape, FillerParameter(), learned=False)
+                 for shape in ((self.C,), (self.C,), (1,))]
+        return stats + (self.scale.param_blobs() if self.scale else [])
+
+    def buffers(self):  # read after the compiler sets forward_only, on_gpu and the folds
+        channels = (self.C,)
+        bufs = {}
+        if not self.on_gpu:
+            bufs = {"mean": Buffer(channels), "var": Buffer(channels), "inv_std": Buffer(channels)}
+        elif not self.global_stats:  # the GPU kernels read stored statistics where they are
+            bufs = {"mean": Buffer(channels), "inv_std": Buffer(channels)}
+        if not self.forward_only:
+            bufs["sums"] = Buffer((2, self.C))  # backward's sum(dy), sum(dy * xhat)
+            if not self.global_stats or self.scale is not None:
+                bufs["xhat"] = Buffer(self.bottom_shapes[0])
+            if self.fused_relu and not self.on_gpu:
+                bufs["positive"] = Buffer(self.top_shapes[0], np.bool_)
+        return bufs
+
+    def flops(self):
+        n = math.prod(self.top_shapes[0])
+        return n * (2 if self.global_stats else 5) + (self.scale.flops() if self.scale else 0)
+
+    @property
+    def correction(self) -> np.float32:
+        """Caffe's m/(m-1), turning the biased batch variance into the one stored."""
+        return np.float32(self.m) / np.float32(self.m - 1) if self.m > 1 else np.float32(1)
+
+    def _gamma_beta(self, io: StepIO):
+        """(gamma, dgamma, beta, dbeta) of a folded Scale; None where absent or frozen."""
+        if self.scale is None:
+            return None, None, None, None
+        beta = (io.params[4], io.param_diff[4]) if self.scale.p.bias_term else (None, None)
+        return io.params[3], io.param_diff[3], *beta
+
+    def _nchw(self, a):
+        """``a`` as (N, C, S): the statistics run over axes 0 and 2."""
+        return a.reshape(self.N, self.C, self.S)
+
+    # --- CPU -------------------------------------------------------------------------------
+    def forward_cpu(self, io: StepIO):
+        x, y = self._nchw(io.bottom[0]), self._nchw(io.top[0])
+        mean, var, inv_std = io.buf["mean"], io.buf["var"], io.buf["inv_std"]
+        mean_sum, var_sum, factor = io.params[:3]
+        if self.global_stats:
+            s = factor[0]
+            k = np.float32(0) if s == 0 else np.float32(1) / s
+            np.multiply(mean_sum, k, out=mean)
+            np.multiply(var_sum, k, out=var)
+            np.subtract(x, mean[:, None], out=y)
+        else:
+            np.mean(x, axis=(0, 2), out=mean)
+            np.subtract(x, mean[:, None], out=y)
+            np.einsum("ncs,ncs->c", y, y, out=var)
+            var /= np.float32(self.m)
+            f = np.float32(self.p.moving_average_fraction)
+            factor *= f
+            factor += np.float32(1)
+            mean_sum *= f
+            mean_sum += mean
+            var_sum *= f
+            var_sum += np.multiply(var, self.correction, out=inv_std)
+        np.add(var, np.float32(self.p.eps), out=inv_std)
+        np.sqrt(inv_std, out=inv_std)
+        np.divide(np.float32(1), inv_std, out=inv_std)
+        y *= inv_std[:, None]
+        if "xhat" in io.buf:
+            np.copyto(io.buf["xhat"], io.top[0])
+        gamma, _, beta, _ = self._gamma_beta(io)
+        if gamma is not None:
+            y *= gamma[:, None]
+        if beta is not None:
+            y += beta[:, None]
+        if self.fused_relu:
+            np.maximum(y, 0, out=y)
+
+    def backward_cpu(self, io: StepIO):
+        if self.fused_relu:
+            io.top_diff[0] *= np.greater(io.top[0], 0, out=io.buf["positive"])
+        dy, dx = self._nchw(io.top_diff[0]), io.bottom_diff[0]
+        gamma, dgamma, _, dbeta = self._gamma_beta(io)
+        sum_dy, sum_dy_xhat = io.buf["sums"]
+        batch = not self.global_stats
+        if dgamma is not None or dbeta is not None or (dx is not None and batch):
+            xhat = self._nchw(io.buf["xhat"])
+            np.sum(dy, axis=(0, 2), out=sum_dy)
+            np.einsum("ncs,ncs->c", dy, xhat, out=sum_dy_xhat)
+            if dgamma is not None:
+                np.copyto(dgamma, sum_dy_xhat)
+            if dbeta is not None:
+                np.copyto(dbeta, sum_dy)
+        if dx is None:
+            return
+        dx = self._nchw(dx)  # may be dy itself (in place): dy is read before dx is written
+        coef = io.buf["inv_std"]
+        if gamma is not None:
+            coef = np.multiply(coef, gamma, out=io.buf["mean"])
+        if batch:
+            # dx = coef (dy - mean(dy) - xhat mean(dy xhat)); xhat serves as scratch
+            sum_dy /= np.float32(self.m)
+            sum_dy_xhat /= np.float32(self.m)
+            xhat *= sum_dy_xhat[:, None]
+            np.subtract(dy, sum_dy[:, None], out=dx)
+            dx -= xhat
+            dx *= coef[:, None]
+        else:
+            np.multiply(dy, coef[:, None], out=dx)
+
+    # --- GPU -------------------------------------------------------------------------------
+    def _stats_gpu(self, io: StepIO) -> tuple:
+        """The statistics arguments of the elementwise kernels: the batch's (mean, inv_std
+        buffers) or the stored ones (the blobs), which the kernels turn into mean and inv_std
+        themselves, so that inference is one kernel."""
+        mean_sum = io.params[0]
+        mean, inv_std = io.buf.get("mean", mean_sum), io.buf.get("inv_std", mean_sum)
+        return (mean, inv_std, *io.params[:3], np.float32(self.p.eps), np.int32(self.global_stats))
+
+    def forward_gpu(self, io: StepIO):
+        gpu, x, y = io.gpu, io.bottom[0], io.top[0]
+        if not self.global_stats:
+            gpu.launch_blocks(KERNELS, "batch_norm_stats", self.C, BLOCK, io.buf["mean"],
+                              io.buf["inv_std"], *io.params[:3], x, np.float32(self.p.eps),
+                              np.float32(self.p.moving_average_fraction), self.correction,
+                              np.int64(self.N), np.int64(self.C), np.int64(self.S))
+        gamma, _, beta, _ = self._gamma_beta(io)
+        xhat = io.buf.get("xhat")
+        # an input or output a flag turns off is given another array and not touched
+        gpu.launch(KERNELS, "batch_norm_forward", y.size, y, y if xhat is None else xhat, x,
+                   *self._stats_gpu(io), x if gamma is None else gamma, x if beta is None else beta,
+                   np.int32(xhat is not None), np.int32(gamma is not None),
+                   np.int32(beta is not None), np.int32(self.fused_relu), np.int64(self.C),
+                   np.int64(self.S), np.int64(y.size))
+
+    def backward_gpu(self, io: StepIO):
+        gpu, dy, dx, top = io.gpu, io.top_diff[0], io.bottom_diff[0], io.top[0]
+        gamma, dgamma, _, dbeta = self._gamma_beta(io)
+        sums, xhat = io.buf["sums"], io.buf.get("xhat", dy)
+        C, S, relu = np.int64(self.C), np.int64(self.S), np.int32(self.fused_relu)
+        if dgamma is not None or dbeta is not None or (dx is not None and not self.global_stats):
+            gpu.launch_blocks(KERNELS, "batch_norm_backward_sums", self.C, BLOCK, sums,
+                              sums if dgamma is None else dgamma, sums if dbeta is None else dbeta,
+                              dy, xhat, top, np.int32(dgamma is not None),
+                              np.int32(dbeta is not None), relu, np.int64(self.N), C, S)
+        if dx is not None:
+            gpu.launch(KERNELS, "batch_norm_backward", dx.size, dx, dy, xhat, top, sums,
+                       *self._stats_gpu(io), sums if gamma is None else gamma,
+                       np.int32(gamma is not None), relu, np.float32(self.m), C, S,
+                       np.int64(dx.size))
