@@ -138,6 +138,11 @@ class Plan:
     def param_count(self) -> int:
         return sum(p.count for p in self.params)
 
+    @property
+    def learned_count(self) -> int:
+        """Parameters the solver updates (BatchNorm's statistics are not among them)."""
+        return sum(p.count for p in self.params if p.learned)
+
     def blob(self, name: str) -> Blob:
         """A blob by its name in the config (in-place tops renamed by the compiler included)."""
         return self.blobs[self.aliases.get(name, name)]

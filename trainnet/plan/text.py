@@ -62,7 +62,8 @@ def format_plan(plan: Plan) -> str:
     lines += [row(header), "-" * len(row(header))] + [row(r) for r in rows]
     total_flops = sum(s.layer.flops() for s in plan.steps)
     lines += ["",
-              f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})",
+              f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})"
+              + (f", {plan.learned_count:,} learned" if plan.learned_count != plan.param_count else ""),
               f"forward flops:     {human_count(total_flops)}",
               f"activations:       {human_bytes(plan.blob_bytes)} with reuse, "
               f"{human_bytes(plan.blob_bytes_no_reuse)} without "
