@@ -1,16 +1,14 @@
 """Flatten: collapse axes ``[axis, end_axis]`` into one; the data is copied unchanged.
 
-The plan gives the top memory of its own (Flatten does not run in place), so each pass is one
-copy: a device-to-device copy on the GPU.
+A Reshape with a shape rule of its own: its passes are Reshape's copies.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from trainnet.layers.base import Layer, StepIO, register
+from trainnet.layers.base import register
+from trainnet.layers.reshape import Reshape
 from trainnet.netcfg.common import Strict
 
 
@@ -20,10 +18,9 @@ class FlattenParams(Strict):
 
 
 @register("Flatten")
-class Flatten(Layer):
+class Flatten(Reshape):
     Params = FlattenParams
     caffe_params = {"flatten_param": None}
-    backward_reads_bottom = False
 
     def setup(self, bottom_shapes):
         shape = bottom_shapes[0]
@@ -37,19 +34,3 @@ class Flatten(Layer):
             raise self.error(f"end_axis {self.p.end_axis} comes before axis {self.p.axis} "
                              f"in a {n}-D bottom {shape}")
         return [shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]]
-
-    def forward_cpu(self, io: StepIO):
-        np.copyto(io.top[0], io.bottom[0].reshape(io.top[0].shape))
-
-    def backward_cpu(self, io: StepIO):
-        dx = io.bottom_diff[0]
-        if dx is not None:
-            np.copyto(dx, io.top_diff[0].reshape(dx.shape))
-
-    def forward_gpu(self, io: StepIO):
-        io.gpu.copy(io.top[0], io.bottom[0])
-
-    def backward_gpu(self, io: StepIO):
-        dx = io.bottom_diff[0]
-        if dx is not None:
-            io.gpu.copy(dx, io.top_diff[0])
