@@ -3,28 +3,12 @@
 // Backward: the top gradient (masked by a fused ReLU) into the GEMM layout, the bias gradient as
 // row sums, and col2im as a gather per bottom element (no atomics, deterministic).
 #include "common.cuh"
+#include "im2col.cuh"
 
-// The geometry every kernel here takes: bottom (C, H, W), top (Ho, Wo), kernel, pad, stride,
-// dilation.
-#define CONV_GEOMETRY int C, int H, int W, int Ho, int Wo, int kh, int kw, int ph, int pw, \
-                      int sh, int sw, int dh, int dw
-
-// Cell (row r = (c*kh + i)*kw + j, image, pixel p) of the columns of n NCHW images x: the
-// bottom under tap (i, j) of window p, 0 in the padding.  Group g = c / cg owns rows
-// [g*cg*kh*kw, (g+1)*cg*kh*kw); its rows start at g*rows in col (rows >= cg*kh*kw leaves room
-// for a bias row), and the cell lies at image*image_stride + row*row_stride + p.
+// The columns of n images (see im2col in im2col.cuh).
 extern "C" __global__ void convolution_im2col(float* col, const float* x, CONV_GEOMETRY, int n,
                                               int cg, i64 rows, i64 image_stride, i64 row_stride) {
-    const i64 hw = (i64)Ho * Wo, taps = (i64)kh * kw;
-    GRID_STRIDE(i, (i64)C * taps * n * hw) {
-        i64 p = i % hw, image = i / hw % n, r = i / hw / n;
-        int j = (int)(r % kw), tap_i = (int)(r / kw % kh), c = (int)(r / taps);
-        int y = (int)(p / Wo) * sh - ph + tap_i * dh, x0 = (int)(p % Wo) * sw - pw + j * dw;
-        float v = (y >= 0 && y < H && x0 >= 0 && x0 < W) ? x[((image * C + c) * H + y) * W + x0]
-                                                          : 0.0f;
-        i64 g = c / cg, row = g * rows + (r - g * cg * taps);
-        col[image * image_stride + row * row_stride + p] = v;
-    }
+    im2col(col, x, CONV_GEOMETRY_ARGS, n, cg, rows, image_stride, row_stride);
 }
 
 // top[image, co, p] = src[co * src_channel + image * src_image + p] (+ bias[co]) (then max(., 0)).
@@ -65,23 +49,7 @@ extern "C" __global__ void convolution_bias_backward(float* db, const float* out
 }
 
 // dx[image, c, y, x] = the sum of the column cells (laid out as im2col writes them for the whole
-// batch: row stride n * hw, image stride hw) of every tap and window that read bottom (y, x).
+// batch) of every tap and window that read bottom (y, x).
 extern "C" __global__ void convolution_col2im(float* dx, const float* col, CONV_GEOMETRY, int n) {
-    const i64 hw = (i64)Ho * Wo, m = n * hw;
-    GRID_STRIDE(i, (i64)n * C * H * W) {
-        int x0 = (int)(i % W), y = (int)(i / W % H), c = (int)(i / W / H % C);
-        i64 image = i / W / H / C;
-        float sum = 0.0f;
-        for (int ti = 0; ti < kh; ++ti) {
-            int oy = y + ph - ti * dh;
-            if (oy < 0 || oy % sh || oy / sh >= Ho) continue;
-            for (int tj = 0; tj < kw; ++tj) {
-                int ox = x0 + pw - tj * dw;
-                if (ox < 0 || ox % sw || ox / sw >= Wo) continue;
-                i64 row = ((i64)c * kh + ti) * kw + tj;
-                sum += col[row * m + image * hw + (oy / sh) * Wo + ox / sw];
-            }
-        }
-        dx[i] = sum;
-    }
+    GRID_STRIDE(i, (i64)n * C * H * W) dx[i] = col2im_sum(col, i, CONV_GEOMETRY_ARGS, n);
 }

@@ -1,11 +1,12 @@
-"""Convolution: Caffe's 2-D convolution as one batched im2col and one GEMM per group.
+"""Convolution: Caffe's 2-D convolution as one batched im2col and one stacked GEMM.
 
 Forward copies the windows of the (zero-padded) bottom once into a column buffer laid out
-``(group, C/group*kh*kw, N*Ho*Wo)``, multiplies each group's weight ``(num_output/group,
-C/group*kh*kw)`` by its columns into an output-ordered buffer ``(num_output, N*Ho*Wo)`` and
-transposes that into the NCHW top, adding the bias in the same pass.  There is no loop over
-images or pixels.  Backward finds the forward's columns still in the column buffer, so it never
-reads the bottom; the bottom gradient is col2im as one strided add per kernel tap.
+``(group, C/group*kh*kw, N*Ho*Wo)``, multiplies every group's weight ``(num_output/group,
+C/group*kh*kw)`` by its columns in one stacked GEMM into an output-ordered buffer ``(num_output,
+N*Ho*Wo)`` and transposes that into the NCHW top, adding the bias in the same pass.  There is no
+loop over groups, images or pixels.  Backward finds the forward's columns still in the column
+buffer, so it never reads the bottom; the bottom gradient is col2im as one strided add per
+kernel tap (with one output channel per group its GEMM is an outer product: a broadcast multiply).
 
 A forward-only step keeps no columns for a backward, so it runs the batch in a few chunks of
 images whose scratch fits ``forward_only_bytes``: a bounded buffer instead of one that grows with
@@ -19,6 +20,10 @@ epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, s
 GEMMs write the top and the epilogue runs in place.  im2col reads the bottom with its padding
 implied, and the bias goes in the epilogue, so a GPU plan (``on_gpu``) has no ``pad``, no ones
 row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
+
+Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
+chosen at setup (``depthwise``): ``depthwise.py``'s kernels with no column buffer, which read
+the bottom in backward.  The CPU runs them on the im2col path above.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from pydantic import Field
 
+from trainnet.layers import depthwise
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register, spatial_pair
 from trainnet.netcfg.common import FillerParameter, PosIntList, Strict, UIntList
 from trainnet.runtime.kernels import BLOCK, kernel_source
@@ -60,36 +66,48 @@ class ConvolutionParams(Strict):
     engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
 
 
+def kernel_geometry(layer: Layer, shape: tuple) -> tuple[int, ...]:
+    """Check a Convolution's or Deconvolution's parameters against its NCHW bottom ``shape``;
+    returns (kh, kw, ph, pw, sh, sw, dh, dw).  A misfit raises the layer's located error."""
+    p = layer.p
+    if p.axis not in (1, -3):
+        raise layer.error(f"axis {p.axis}: only axis 1 (the channels of an NCHW bottom) is "
+                          "supported")
+    if len(shape) != 4:
+        raise layer.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
+    try:
+        kh, kw = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, 0, "kernel")
+        ph, pw = spatial_pair(p.pad, p.pad_h, p.pad_w, 0, "pad")
+        sh, sw = spatial_pair(p.stride, p.stride_h, p.stride_w, 1, "stride")
+        dh, dw = spatial_pair(p.dilation, None, None, 1, "dilation")
+    except ValueError as e:
+        raise layer.error(str(e)) from None
+    if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
+        raise layer.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
+    if shape[1] % p.group:
+        raise layer.error(f"{shape[1]} input channels are not divisible by group {p.group}")
+    if p.num_output % p.group:
+        raise layer.error(f"num_output {p.num_output} is not divisible by group {p.group}")
+    return kh, kw, ph, pw, sh, sw, dh, dw
+
+
 @register("Convolution")
 class Convolution(Layer):
     Params = ConvolutionParams
     caffe_params = {"convolution_param": None}
-    backward_reads_bottom = False  # the column buffer keeps the forward's im2col
     can_fuse_relu = True
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
 
+    @property
+    def backward_reads_bottom(self) -> bool:
+        """The column buffer keeps the forward's im2col; only the GPU's depthwise path, which
+        has none, reads the bottom."""
+        return self.on_gpu and self.depthwise
+
     def setup(self, bottom_shapes):
-        p = self.p
-        if p.axis not in (1, -3):
-            raise self.error(f"axis {p.axis}: only axis 1 (the channels of an NCHW bottom) is supported")
-        shape = bottom_shapes[0]
-        if len(shape) != 4:
-            raise self.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
-        try:
-            kh, kw = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, 0, "kernel")
-            ph, pw = spatial_pair(p.pad, p.pad_h, p.pad_w, 0, "pad")
-            sh, sw = spatial_pair(p.stride, p.stride_h, p.stride_w, 1, "stride")
-            dh, dw = spatial_pair(p.dilation, None, None, 1, "dilation")
-        except ValueError as e:
-            raise self.error(str(e)) from None
-        if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
-            raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
-        N, C, H, W = shape
-        g, cout = p.group, p.num_output
-        if C % g:
-            raise self.error(f"{C} input channels are not divisible by group {g}")
-        if cout % g:
-            raise self.error(f"num_output {cout} is not divisible by group {g}")
+        kh, kw, ph, pw, sh, sw, dh, dw = kernel_geometry(self, bottom_shapes[0])
+        N, C, H, W = bottom_shapes[0]
+        g, cout = self.p.group, self.p.num_output
         ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
         Hp, Wp = H + 2 * ph, W + 2 * pw
         if ekh > Hp or ekw > Wp:
@@ -106,6 +124,7 @@ class Convolution(Layer):
         # the images are small; batch-first (C, N, H, W) keeps the top's transposes cheap.
         self.batch_last = Wo < 16
         self.use_pad_buf = self.padded or self.batch_last
+        self.depthwise = depthwise.applies(C, cout, g)  # the GPU's direct path (depthwise.py)
         return [(N, cout, Ho, Wo)]
 
     def param_blobs(self):
@@ -135,6 +154,8 @@ class Convolution(Layer):
         return -(-self.N // chunks)
 
     def buffers(self):  # read after the compiler sets forward_only and on_gpu
+        if self.on_gpu and self.depthwise:
+            return {}
         n, g, cout = self.chunk(), self.p.group, self.p.num_output
         m = n * self.Ho * self.Wo
         if self._image_major():
@@ -218,9 +239,7 @@ class Convolution(Layer):
             if image_major:
                 np.matmul(w, col, out=top.reshape(k, g, -1, self.Ho * self.Wo))
                 continue
-            y = self._grouped(out)
-            for gi in range(g):
-                np.matmul(w[gi], col[gi], out=y[gi])
+            np.matmul(w, col, out=self._grouped(out))  # one stacked GEMM for every group
             if bias is not None:
                 np.add(self._top_view(out, k), bias, out=top)
             else:
@@ -269,7 +288,7 @@ class Convolution(Layer):
         return w
 
     def backward_cpu(self, io: StepIO):
-        cout, g = self.p.num_output, self.p.group
+        cout = self.p.num_output
         col, dy = io.buf["col"], io.buf["out"]
         if self.fused_relu:  # the staging buffer holds the mask first
             io.top_diff[0] *= np.greater(io.top[0], 0, out=self._top_view(dy, self.N))
@@ -277,17 +296,18 @@ class Convolution(Layer):
         dy_g = self._grouped(dy)
         dw = io.param_diff[0]
         if dw is not None:
-            dw_g = self._grouped(dw.reshape(cout, self.ckk))
-            for gi in range(g):
-                np.matmul(dy_g[gi], col[gi].T, out=dw_g[gi])
+            np.matmul(dy_g, col.transpose(0, 2, 1), out=self._grouped(dw.reshape(cout, self.ckk)))
         if self.p.bias_term and io.param_diff[1] is not None:
             np.sum(dy, axis=1, out=io.param_diff[1])
         dx = io.bottom_diff[0]
         if dx is None:
             return
         w_g = self._grouped(io.params[0].reshape(cout, self.ckk))
-        for gi in range(g):  # the columns are no longer needed: they become d(columns)
-            np.matmul(w_g[gi].T, dy_g[gi], out=col[gi])
+        # the columns are no longer needed: they become d(columns).  With one output channel
+        # per group (depthwise) the product is an outer product, which a broadcast multiply
+        # does several times faster than BLAS.
+        outer = np.multiply if w_g.shape[1] == 1 else np.matmul
+        outer(w_g.transpose(0, 2, 1), dy_g, out=col)
         acc = self._nchw(io.buf["pad"]) if self.use_pad_buf else dx
         acc.fill(0)
         dcol = self._col6(col, self.N)
@@ -305,6 +325,8 @@ class Convolution(Layer):
                                            self.dw))
 
     def forward_gpu(self, io: StepIO):
+        if self.depthwise:
+            return depthwise.forward_gpu(self, io)
         gpu, n, g, hw = io.gpu, self.chunk(), self.p.group, self.Ho * self.Wo
         w = io.params[0].reshape(g, -1, self.ckk)
         for start in range(0, self.N, n):  # one pass unless forward-only
@@ -340,6 +362,8 @@ class Convolution(Layer):
                       np.int64(src_channel), np.int64(src_image), np.int64(top.size))
 
     def backward_gpu(self, io: StepIO):
+        if self.depthwise:
+            return depthwise.backward_gpu(self, io)
         gpu, g, cout, hw = io.gpu, self.p.group, self.p.num_output, self.Ho * self.Wo
         m = self.N * hw
         col, dy = io.buf["col"], io.buf["out"].reshape(g, -1, m)
