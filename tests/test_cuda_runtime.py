@@ -20,6 +20,12 @@ def test_every_layer_with_a_gpu_pass_has_its_source():
     assert {"basic.cu", "relu.cu"} <= names
 
 
+def test_every_layer_type_has_a_gpu_pass():
+    from trainnet.layers import known_types, layer_class
+
+    assert [t for t in known_types() if not layer_class(t).has_gpu()] == []
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 @pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
 def test_cuda_source_compiles_for_sm80_and_sm90(source, tmp_path):
