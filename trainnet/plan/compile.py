@@ -22,8 +22,9 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     """Compile ``cfg`` for ``phase``.  ``backward`` defaults to True for TRAIN, False for TEST;
     ``reuse_memory=False`` keeps every blob's value readable after a pass and ``in_place=False``
     runs no layer in place that the config does not, ``fuse=False`` folds no layer into another
-    (no ReLU into its producer, no Scale into its BatchNorm; all three for debugging).  ``gpu=True`` compiles for a GPU Net: the layers'
-    buffers are then those of their GPU passes, and only a GPU Net runs the plan."""
+    (no ReLU into its producer, no Scale into its BatchNorm; all three for debugging).
+    ``gpu=True`` compiles for a GPU Net: the layers' buffers are then those of their GPU passes,
+    and only a GPU Net runs the plan."""
     state = NetState(phase=phase, level=cfg.state.level if level is None else level,
                      stage=cfg.state.stage if stages is None else stages)
     layers = filter_layers(cfg.layer, state)

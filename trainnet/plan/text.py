@@ -29,7 +29,8 @@ def _notes(plan: Plan, s) -> list[str]:
         notes.append("fused " + ", ".join(s.fused))
     if s.in_place:
         notes.append("in place (auto)" if s.auto_in_place else "in place")
-    if any(plan.params[u.slot].key != (owner.name, j) for u, (owner, j) in zip(s.params, s.param_owners())):
+    owners = s.param_owners()
+    if any(plan.params[u.slot].key != (owner.name, j) for u, (owner, j) in zip(s.params, owners)):
         notes.append("shares params")
     if plan.backward:
         learned = [u for u in s.params if plan.params[u.slot].learned]
@@ -63,7 +64,8 @@ def format_plan(plan: Plan) -> str:
     total_flops = sum(s.layer.flops() for s in plan.steps)
     lines += ["",
               f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})"
-              + (f", {plan.learned_count:,} learned" if plan.learned_count != plan.param_count else ""),
+              + (f", {plan.learned_count:,} learned" if plan.learned_count != plan.param_count
+                 else ""),
               f"forward flops:     {human_count(total_flops)}",
               f"activations:       {human_bytes(plan.blob_bytes)} with reuse, "
               f"{human_bytes(plan.blob_bytes_no_reuse)} without "
