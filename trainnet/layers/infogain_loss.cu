@@ -5,6 +5,7 @@
 // each row's label code, each counted row's sum of H[label] and the normalizer.  A counted label
 // outside [0, K) turns the loss and its gradient into NaN (the CPU pass refuses it).
 #include "classes.cuh"
+#include "loss.cuh"
 
 extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* code, float* hsum,
                                                  float* norm_out, const float* x,
@@ -34,13 +35,7 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
         hsum[r] = sum;
         total -= gain;
     }
-    total = block_sum(total, scratch);
-    count = block_sum(count, scratch);
-    if (threadIdx.x == 0) {
-        const float norm = fixed_norm > 0.0f ? fixed_norm : fmaxf(count, 1.0f);  // VALID: 0
-        loss[0] = total / norm;
-        norm_out[0] = norm;
-    }
+    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }
 
 // dx = (p * sum_k H[label, k] - H[label, c]) * loss_weight / norm, 0 where the label is

@@ -2,7 +2,7 @@
 // x (t - [x >= 0]) - log(1 + exp(-|x|)) and the counted positions in a fixed order, and keeps the
 // normalizer for backward.  A position is ignored when its target, truncated to an integer as
 // Caffe does, equals ignore_label.
-#include "common.cuh"
+#include "loss.cuh"
 
 __device__ __forceinline__ bool target_ignored(float t, int has_ignore, i64 ignore) {
     return has_ignore && fabsf(t) < 9.2e18f && (i64)t == ignore;
@@ -21,13 +21,7 @@ extern "C" __global__ void sigmoid_cross_entropy_loss_forward(float* loss, float
         total -= v * (t[i] - (v >= 0.0f ? 1.0f : 0.0f)) - log1pf(expf(-fabsf(v)));
         count += 1.0f;
     }
-    total = block_sum(total, scratch);
-    count = block_sum(count, scratch);
-    if (threadIdx.x == 0) {
-        const float norm = fixed_norm > 0.0f ? fixed_norm : fmaxf(count, 1.0f);
-        loss[0] = total / norm;
-        norm_out[0] = norm;
-    }
+    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }
 
 // dx = (sigmoid(x) - t) * loss_weight / norm, 0 where the target is ignored; the loss weight is

@@ -5,6 +5,7 @@
 // outside [0, C), which the CPU pass refuses, turns the loss and its gradient into NaN here
 // (no host can be told mid-graph).
 #include "classes.cuh"
+#include "loss.cuh"
 
 extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* code,
                                                 float* norm_out, const float* x,
@@ -22,13 +23,7 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
         count += 1.0f;
         total -= k == LABEL_BAD ? nan : logf(fmaxf(prob[base + k * inner], 1.175494351e-38f));
     }
-    total = block_sum(total, scratch);
-    count = block_sum(count, scratch);
-    if (threadIdx.x == 0) {
-        const float norm = fixed_norm > 0.0f ? fixed_norm : fmaxf(count, 1.0f);  // VALID: 0
-        loss[0] = total / norm;
-        norm_out[0] = norm;
-    }
+    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }
 
 // dx = (p - onehot(label)) * loss_weight / norm, 0 where the label is ignored.  The loss weight
