@@ -16,6 +16,7 @@ What the reader does besides parsing:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Union
 
@@ -151,8 +152,10 @@ def _first_line(fields: list[Field], key: str) -> int:
     return next(f.line for f in fields if f.key == key)
 
 
-def _param_owners() -> dict[str, set[str]]:
-    """Each parameter message name -> the layer types that read it."""
+@functools.cache
+def _param_owners() -> dict[str, frozenset[str]]:
+    """Each parameter message name -> the layer types that read it (made once: the registry is
+    complete after ``known_types``)."""
     from trainnet.layers.base import LAYERS, known_types
 
     known_types()  # registers every layer module
@@ -160,7 +163,7 @@ def _param_owners() -> dict[str, set[str]]:
     for type_name, cls in LAYERS.entries.items():
         for message in cls.caffe_params:
             owners.setdefault(message, set()).add(type_name)
-    return owners
+    return {message: frozenset(types) for message, types in owners.items()}
 
 
 def read_net(text: str, file: str) -> tuple[dict, SourceMap]:
