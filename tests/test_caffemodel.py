@@ -18,7 +18,7 @@ from trainnet.netcfg.net import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.net import Net
 from trainnet.solver.snapshot import load_weights
-from trainnet.zoo import caffe_pb
+from trainnet.formats import caffe_pb
 from trainnet.zoo.caffemodel import (CaffeLayer, caffe_to_trainnet, read_caffemodel,
                                      trainnet_to_caffe, write_caffemodel)
 
@@ -205,10 +205,10 @@ def test_truncated_and_garbage_files(tmp_path, lenet_model):
 
 
 def test_too_large_file_refused(tmp_path, monkeypatch):
-    from trainnet.zoo import caffemodel
+    from trainnet.formats import blobproto
     path = tmp_path / "big.caffemodel"
     path.write_bytes(bytes(100))
-    monkeypatch.setattr(caffemodel, "MAX_BYTES", 50)
+    monkeypatch.setattr(blobproto, "MAX_BYTES", 50)
     with pytest.raises(TrainnetError, match="more than a protobuf message may hold"):
         read_caffemodel(path)
 

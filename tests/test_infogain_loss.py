@@ -89,10 +89,10 @@ def test_loss_weight_scales_gradient():
 
 @pytest.fixture
 def h_file(tmp_path):
-    from trainnet.zoo import caffemodel
+    from trainnet.formats import blobproto
 
     H = np.random.default_rng(5).uniform(0, 2, size=(4, 4)).astype(np.float32)
-    caffemodel.save_blob(tmp_path / "H.binaryproto", H.reshape(1, 1, 4, 4))
+    blobproto.save_blob(tmp_path / "H.binaryproto", H.reshape(1, 1, 4, 4))
     return tmp_path / "H.binaryproto", H
 
 

@@ -14,8 +14,8 @@ from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.common import TransformationParameter
 from trainnet.netcfg.net import LayerConfig
-from trainnet.zoo import caffe_pb
-from trainnet.zoo.caffemodel import load_blob, load_mean, save_blob
+from trainnet.formats import caffe_pb
+from trainnet.formats.blobproto import load_blob, load_mean, save_blob
 
 CIFAR_MEAN = "cifar10/mean.binaryproto"
 

@@ -114,7 +114,7 @@ def test_info_records_the_published_figures():
 def test_recorded_channel_order_agrees_with_the_published_mean(name):
     """CIFAR-10's mean image starts with red (mean 125.3 > blue 113.9): Caffe stores its planes as
     the dataset does; ImageNet's starts with blue (104.0 < red 122.7): Caffe's BGR."""
-    from trainnet.zoo.caffemodel import load_mean
+    from trainnet.formats.blobproto import load_mean
 
     pre = info(name).preprocess
     first, _, last = load_mean(shared_caffe_file(pre.mean_file)).reshape(3, -1).mean(axis=1)

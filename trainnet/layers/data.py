@@ -243,7 +243,7 @@ class Data(Layer):
     def _mean_image(self, chw: tuple[int, int, int]) -> np.ndarray:
         """transform_param.mean_file: a binaryproto mean of the images' full (C, H, W) size,
         found like the data files."""
-        from trainnet.zoo.caffemodel import load_mean
+        from trainnet.formats.blobproto import load_mean
 
         try:
             mean = load_mean(resolve_data_path(self.transform.mean_file, self.base_dir))

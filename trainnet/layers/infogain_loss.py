@@ -24,6 +24,7 @@ import numpy as np
 
 from trainnet.data.paths import candidates, current_base_dir
 from trainnet.errors import TrainnetError
+from trainnet.formats.blobproto import load_blob
 from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
 from trainnet.layers.loss import LOG_THRESHOLD, LossParams, loss_weight, normalizer
 from trainnet.layers.softmax import softmax_into
@@ -40,8 +41,6 @@ class InfogainLossParams(LossParams):  # infogain_loss_param's fields, then loss
 
 def load_infogain(path) -> np.ndarray:
     """The matrix stored in a binaryproto BlobProto file."""
-    from trainnet.zoo.caffemodel import load_blob  # the Caffe model reader, imported on use
-
     return np.asarray(load_blob(path), dtype=np.float32)
 
 

@@ -7,9 +7,7 @@ data readers' cursors and permutations, and JSON metadata (iteration, RNG state,
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +16,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
 from trainnet.runtime.params import ParamStore
-
-
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise TrainnetError(f"{path}: cannot write ({exc.strerror or exc}); nothing was replaced") from None
 
 
 def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:

@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
-from google.protobuf.message import DecodeError
-
 from trainnet.errors import TrainnetError
+from trainnet.formats import caffe_pb
+from trainnet.formats.atomic import atomic_write
+from trainnet.formats.blobproto import MAX_BYTES, blob_array, blob_proto, parse, read_bytes
 from trainnet.layers import known_types
 from trainnet.netcfg.prototxt import V1_TYPES
-from trainnet.solver.snapshot import atomic_write
-from trainnet.zoo import caffe_pb
 
-MAX_BYTES = 2**31 - 1  # protobuf refuses larger messages; Caffe reads at most INT_MAX bytes too
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 # V1LayerParameter.LayerType -> the current type string (Caffe's UpgradeV1LayerType); NONE is
 # no type at all.
@@ -75,55 +72,6 @@ class CaffeModel:
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise TrainnetError(f"{path}: no such {what} file")
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise TrainnetError(f"{path}: {size / 2**30:.1f} GiB is more than a protobuf message may "
-                            f"hold (2 GiB, also Caffe's limit); it cannot be a {what} file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TrainnetError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise TrainnetError(f"{path}: empty file, not a {what} file")
-    if data.startswith(HDF5_MAGIC):
-        raise TrainnetError(f"{path}: an HDF5 file; trainnet reads Caffe's binaryproto format "
-                            "only (save the net with snapshot_format: BINARYPROTO)")
-    return data
-
-
-def _parse(message, data: bytes, path: Path, what: str):
-    try:
-        message.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise TrainnetError(f"{path}: not a {what}, or a truncated or corrupt one ({exc})") from None
-    return message
-
-
-def blob_array(blob, where: str) -> np.ndarray:
-    """A BlobProto's values as float32 in its shape: ``shape`` or, in old files, the 4-D
-    num/channels/height/width; ``double_data`` when present, else ``data`` (as Caffe)."""
-    legacy = [blob.HasField(f) for f in ("num", "channels", "height", "width")]
-    if any(legacy):
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    else:
-        shape = tuple(blob.shape.dim)
-    if any(d < 0 for d in shape):
-        raise TrainnetError(f"{where}: negative dimension in shape {shape}")
-    if len(blob.double_data):
-        values = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
-    else:
-        values = np.array(blob.data, dtype=np.float32)
-    count = math.prod(shape)
-    if values.size != count:
-        raise TrainnetError(f"{where}: shape {shape} needs {count} values but the blob holds "
-                            f"{values.size}")
-    return values.reshape(shape)
-
-
 def _layer_type(layer, form: str) -> str:
     if form == "V0":
         raw = layer.layer.type
@@ -139,8 +87,8 @@ def _layer_type(layer, form: str) -> str:
 def read_caffemodel(path: str | Path) -> CaffeModel:
     """Read a .caffemodel (any of Caffe's three forms); blobs keep the file's shapes."""
     path = Path(path)
-    data = _read_bytes(path, "Caffe model (.caffemodel)")
-    net = _parse(caffe_pb.NetParameter(), data, path, "Caffe model (.caffemodel)")
+    data = read_bytes(path, "Caffe model (.caffemodel)")
+    net = parse(caffe_pb.NetParameter(), data, path, "Caffe model (.caffemodel)")
     if not net.layer and not net.layers:
         raise TrainnetError(f"{path}: holds no layers: not a Caffe model (.caffemodel), or a "
                             "corrupt one")
@@ -164,57 +112,7 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
     return CaffeModel(net.name, layers, str(path), form)
 
 
-def load_blob(path: str | Path) -> np.ndarray:
-    """A binaryproto BlobProto (a mean image, InfogainLoss's H) as float32 in its shape."""
-    path = Path(path)
-    data = _read_bytes(path, "blob (.binaryproto)")
-    blob = _parse(caffe_pb.BlobProto(), data, path, "blob (.binaryproto)")
-    if not (len(blob.data) or len(blob.double_data) or blob.HasField("shape")
-            or blob.HasField("num")):
-        raise TrainnetError(f"{path}: holds no blob: not a binaryproto blob file, or a corrupt one")
-    return blob_array(blob, str(path))
-
-
-def load_mean(path: str | Path) -> np.ndarray:
-    """A mean image for transform_param.mean_file, as (C, H, W) float32.  Caffe's mean files
-    (compute_image_mean) hold one image as (1, C, H, W)."""
-    mean = load_blob(path)
-    if mean.ndim == 4 and mean.shape[0] == 1:
-        return mean[0]
-    if mean.ndim == 3:
-        return mean
-    raise TrainnetError(f"{path}: a mean file holds one image, shape (1, C, H, W); this one "
-                        f"has shape {mean.shape}")
-
-
 # --- writing -----------------------------------------------------------------------------------
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _blob_proto(array: np.ndarray):
-    """A BlobProto with ``shape`` and packed float ``data``.  The values go in as the packed
-    field's wire bytes (tag 5, length, little-endian floats), which protobuf merges in one pass
-    instead of one Python float at a time."""
-    a = np.asarray(array, dtype="<f4")  # not ascontiguousarray: it makes a scalar 1-D
-    blob = caffe_pb.BlobProto()
-    blob.shape.dim.extend(int(d) for d in a.shape)
-    if a.size:
-        blob.MergeFromString(b"\x2a" + _varint(a.nbytes) + a.tobytes(order="C"))
-    return blob
-
-
-def save_blob(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as a binaryproto BlobProto in its shape (a mean for Caffe's mean_file
-    must be (1, C, H, W)), atomically."""
-    atomic_write(Path(path), _blob_proto(array).SerializeToString())
-
 
 def write_caffemodel(path: str | Path, net_name: str, layers: Iterable[CaffeLayer | tuple]) -> None:
     """Write a .caffemodel in the current form (``layer {}`` with name, type, bottom, top and
@@ -227,7 +125,7 @@ def write_caffemodel(path: str | Path, net_name: str, layers: Iterable[CaffeLaye
         entry.bottom.extend(layer.bottom)
         entry.top.extend(layer.top)
         for blob in layer.blobs:
-            entry.blobs.append(_blob_proto(blob))
+            entry.blobs.append(blob_proto(blob))
     payload = net.SerializeToString()
     if len(payload) > MAX_BYTES:
         raise TrainnetError(f"{path}: the model needs {len(payload) / 2**30:.1f} GiB, more than a "

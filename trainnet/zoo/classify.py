@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.blobproto import load_mean
 from trainnet.netcfg import NetConfig
 from trainnet.netcfg.common import Preprocess
 
@@ -48,7 +49,6 @@ def channel_mean(pre: Preprocess, channels: int, base_dir: Path) -> np.ndarray:
     """The mean to subtract per channel (in the model's channel order)."""
     if pre.mean_file:
         from trainnet.data.paths import resolve_data_path
-        from trainnet.zoo.caffemodel import load_mean
 
         mean = load_mean(resolve_data_path(pre.mean_file, base_dir))
         if mean.shape[0] != channels:

@@ -24,7 +24,7 @@ from trainnet.netcfg.common import Preprocess
 from trainnet.netcfg.prototxt import is_prototxt, read_file
 from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
-from trainnet.solver.snapshot import atomic_write
+from trainnet.formats.atomic import atomic_write
 
 YAML_SUFFIXES = (".yaml", ".yml")
 NET_KEYS = {"layer", "layers", "input", "input_dim", "input_shape"}

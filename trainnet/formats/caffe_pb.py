@@ -1,4 +1,6 @@
-"""The part of Caffe's ``caffe.proto`` that weights and mean files use, built at import time.
+"""The part of Caffe's ``caffe.proto`` that its binary files use, built at import time: weights
+(NetParameter), blobs and means (BlobProto), dataset records (Datum) and solver states
+(SolverState).
 
 The messages are described as a FileDescriptorProto in Python (no protoc, no generated
 ``_pb2`` module), so any protobuf runtime >= 4.21 reads them.  Field numbers and types are
@@ -41,6 +43,21 @@ MESSAGES = {
         ("width", 4, OPTIONAL, F.TYPE_INT32, None, False),
     ],
     "BlobProtoVector": [("blobs", 1, REPEATED, F.TYPE_MESSAGE, "BlobProto", False)],
+    "Datum": [  # one record of an LMDB/LevelDB dataset
+        ("channels", 1, OPTIONAL, F.TYPE_INT32, None, False),
+        ("height", 2, OPTIONAL, F.TYPE_INT32, None, False),
+        ("width", 3, OPTIONAL, F.TYPE_INT32, None, False),
+        ("data", 4, OPTIONAL, F.TYPE_BYTES, None, False),       # uint8 pixels, CHW, or an image file
+        ("label", 5, OPTIONAL, F.TYPE_INT32, None, False),
+        ("float_data", 6, REPEATED, F.TYPE_FLOAT, None, False),
+        ("encoded", 7, OPTIONAL, F.TYPE_BOOL, None, False),     # data holds a JPEG/PNG file
+    ],
+    "SolverState": [
+        ("iter", 1, OPTIONAL, F.TYPE_INT32, None, False),
+        ("learned_net", 2, OPTIONAL, F.TYPE_STRING, None, False),  # the .caffemodel beside it
+        ("history", 3, REPEATED, F.TYPE_MESSAGE, "BlobProto", False),
+        ("current_step", 4, OPTIONAL, F.TYPE_INT32, None, False),
+    ],
     "LayerParameter": [
         ("name", 1, OPTIONAL, F.TYPE_STRING, None, False),
         ("type", 2, OPTIONAL, F.TYPE_STRING, None, False),
@@ -111,3 +128,5 @@ LayerParameter = _CLASSES["LayerParameter"]
 V0LayerParameter = _CLASSES["V0LayerParameter"]
 V1LayerParameter = _CLASSES["V1LayerParameter"]
 NetParameter = _CLASSES["NetParameter"]
+Datum = _CLASSES["Datum"]
+SolverState = _CLASSES["SolverState"]

@@ -1,0 +1,3 @@
+from trainnet.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""Models: convert, classify and the zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from trainnet.cli.common import device_options, echo, main, user_errors
+from trainnet.errors import TrainnetError
+
+
+def _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels):
+    """The preprocessing the user states on the command line, or None when they state none."""
+    from pydantic import ValidationError
+
+    from trainnet.netcfg.common import Preprocess
+
+    given = {k: v for k, v in dict(channel_order=channel_order, raw_scale=raw_scale,
+                                   mean_file=mean_file, input_scale=input_scale,
+                                   labels=labels).items() if v is not None}
+    try:
+        if mean_value:
+            given["mean_value"] = [float(v) for v in mean_value.split(",")]
+        if resize:
+            given["resize"] = [int(v) for v in resize.split(",")]
+        return Preprocess.model_validate(given) if given else None
+    except (ValueError, ValidationError) as exc:
+        raise TrainnetError(f"preprocessing options: {exc}".splitlines()[0]) from None
+
+
+def _preprocess_options(fn):
+    options = [
+        click.option("--labels", help="Class names file, one per line (e.g. ilsvrc12/synset_words.txt)."),
+        click.option("--resize", metavar="H,W", help="Resize images to H,W before the centre crop."),
+        click.option("--input-scale", type=float, help="Multiply the input by this after the mean."),
+        click.option("--mean-value", metavar="V[,V...]", help="Mean per channel, in channel order."),
+        click.option("--mean-file", help="A mean.binaryproto file."),
+        click.option("--raw-scale", type=float, help="Pixel values span [0, RAW_SCALE] (255 for Caffe "
+                     "ImageNet models)."),
+        click.option("--channel-order", type=click.Choice(["BGR", "RGB", "GRAY"]),
+                     help="Channel order the model expects (BGR for Caffe models)."),
+    ]
+    for option in options:
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--model", help="The net (YAML, prototxt or zoo:NAME) the weights belong to: "
+              "required to write a caffemodel; reading one, it checks and fixes blob shapes.")
+@_preprocess_options
+@user_errors
+def convert(src, dst, model, channel_order, raw_scale, mean_file, mean_value, input_scale, resize,
+            labels):
+    """Convert SRC to DST, chosen by their suffixes: a net or solver between .prototxt and .yaml,
+    weights from .caffemodel to .safetensors or back.  The preprocessing options record how the
+    model's inputs are prepared (a converted model never guesses it)."""
+    from trainnet.zoo import convert as cv
+
+    pre = _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels)
+    src_path, dst_path = Path(src), Path(dst)
+    if not src_path.is_file():
+        raise TrainnetError(f"{src}: no such file")
+    kinds = {src_path.suffix.lower(), dst_path.suffix.lower()}
+    if kinds & {".caffemodel", ".safetensors"}:
+        done = cv.convert_weights(src_path, dst_path, model=model, preprocess=pre)
+    else:
+        done = cv.convert_config(src_path, dst_path, preprocess=pre)
+    echo(f"Wrote {dst} ({done.kind})")
+    for note in done.notes:
+        echo(f"Note: {note}")
+
+
+@main.command()
+@click.option("--model", required=True, help="A deploy net (YAML, prototxt or zoo:NAME) with a "
+              "preprocess record.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Weights (safetensors or caffemodel).")
+@click.option("--labels", help="Class names file (default: the model's preprocess.labels).")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@device_options(graph=False)
+@user_errors
+def classify(model, weights, labels, top, images, device, tf32):
+    """Print the TOP most probable classes of each of IMAGES."""
+    from trainnet.netcfg import load_net
+    from trainnet.runtime.device import get_device
+    from trainnet.zoo.classify import classify as run
+
+    results = run(load_net(model), Path(weights), [Path(i) for i in images],
+                  get_device(device, tf32=tf32), top=top, labels=labels)
+    for image, best in zip(images, results):
+        echo(image)
+        for prob, index, name in best:
+            echo(f"  {prob:.4f}  {index:>5}  {name}")
+
+
+@main.group()
+def zoo():
+    """The model zoo: classic Caffe nets as editable YAML configs.  Give zoo:NAME wherever a
+    net path goes (trainnet plan zoo:lenet, a solver's net: zoo:lenet)."""
+
+
+@zoo.command("list")
+@user_errors
+def zoo_list():
+    """One line per zoo net: name, learned parameters, input shape, description."""
+    from trainnet.zoo.registry import info, names
+
+    for name in names():
+        z = info(name)
+        shape = "x".join(str(d) for d in z.input_shape)
+        echo(f"{name:<17}{z.params:>13,}  {shape:<14}{z.description}")
+
+
+@zoo.command("show")
+@click.argument("name")
+@click.option("--plan", "as_plan", is_flag=True, help="Print the compiled plan instead of the YAML.")
+@click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]),
+              help="The phase to compile for (with --plan).")
+@user_errors
+def zoo_show(name, as_plan, phase):
+    """Print zoo net NAME's YAML config (redirect it to a file to edit it), or its compiled plan."""
+    from trainnet.zoo.registry import net_path
+
+    path = net_path(name)
+    if not as_plan:
+        click.echo(path.read_text(), nl=False)
+        return
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net, format_plan
+
+    echo(format_plan(compile_net(load_net(path), phase)))

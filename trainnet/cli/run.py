@@ -1,0 +1,157 @@
+"""Running nets: train, test, plan and time."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from trainnet.cli.common import device_options, echo, main, user_errors
+from trainnet.errors import TrainnetError
+
+
+@main.command()
+@click.argument("solver", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
+              "(safetensors, or a Caffe .caffemodel), matched by layer name: fine-tuning.")
+@click.option("--snapshot", "state", type=click.Path(dir_okay=False),
+              help="Resume exactly from this .solverstate file.")
+@device_options(graph=True)
+@user_errors
+def train(solver, weights, state, device, tf32, no_graph):
+    """Train the net that SOLVER (a solver YAML or prototxt file) names."""
+    from trainnet.netcfg import load_solver
+    from trainnet.runtime.device import get_device
+    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.solver import Solver
+
+    if weights and state:
+        raise TrainnetError("give --weights or --snapshot, not both")
+    cfg = load_solver(solver)
+    s = Solver(cfg, get_device(device, tf32=tf32), log=echo, graph=not no_graph)
+    if weights:
+        loaded, skipped = load_weights(Path(weights), s.net.params)
+        echo(f"Loaded weights for {len(loaded)} layers from {weights}: {', '.join(loaded) or 'none'}")
+        if skipped:
+            echo(f"Skipped layers not in this net: {', '.join(skipped)}")
+        missing = sorted({slot.key[0] for slot in s.net.params.slots} - set(loaded))
+        if missing:
+            echo(f"Layers not in the weights file (initialised by their fillers): {', '.join(missing)}")
+    if state:
+        s.restore(Path(state))
+
+    def stop(signum, frame):
+        echo("Interrupted: finishing this iteration, then snapshotting (Ctrl-C again to abort)")
+        s.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        s.solve()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if s.stop_requested:
+        sys.exit(130)
+
+
+@main.command()
+@click.option("--model", required=True, help="The net: YAML, prototxt, or zoo:NAME.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Weights (safetensors, or a Caffe .caffemodel).")
+@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Number of batches to average over.")
+@click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@device_options(graph=True)
+@user_errors
+def test(model, weights, iterations, phase, device, tf32, no_graph):
+    """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net
+    from trainnet.runtime.device import get_device
+    from trainnet.runtime.net import Net
+    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.solver import average_outputs
+
+    dev = get_device(device, tf32=tf32)
+    plan = compile_net(load_net(model), phase, backward=False, gpu=dev.is_gpu)
+    net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
+    loaded, skipped = load_weights(Path(weights), net.params)
+    missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
+    if missing:
+        raise TrainnetError(f"{weights}: no weights for layers {', '.join(missing)}")
+    if skipped:
+        echo(f"Skipped layers of the weights file not in this net: {', '.join(skipped)}")
+    outputs = average_outputs(net, iterations)
+    for name, value in outputs.items():
+        if np.ndim(value) == 0:
+            echo(f"{name} = {float(value):.6g}")
+        else:
+            echo(f"{name} = {np.array2string(np.asarray(value), precision=4)}")
+
+
+@main.command()
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@click.option("--no-reuse", is_flag=True, help="Plan memory without reusing dead buffers.")
+@click.option("--gpu", is_flag=True, help="Plan for the GPU path (its layers keep fewer scratch "
+              "buffers than the CPU's).")
+@user_errors
+def plan(net, phase, no_reuse, gpu):
+    """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net, format_plan
+    from trainnet.plan.text import human_bytes
+
+    cfg = load_net(net)
+    compiled = compile_net(cfg, phase, reuse_memory=not no_reuse, gpu=gpu)
+    echo(format_plan(compiled))
+    if compiled.backward:
+        forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse, gpu=gpu)
+        echo(f"forward only:      activations {human_bytes(forward_only.blob_bytes)}, arena "
+              f"{human_bytes(forward_only.arena_bytes)}: the same net and batch without backward")
+
+
+@main.command("time")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@device_options(graph=False)
+@user_errors
+def time_(net, iterations, phase, device, tf32):
+    """Time forward and backward of NET per layer, as `caffe time` does (on a GPU each layer
+    is synchronized, so the sum is slower than a graph-replayed iteration of `train`)."""
+    from trainnet.netcfg import load_net
+    from trainnet.plan import compile_net
+    from trainnet.runtime.device import get_device
+    from trainnet.runtime.net import Net
+
+    dev = get_device(device, tf32=tf32)
+    n = Net(compile_net(load_net(net), phase, gpu=dev.is_gpu), dev, rng=np.random.default_rng(0))
+    sync = n.device.synchronize
+    steps = list(zip(n.plan.steps, n.ios))
+    fwd = {s.name: 0.0 for s, _ in steps}
+    bwd = dict(fwd)
+    n.forward_backward() if n.plan.backward else n.forward()  # warm up
+    t_all = time.perf_counter()
+    for _ in range(iterations):
+        for s, io in steps:
+            t = time.perf_counter()
+            s.layer.forward(io, n.device)
+            sync()
+            fwd[s.name] += time.perf_counter() - t
+        if n.plan.backward:
+            n.seed_gradients()
+            for s, io in n.backward_steps:
+                t = time.perf_counter()
+                s.layer.backward(io, n.device)
+                sync()
+                bwd[s.name] += time.perf_counter() - t
+    total = time.perf_counter() - t_all
+    echo(f"{'layer':<24}{'forward ms':>12}{'backward ms':>13}")
+    for s, _ in steps:
+        echo(f"{s.name:<24}{1e3 * fwd[s.name] / iterations:>12.3f}{1e3 * bwd[s.name] / iterations:>13.3f}")
+    echo(f"average iteration: {1e3 * total / iterations:.3f} ms over {iterations} iterations")
