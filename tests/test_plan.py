@@ -116,16 +116,28 @@ layer:
 def test_blob_with_two_consumers_gets_one_split():
     layers = net(TWO_CONSUMERS).layer
     out = insert_splits(layers, loss_weighted_tops(layers))
-    assert names(out) == ["input", "data_input_split", "ip1", "ip2", "loss"]
+    # Caffe's names: <blob>_<producer>_<top index>_split, its tops ..._split_<copy>
+    assert names(out) == ["input", "data_input_0_split", "ip1", "ip2", "loss"]
     split = out[1]
     assert split.type == "Split" and split.bottom == ["data"]
-    assert split.top == ["data_input_split_0", "data_input_split_1"]
+    assert split.top == ["data_input_0_split_0", "data_input_0_split_1"]
     assert split.loss_weight == []
-    assert out[2].bottom == ["data_input_split_0"] and out[3].bottom == ["data_input_split_1"]
+    assert out[2].bottom == ["data_input_0_split_0"] and out[3].bottom == ["data_input_0_split_1"]
     assert out[4].bottom == ["ip1", "label"]  # one consumer each: untouched
     plan = compile_net(net(TWO_CONSUMERS))
-    step = plan.step("data_input_split")
-    assert step.inserted and plan.blobs["data_input_split_1"].shape == (4, 6)
+    step = plan.step("data_input_0_split")
+    assert step.inserted and plan.blobs["data_input_0_split_1"].shape == (4, 6)
+
+
+def test_split_of_a_later_top_names_its_index():
+    """The label is top 1 of the input layer: its split is label_input_1_split."""
+    text = TWO_CONSUMERS + "  - {name: acc, type: Accuracy, bottom: [ip2, label], top: acc}\n"
+    out = insert_splits(net(text).layer, set())
+    assert names(out) == ["input", "data_input_0_split", "label_input_1_split", "ip1", "ip2", "loss",
+                          "acc"]
+    assert out[2].top == ["label_input_1_split_0", "label_input_1_split_1"]
+    assert out[5].bottom == ["ip1", "label_input_1_split_0"]
+    assert out[6].bottom == ["ip2", "label_input_1_split_1"]
 
 
 def test_in_place_chain_gets_no_split():
@@ -158,10 +170,11 @@ layer:
   - {name: loss, type: SoftmaxWithLoss, bottom: [ip1, label], top: loss}
 """
     out = insert_splits(net(text).layer, set())
-    assert names(out) == ["input", "label_input_split", "ip1", "relu1", "ip1_relu1_split", "acc", "loss"]
+    assert names(out) == ["input", "label_input_1_split", "ip1", "relu1", "ip1_relu1_0_split", "acc",
+                          "loss"]
     assert out[3].bottom == out[3].top == ["ip1"]  # relu1 stays in place
-    assert out[5].bottom == ["ip1_relu1_split_0", "label_input_split_0"]
-    assert out[6].bottom == ["ip1_relu1_split_1", "label_input_split_1"]
+    assert out[5].bottom == ["ip1_relu1_0_split_0", "label_input_1_split_0"]
+    assert out[6].bottom == ["ip1_relu1_0_split_1", "label_input_1_split_1"]
 
 
 def test_users_own_split_is_not_reported_as_inserted():
@@ -176,7 +189,7 @@ layer:
 """
     plan = compile_net(net(text))
     assert [(s.name, s.inserted) for s in plan.steps] == [
-        ("input", False), ("label_input_split", True), ("ip1", False), ("ip1_split", False),
+        ("input", False), ("label_input_1_split", True), ("ip1", False), ("ip1_split", False),
         ("loss", False), ("acc", False)]
     rows = format_plan(plan).splitlines()
     assert "inserted split" in rows[5] and "inserted split" not in rows[7]
@@ -196,15 +209,15 @@ def test_loss_top_also_consumed_gets_a_split_carrying_the_weight():
     layers = net(LOSS_ALSO_CONSUMED).layer
     assert loss_weighted_tops(layers) == {(1, 0), (2, 0)}
     out = insert_splits(layers, loss_weighted_tops(layers))
-    assert names(out) == ["input", "ip1", "ip1_ip1_split", "loss"]
+    assert names(out) == ["input", "ip1", "ip1_ip1_0_split", "loss"]
     assert out[1].loss_weight == [0.0]                      # moved off the producer ...
     split = out[2]
-    assert split.top == ["ip1_ip1_split_0", "ip1_ip1_split_1"]
-    assert split.loss_weight == [0.0, 0.25]                 # ... onto the split's spare top
-    assert out[3].bottom == ["ip1_ip1_split_0", "label"]
+    assert split.top == ["ip1_ip1_0_split_0", "ip1_ip1_0_split_1"]
+    assert split.loss_weight == [0.25, 0.0]                 # ... onto copy 0, as in Caffe
+    assert out[3].bottom == ["ip1_ip1_0_split_1", "label"]  # the consumers start at copy 1
     plan = compile_net(net(LOSS_ALSO_CONSUMED))
     weights = {t: w for s in plan.steps for t, w in zip(s.tops, s.loss_weights) if w}
-    assert weights == {"ip1_ip1_split_1": 0.25, "loss": 1.0}
+    assert weights == {"ip1_ip1_0_split_0": 0.25, "loss": 1.0}
 
 
 # --- pass 3: shapes ------------------------------------------------------------------------------
@@ -387,10 +400,10 @@ def test_branch_reaching_no_loss_has_no_backward():
     assert not s["acc"].need_backward and not s["ip_side"].need_backward
     assert s["ip_side"].frozen == [True, True]
     assert s["ip2"].need_backward and s["ip1"].need_backward
-    split = s["ip1_ip1_split"]
+    split = s["ip1_ip1_0_split"]
     assert split.need_backward and split.propagate_down == [True]
     assert plan.blobs["side"].diff is None
-    assert not s["label_input_split"].need_backward
+    assert not s["label_input_1_split"].need_backward
     assert all(not p for st in plan.steps for b, p in zip(st.bottoms, st.propagate_down) if "label" in b)
 
 
@@ -760,7 +773,7 @@ def test_format_plan_lenet_train(mnist_dir, monkeypatch):
 def test_format_plan_shows_inserted_splits_and_forward_only():
     text = format_plan(compile_net(lenet_with_input(), "TEST"))
     assert "(forward only, 11 steps)" in text.splitlines()[0]  # relu1 fused into ip1
-    assert "inserted split" in text and "label_input_split" in text and "ip2_ip2_split" in text
+    assert "inserted split" in text and "label_input_1_split" in text and "ip2_ip2_0_split" in text
     assert "parameters:        431,080 (1.6 MiB)" in text
     assert "outputs:           accuracy, loss" in text
 

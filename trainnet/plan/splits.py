@@ -3,6 +3,13 @@
 Each consumer then reads its own copy, and the Split's backward sums their gradients, so
 no layer ever has to accumulate into a shared diff.  A loss output that another layer also
 reads counts as one more consumer, as in Caffe.
+
+Names, copies and the loss follow Caffe's ``InsertSplits`` (insert_splits.cpp), so that blobs are
+found by Caffe's names: top ``j`` of layer ``L`` holding blob ``b`` gets the split layer
+``b_L_j_split`` with tops ``b_L_j_split_0``, ``b_L_j_split_1`` ...; the consumers take the copies in
+net order; a loss output's weight rides on copy 0 and its consumers start at copy 1.  One
+difference: Caffe counts only an explicit ``loss_weight`` as a use, trainnet a loss layer's
+default weight too (else a consumer's gradient would overwrite the loss's).
 """
 
 from __future__ import annotations
@@ -11,8 +18,14 @@ from trainnet.layers.base import layer_class
 from trainnet.netcfg.net import LayerConfig
 
 
-def split_top_name(blob: str, producer: str, k: int) -> str:
-    return f"{blob}_{producer}_split_{k}"
+def split_layer_name(blob: str, producer: str, top_index: int) -> str:
+    """Caffe's SplitLayerName."""
+    return f"{blob}_{producer}_{top_index}_split"
+
+
+def split_top_name(blob: str, producer: str, top_index: int, k: int) -> str:
+    """Caffe's SplitBlobName: copy ``k`` of top ``top_index`` of layer ``producer``."""
+    return f"{split_layer_name(blob, producer, top_index)}_{k}"
 
 
 def insert_splits(layers: list[LayerConfig], loss_weighted: set[tuple[int, int]]) -> list[LayerConfig]:
@@ -37,14 +50,15 @@ def insert_splits(layers: list[LayerConfig], loss_weighted: set[tuple[int, int]]
             continue
         i, j = key
         blob = layers[i].top[j]
-        tops = [split_top_name(blob, layers[i].name, k) for k in range(consumers(key))]
-        for k, reader in enumerate(readers):
+        tops = [split_top_name(blob, layers[i].name, j, k) for k in range(consumers(key))]
+        first = 1 if key in loss_weighted else 0  # the loss rides on copy 0
+        for k, reader in enumerate(readers, start=first):
             renamed[reader] = tops[k]
         weights = [0.0] * len(tops)
         if key in loss_weighted:
-            weights[-1] = loss_weights(layers[i])[j]  # the loss rides on the last copy
+            weights[0] = loss_weights(layers[i])[j]
         splits_after.setdefault(i, []).append(LayerConfig(
-            name=f"{blob}_{layers[i].name}_split", type="Split", bottom=[blob], top=tops,
+            name=split_layer_name(blob, layers[i].name, j), type="Split", bottom=[blob], top=tops,
             params=Split.Params(), line=layers[i].line,
             loss_weight=weights if key in loss_weighted else []))
 
@@ -54,7 +68,7 @@ def insert_splits(layers: list[LayerConfig], loss_weighted: set[tuple[int, int]]
         if bottoms != layer.bottom:
             layer = layer.model_copy(update={"bottom": bottoms})
         if any((i, j) in loss_weighted and consumers((i, j)) > 1 for j in range(len(layer.top))):
-            # the loss weight now rides on the split's last top; this top feeds the split
+            # the loss weight now rides on the split's first top; this top feeds the split
             weights = [0.0 if consumers((i, j)) > 1 else w for j, w in
                        enumerate(loss_weights(layer))]
             layer = layer.model_copy(update={"loss_weight": weights})
