@@ -1,8 +1,9 @@
 """Writing nets and solvers as Caffe prototxt (the inverse of ``prototxt.read_net``).
 
-A layer's flattened parameters go back into the messages its type lists in ``caffe_params``;
-defaults are left out, as in the YAML form.  Enum values are written bare (``pool: MAX``) and
-strings quoted (``type: "xavier"``): the config models' ``Literal`` fields are Caffe enums except
+A layer's flattened parameters go back into the messages its type lists in ``caffe_params``.
+Fields at trainnet's default are left out, as in the YAML form, except where Caffe would assume
+another value: those ``caffe_defaults.CAFFE_DEFAULTS`` lists are written.  Enum values are written
+bare (``pool: MAX``) and strings quoted (``type: "xavier"``): the config models' ``Literal`` fields are Caffe enums except
 the few that caffe.proto declares as strings, listed in ``STRING_LITERALS``.
 """
 
@@ -11,18 +12,48 @@ from __future__ import annotations
 import json
 import math
 import typing
-from typing import Any, Literal, Optional
+from typing import Any, Collection, Literal, Mapping, Optional
 
 from pydantic import BaseModel
 
-from trainnet.netcfg.common import FillerParameter
+from trainnet.netcfg.caffe_defaults import caffe_needs, must_write
+from trainnet.netcfg.common import (BlobShape, FillerParameter, NetState, NetStateRule, ParamSpec,
+                                    TransformationParameter)
 from trainnet.netcfg.errors import _model_in
-from trainnet.netcfg.net import COMMON_KEYS, LayerConfig, NetConfig
+from trainnet.netcfg.net import LayerConfig, NetConfig
 from trainnet.netcfg.solver import SolverConfig
 
 # Literal fields that caffe.proto declares as strings (quoted in prototxt).
 STRING_LITERALS = {(FillerParameter, "type"), (SolverConfig, "regularization_type")}
 INDENT = "  "
+# The Caffe message each shared config model writes (the keys of its CAFFE_DEFAULTS entries).
+MESSAGES = {NetConfig: "NetParameter", LayerConfig: "LayerParameter", SolverConfig: "SolverParameter",
+            NetState: "NetState", NetStateRule: "NetStateRule", ParamSpec: "ParamSpec",
+            FillerParameter: "FillerParameter", TransformationParameter: "TransformationParameter",
+            BlobShape: "BlobShape"}
+
+
+def message_data(model: BaseModel, needs: Optional[Mapping[str, Any]] = None,
+                 skip: Collection[str] = (), only_needed: bool = False) -> dict:
+    """The fields of ``model`` a prototxt writes: those not at trainnet's default, and those
+    Caffe would read otherwise (``needs``: field -> Caffe's default; by default the entries of the
+    model's message).  ``only_needed``: just the latter (a nested message left at its default)."""
+    cls = type(model)
+    needs = caffe_needs(MESSAGES.get(cls, "")) if needs is None else needs
+    out: dict[str, Any] = {}
+    for key, info in cls.model_fields.items():
+        if key in skip:
+            continue
+        value = getattr(model, key)
+        changed = info.is_required() or value != info.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            inner = message_data(value, only_needed=only_needed or not changed)
+            if inner or (changed and not only_needed):
+                out[key] = inner
+        elif (changed and not only_needed) or (key in needs and must_write(value, needs[key])):
+            out[key] = [message_data(v) if isinstance(v, BaseModel) else v for v in value] \
+                if isinstance(value, list) else value
+    return out
 
 
 def _is_enum(model: type[BaseModel], key: str) -> bool:
@@ -74,10 +105,9 @@ def _layer(layer: LayerConfig, depth: int) -> list[str]:
     from trainnet.layers.base import layer_class
 
     cls = layer_class(layer.type)
-    common = layer.model_dump(include=set(COMMON_KEYS), exclude_defaults=True)
-    common = {"name": layer.name, "type": layer.type, **common}
-    lines = _fields(LayerConfig, common, depth)
-    params = layer.params.model_dump(exclude_defaults=True)
+    lines = _fields(LayerConfig, message_data(layer, skip=("params", "line")), depth)
+    needs = {k: v for message in cls.caffe_params for k, v in caffe_needs(message).items()}
+    params = message_data(layer.params, needs)
     if params and not cls.caffe_params:
         raise ValueError(f"layer type {layer.type} declares no Caffe parameter message")
     claimed = {f for fields in cls.caffe_params.values() if fields for f in fields}
@@ -91,18 +121,26 @@ def _layer(layer: LayerConfig, depth: int) -> list[str]:
     return lines
 
 
+def _net(net: NetConfig, depth: int) -> list[str]:
+    pad = INDENT * depth
+    lines = _fields(NetConfig, message_data(net, skip=("layer", "preprocess", "file")), depth)
+    for layer in net.layer:
+        lines += [f"{pad}layer {{", *_layer(layer, depth + 1), f"{pad}}}"]
+    return lines
+
+
 def dump_net_prototxt(net: NetConfig) -> str:
     """The net as prototxt text.  ``preprocess`` has no Caffe field and is not written."""
-    head = net.model_dump(include={"name", "force_backward", "state"}, exclude_defaults=True)
-    lines = _fields(NetConfig, head, 0)
-    for layer in net.layer:
-        lines.append("layer {")
-        lines += _layer(layer, 1)
-        lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_net(net, 0)) + "\n"
 
 
 def dump_solver_prototxt(cfg: SolverConfig) -> str:
-    data = cfg.model_dump(exclude={"file"}, exclude_defaults=True)
-    data = {"net": cfg.net, **data}
-    return "\n".join(_fields(SolverConfig, data, 0)) + "\n"
+    """The solver as prototxt text; inline nets (``net_param { ... }``) written as nets are."""
+    nets = {key: value if isinstance(value, list) else [value] for key, value in cfg
+            if isinstance(value, NetConfig) or (isinstance(value, list) and value
+                                                and isinstance(value[0], NetConfig))}
+    lines = _fields(SolverConfig, message_data(cfg, skip=("file", *nets)), 0)
+    for key, values in nets.items():
+        for net in values:
+            lines += [f"{key} {{", *_net(net, 1), "}"]
+    return "\n".join(lines) + "\n"
