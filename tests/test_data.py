@@ -11,7 +11,7 @@ from layer_check import build, run_forward
 from trainnet.data import idx
 from trainnet.data.download import MNIST_SHA256, download_mnist
 from trainnet.data.idx import read_idx, read_idx_header, write_idx
-from trainnet.data.paths import data_base_dir, resolve_data_path
+from trainnet.data.paths import data_config, resolve_data_path
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.common import TransformationParameter
@@ -144,7 +144,9 @@ def test_resolve_order(tmp_path, monkeypatch):
         resolve_data_path("f", base)
     msg = str(exc.value)
     assert all(str(d / "f") in msg for d in (env, base)) and "TRAINNET_DATA" in msg
-    assert "trainnet data mnist" in msg
+    assert "`trainnet data`" in msg
+    with pytest.raises(TrainnetError, match="`trainnet data mnist` downloads MNIST"):
+        resolve_data_path("mnist/t10k-images-idx3-ubyte.gz", base)
 
 
 # --- the Data layer --------------------------------------------------------------------------
@@ -281,12 +283,12 @@ def test_counts_must_match_and_base_dir(tmp_path, monkeypatch):
     write_idx(tmp_path / "toy/train-images-idx3-ubyte.gz", images())
     write_idx(tmp_path / "toy/train-labels-idx1-ubyte.gz", np.arange(N - 1, dtype=np.uint8))
     with pytest.raises(ConfigError, match="holds 10 images but .* holds 9 labels"):
-        with data_base_dir(tmp_path):
+        with data_config(tmp_path / "net.yaml"):
             data_layer()
     write_idx(tmp_path / "toy/train-labels-idx1-ubyte.gz", np.arange(N, dtype=np.uint8))
-    with data_base_dir(tmp_path):
+    with data_config(tmp_path / "net.yaml"):
         layer = data_layer()
-    assert layer.base_dir == tmp_path
+    assert layer.paths[0] == tmp_path / "toy/train-images-idx3-ubyte.gz"  # beside the config
     assert batches(layer, 1)[0][0][1].tolist() == [0, 1, 2, 3]
 
 

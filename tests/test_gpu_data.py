@@ -10,7 +10,8 @@ import pytest
 
 from synthetic import write_dataset
 from trainnet.layers.base import StepIO, layer_class
-from trainnet.layers.data import DataReader, StagedReader
+from trainnet.data.pipeline import BatchReader
+from trainnet.layers.data_base import StagedReader
 from trainnet.netcfg.common import TransformationParameter
 from trainnet.netcfg.net import LayerConfig
 from trainnet.runtime.device import GpuDevice
@@ -34,7 +35,7 @@ def data_layer(transform=None, **params):
     return cls("data", p, "TRAIN", [], common=common)
 
 
-def cpu_batches(reader: DataReader, layer, count):
+def cpu_batches(reader: BatchReader, layer, count):
     out = []
     for _ in range(count):
         data, label = (np.empty(s, np.float32) for s in layer.top_shapes)

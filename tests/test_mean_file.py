@@ -184,7 +184,7 @@ def test_mean_file_with_mirror_only(rgb_images):
 
 @pytest.mark.parametrize("transform, message", [
     ({"mean_file": CIFAR_MEAN, "mean_value": [1, 2, 3]}, "give mean_file or mean_value, not both"),
-    ({"mean_file": "cifar10/nothing.binaryproto"}, "transform_param.mean_file: data file "
+    ({"mean_file": "cifar10/nothing.binaryproto"}, "transform_param.mean_file: mean file "
                                                    "'cifar10/nothing.binaryproto' not found"),
     ({"mean_file": "caffe/ilsvrc12/imagenet_mean.binaryproto"},
      r"the mean has shape \(3, 256, 256\) but the images are \(3, 32, 32\)"),

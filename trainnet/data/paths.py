@@ -1,10 +1,17 @@
-"""Where a config's data path points: TRAINNET_DATA, then the config's folder, then the cwd,
-then ./data (where `trainnet data mnist` puts datasets when TRAINNET_DATA is unset)."""
+"""Where a config's data path points.
+
+A relative path in a YAML config is looked up under $TRAINNET_DATA, then beside the config,
+then in the working directory, then under ./data (where `trainnet data` puts datasets when
+TRAINNET_DATA is unset).  A Caffe prototxt means its paths relative to the working directory
+(Caffe's examples run from Caffe's root), so for one the working directory comes first, then the
+config's folder, then $TRAINNET_DATA and ./data.  A miss lists every place tried, in order.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -13,46 +20,82 @@ from trainnet.errors import TrainnetError
 
 ENV = "TRAINNET_DATA"
 DEFAULT_ROOT = Path("data")  # relative to the cwd
-_BASE_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("data_base_dir",
-                                                                          default=None)
+PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt", ".prototext")
+_CONFIG: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("data_config", default=None)
 
 
 @contextlib.contextmanager
-def data_base_dir(path: Optional[Path]) -> Iterator[None]:
-    """Within the block, data layers resolve relative paths against ``path`` (a config's folder)."""
-    token = _BASE_DIR.set(Path(path) if path is not None else None)
+def data_config(file: Optional[str | Path]) -> Iterator[None]:
+    """Within the block, data layers resolve relative paths for the config ``file``."""
+    token = _CONFIG.set(Path(file).resolve() if file else None)
     try:
         yield
     finally:
-        _BASE_DIR.reset(token)
+        _CONFIG.reset(token)
 
 
 def current_base_dir() -> Path:
-    """The folder set by ``data_base_dir``, else the cwd."""
-    return _BASE_DIR.get() or Path.cwd()
+    """The folder of the config set by ``data_config``, else the cwd."""
+    config = _CONFIG.get()
+    return config.parent if config else Path.cwd()
 
 
-def candidates(path: str, base_dir: Path) -> list[Path]:
+def caffe_paths() -> bool:
+    """Whether the config being compiled is a Caffe prototxt (paths from the working directory)."""
+    config = _CONFIG.get()
+    return config is not None and config.suffix.lower() in PROTOTXT_SUFFIXES
+
+
+def candidates(path: str, base_dir: Optional[Path] = None, caffe: Optional[bool] = None) -> list[Path]:
     """Every place a data path may be, in the order they are tried."""
     p = Path(path).expanduser()
     if p.is_absolute():
         return [p]
-    places = []
+    base_dir = current_base_dir() if base_dir is None else Path(base_dir)
+    caffe = caffe_paths() if caffe is None else caffe
     env = os.environ.get(ENV)
-    if env:
-        places.append(Path(env).expanduser() / p)
-    places += [Path(base_dir) / p, Path.cwd() / p, Path.cwd() / DEFAULT_ROOT / p]
+    rooted = [Path(env).expanduser() / p] if env else []
+    if caffe:
+        places = [Path.cwd() / p, base_dir / p] + rooted
+    else:
+        places = rooted + [base_dir / p, Path.cwd() / p]
+    places.append(Path.cwd() / DEFAULT_ROOT / p)
     return list(dict.fromkeys(places))  # drop repeats (base_dir may be the cwd)
 
 
-def resolve_data_path(path: str, base_dir: Path) -> Path:
+def not_found(path: str, places: list[Path], what: str = "data file", hint: str = "") -> TrainnetError:
+    tried = ", ".join(str(p) for p in places)
+    if "mnist" in path.lower():
+        hint = "; ".join(filter(None, [hint, "`trainnet data mnist` downloads MNIST"]))
+    elif "cifar" in path.lower():
+        hint = "; ".join(filter(None, [hint, "`trainnet data cifar10` downloads CIFAR-10"]))
+    elif not hint:
+        hint = "`trainnet data` fetches and converts Caffe's example datasets"
+    if not Path(path).expanduser().is_absolute():
+        order = ("relative paths of a Caffe prototxt start from the working directory, as in Caffe"
+                 if caffe_paths() else f"set {ENV} to the folder holding it")
+        hint = f"{order}; {hint}"
+    return TrainnetError(f"{what} '{path}' not found (tried {tried}); {hint}")
+
+
+def resolve_data_path(path: str, base_dir: Optional[Path] = None, what: str = "data file",
+                      hint: str = "") -> Path:
     """The first existing place for ``path``; none existing is a TrainnetError listing them."""
     places = candidates(path, base_dir)
     for place in places:
         if place.exists():
             return place
-    tried = ", ".join(str(p) for p in places)
-    hint = "run `trainnet data mnist` to download MNIST"
-    if not Path(path).expanduser().is_absolute():
-        hint = f"set {ENV} to the folder holding it, or {hint}"
-    raise TrainnetError(f"data file '{path}' not found (tried {tried}); {hint}")
+    raise not_found(path, places, what, hint)
+
+
+def resolve_data_glob(pattern: str, base_dir: Optional[Path] = None, what: str = "data files") -> list[Path]:
+    """The files a glob pattern (``cifar10/data_batch_*.bin``) matches at the first place where
+    it matches any, sorted; a plain path is its own one match."""
+    if not glob.has_magic(pattern):
+        return [resolve_data_path(pattern, base_dir, what)]
+    places = candidates(pattern, base_dir)
+    for place in places:
+        found = sorted(Path(p) for p in glob.glob(str(place)))
+        if found:
+            return found
+    raise not_found(pattern, places, what)

@@ -7,9 +7,7 @@ naming the file, line and layer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from trainnet.data.paths import data_base_dir
+from trainnet.data.paths import data_config
 from trainnet.errors import ConfigError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.net import LayerConfig
@@ -26,8 +24,7 @@ def _arity(cfg: LayerConfig, what: str, n: int, bounds) -> str | None:
 
 
 def infer_shapes(layers: list[LayerConfig], phase: str, file: str | None) -> tuple[list[Step], dict[str, Blob]]:
-    """``file`` is the net config's path: errors name it, data paths resolve beside it."""
-    base_dir = Path(file).resolve().parent if file else Path.cwd()
+    """``file`` is the net config's path: errors name it, data paths resolve for it."""
     blobs: dict[str, Blob] = {}
     steps: list[Step] = []
     for i, cfg in enumerate(layers):
@@ -58,7 +55,7 @@ def infer_shapes(layers: list[LayerConfig], phase: str, file: str | None) -> tup
             raise cfg.error(f"has {len(cfg.bottom)} bottoms but {len(cfg.propagate_down)} "
                             "propagate_down values", file, "propagate_down")
         try:
-            with data_base_dir(base_dir):
+            with data_config(file):
                 layer = cls(cfg.name, cfg.params, phase, [blobs[b].shape for b in cfg.bottom],
                             common=cfg)
         except ConfigError as exc:

@@ -105,8 +105,6 @@ class Net:
             else:
                 param_diff.append(store.view(store.diff, i).reshape(shape))
         layer = step.layer
-        if layer.is_data:
-            layer.base_dir = plan.base_dir
         state = layer.make_state(self.rng, self.device if self.device.is_gpu else None)
         if state is not None:
             self.states[step.name] = state

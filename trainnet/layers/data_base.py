@@ -1,0 +1,159 @@
+"""What every data layer shares: the transform, the reader it runs, its GPU staging.
+
+A data layer shapes its tops at compile time from its source (the first record, a file's
+header) and builds its reader when a Net is built (``make_reader``): a ``BatchReader`` that
+fills batches in background workers, or any object with the same methods (``next_batch``,
+``checkpoint``, ``state_at``, ``get_state``, ``set_state``, ``notes``).  On a GPU the reader is
+wrapped in a ``StagedReader``: the next batch is gathered into pinned memory and uploaded on a
+side stream while the device computes on the current one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from trainnet.data.paths import resolve_data_path
+from trainnet.data.transform import Transformer, check_param
+from trainnet.errors import TrainnetError
+from trainnet.formats.blobproto import load_mean
+from trainnet.layers.base import Layer, StepIO, count_tops
+from trainnet.netcfg.common import TransformationParameter
+
+
+class DataLayer(Layer):
+    """Base of the layers that read a dataset: no bottoms, no backward, tops from a reader."""
+
+    num_bottoms = (0, 0)
+    is_data = True
+    has_backward = False
+    backward_reads_bottom = False
+    transforms: ClassVar[bool] = True  # takes transform_param (HDF5Data and MemoryData do not)
+
+    @property
+    def transform_param(self) -> TransformationParameter:
+        return getattr(self.common, "transform_param", None) or TransformationParameter()
+
+    @property
+    def with_labels(self) -> bool:
+        return count_tops(self, 2) > 1
+
+    def check_no_transform(self) -> None:
+        """Refuse a transform_param on a layer that applies none (as Caffe's CHECKs do)."""
+        if self.transform_param != TransformationParameter():
+            raise self.error(f"transform_param: {self.type} does not transform its data (as in "
+                             "Caffe); prepare the data beforehand")
+
+    def transformer(self, item_shape: tuple[int, int, int]) -> Transformer:
+        """Caffe's DataTransformer for records of ``item_shape``, its mean_file loaded."""
+        tp = self.transform_param
+        try:
+            check_param(tp)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+        mean = None
+        if tp.mean_file:
+            try:
+                mean = load_mean(resolve_data_path(tp.mean_file, what="mean file"))
+            except TrainnetError as exc:
+                raise self.error(f"transform_param.mean_file: {exc}") from None
+        try:
+            return Transformer(tp, self.phase == "TRAIN", item_shape, mean)
+        except ValueError as exc:
+            raise self.error(str(exc)) from None
+
+    def reader_seed(self, rng: np.random.Generator) -> np.random.Generator:
+        return np.random.default_rng(int(rng.integers(2**63)))
+
+    def make_reader(self, rng: np.random.Generator) -> Any:
+        """The host-side reader filling this layer's tops (a ``BatchReader``)."""
+        raise NotImplementedError
+
+    def make_state(self, rng: np.random.Generator, device=None):
+        reader = self.make_reader(rng)
+        if device is None or not device.is_gpu:
+            return reader
+        return StagedReader(reader, self.top_shapes, device.backend)
+
+    def forward_cpu(self, io: StepIO):
+        io.state.next_batch(*io.top)
+
+    def backward_cpu(self, io: StepIO):
+        pass
+
+    def forward_gpu(self, io: StepIO):
+        """Host work (gather, queue uploads): the Net runs it before the captured graph."""
+        io.state.forward(io.top)
+
+    def backward_gpu(self, io: StepIO):
+        pass
+
+
+class StagedReader:
+    """A reader feeding a GPU: batches gathered on the host overlap the device's compute.
+
+    Two pinned host buffers and two device staging buffers per top, used in turn.  Each
+    forward waits (on the device) for the current staging buffer's upload, copies it into the
+    tops on the compute stream, then gathers the next batch into the other pinned buffer and
+    queues its upload on the side stream, after the device has consumed that staging buffer's
+    previous batch.  The reader is thus one batch ahead of what the net has seen; ``get_state``
+    reports the reader as of the batches consumed, so a resumed run sees the same sequence.
+    A reader whose input the user replaces between passes (MemoryData: ``ahead`` False) is
+    read when its batch is needed instead.
+    """
+
+    def __init__(self, reader, shapes: list[tuple[int, ...]], backend):
+        self.reader, self.gpu = reader, backend
+        self.ahead = getattr(reader, "read_ahead", True)
+        self.pinned = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)]
+        self.staging = [[backend.zeros(s, np.float32) for s in shapes] for _ in range(2)]
+        self.ready: list = [None, None]     # side-stream events: staging[i] holds its batch
+        self.consumed: list = [None, None]  # compute-stream events: staging[i] copied out
+        self.slot = 0
+        self.primed = False                 # staging[slot] holds (or will hold) the next batch
+        self.consumed_at: Optional[tuple] = None  # the reader's checkpoint after the last batch used
+
+    def _prepare(self, slot: int) -> None:
+        """Gather the reader's next batch into pinned[slot] and queue its upload."""
+        self.gpu.host_wait(self.ready[slot])  # the previous upload from pinned[slot] has left it
+        host = self.pinned[slot]
+        self.reader.next_batch(*host)
+        after = self.consumed[slot]
+        for dst, src in zip(self.staging[slot], host):
+            self.ready[slot] = self.gpu.upload_side(dst, src, after=after)
+            after = None  # the side stream runs its copies in order
+
+    def forward(self, tops: list) -> None:
+        gpu = self.gpu
+        if not self.primed:
+            self._prepare(self.slot)
+            self.primed = True
+        cur = self.slot
+        gpu.wait(self.ready[cur])
+        for top, staged in zip(tops, self.staging[cur]):
+            gpu.copy(top, staged)
+        self.consumed[cur] = gpu.record()
+        self.consumed_at = self.reader.checkpoint()
+        self.slot = 1 - cur
+        if self.ahead:
+            self._prepare(self.slot)
+        else:
+            self.primed = False
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        if not self.primed or self.consumed_at is None:
+            return self.reader.get_state()
+        return self.reader.state_at(self.consumed_at)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.reader.set_state(state)
+        self.primed = False  # the batch read ahead belongs to the old position: read it again
+
+    def notes(self) -> list[str]:
+        return self.reader.notes()
+
+    def __getattr__(self, name: str):  # the wrapped reader's own methods (set_arrays ...)
+        if name == "reader":
+            raise AttributeError(name)
+        return getattr(self.reader, name)
