@@ -296,7 +296,9 @@ def test_solver_test_interval_needs_test_iter():
 def test_solver_unknown_key_and_missing_net():
     assert solver_error("net: n.yaml\nbase_rl: 0.1\n") == \
         "s.yaml:2: base_rl: unknown key (did you mean 'base_lr'?)"
-    assert solver_error("base_lr: 0.1\n") == "s.yaml:1: net: required"
+    assert solver_error("base_lr: 0.1\n") == (
+        "s.yaml:1: a solver names its train net by exactly one of net, net_param, train_net, "
+        "train_net_param; this one gives none")
     assert solver_error("net: n.yaml\ntype: SDG\n").startswith(
         "s.yaml:2: unknown solver type 'SDG' (did you mean 'SGD'?)")
     assert solver_error("net: n.yaml\nbase_lr: -1\n") == "s.yaml:2: base_lr: must be >= 0.0, got -1"

@@ -228,5 +228,7 @@ def test_train_from_prototxt_files(tmp_path, mnist_dir, monkeypatch):
     result = CliRunner().invoke(main, ["train", "solver.prototxt", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "Iteration 8" in result.output and "accuracy" in result.output
-    assert (tmp_path / "out" / "lenet_iter_8.safetensors").is_file()
+    # a prototxt solver snapshots in Caffe's default format, BINARYPROTO
+    assert {p.name for p in (tmp_path / "out").glob("lenet_iter_8.*")} == {
+        "lenet_iter_8.caffemodel", "lenet_iter_8.solverstate"}
     assert load_solver(tmp_path / "solver.prototxt").net_path == tmp_path / "net.prototxt"

@@ -232,11 +232,6 @@ def test_momentum_is_refused_where_caffe_refuses_it(kind):
         load_solver_text(f"net: n.yaml\nmomentum: 0.9\ntype: {kind}\n", "s.yaml")
 
 
-def test_one_test_net(tmp_path):
-    with pytest.raises(TrainnetError, match=r"s.yaml:2: test_iter: lists 2 values, but there is one test net"):
-        load_solver_text("net: n.yaml\ntest_iter: [10, 20]\ntest_interval: 5\n", "s.yaml")
-
-
 def test_snapshot_prefix_defaults_to_the_solver_file(tmp_path):
     solver = write_project(tmp_path, max_iter=5)
     solver.write_text(solver.read_text().replace(f"snapshot_prefix: {tmp_path / 'out/tiny'}\n", ""))

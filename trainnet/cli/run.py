@@ -14,12 +14,33 @@ from trainnet.cli.common import device_options, echo, main, user_errors
 from trainnet.errors import TrainnetError
 
 
+def state_options(fn):
+    """--stage (repeatable) and --level: the net state's stages and level besides the phase,
+    for include/exclude rules (as `caffe test --stage --level`)."""
+    fn = click.option("--level", type=int, default=None,
+                      help="The net state's level (default: the net's own state.level).")(fn)
+    return click.option("--stage", "stages", multiple=True, help="A stage of the net state, "
+                        "added to the net's own state.stage; repeat for several.")(fn)
+
+
+def compile_for(cfg, phase, stages, level, **options):
+    """``cfg`` compiled for ``phase`` with --stage and --level merged over its own state."""
+    from trainnet.netcfg import NetState
+    from trainnet.netcfg.solver_nets import merge_state
+    from trainnet.plan import compile_net
+
+    given = NetState(stage=list(stages), **({} if level is None else {"level": level}))
+    state = merge_state(phase, cfg.state, given)
+    return compile_net(cfg, phase, level=state.level, stages=list(state.stage), **options)
+
+
 @main.command()
 @click.argument("solver", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
               "(safetensors, or a Caffe .caffemodel), matched by layer name: fine-tuning.")
 @click.option("--snapshot", "state", type=click.Path(dir_okay=False),
-              help="Resume exactly from this .solverstate file.")
+              help="Resume from this solver state: trainnet's .solverstate (exactly), or Caffe's "
+              ".solverstate or .solverstate.h5 (weights, history and iteration).")
 @device_options(graph=True)
 @user_errors
 def train(solver, weights, state, device, tf32, no_graph):
@@ -65,19 +86,19 @@ def train(solver, weights, state, device, tf32, no_graph):
 @click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
               help="Number of batches to average over.")
 @click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@state_options
 @device_options(graph=True)
 @user_errors
-def test(model, weights, iterations, phase, device, tf32, no_graph):
+def test(model, weights, iterations, phase, stages, level, device, tf32, no_graph):
     """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
     from trainnet.netcfg import load_net
-    from trainnet.plan import compile_net
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
     from trainnet.solver.snapshot import load_weights
     from trainnet.solver.solver import average_outputs
 
     dev = get_device(device, tf32=tf32)
-    plan = compile_net(load_net(model), phase, backward=False, gpu=dev.is_gpu)
+    plan = compile_for(load_net(model), phase, stages, level, backward=False, gpu=dev.is_gpu)
     net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
     loaded, skipped = load_weights(Path(weights), net.params)
     missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
@@ -99,18 +120,20 @@ def test(model, weights, iterations, phase, device, tf32, no_graph):
 @click.option("--no-reuse", is_flag=True, help="Plan memory without reusing dead buffers.")
 @click.option("--gpu", is_flag=True, help="Plan for the GPU path (its layers keep fewer scratch "
               "buffers than the CPU's).")
+@state_options
 @user_errors
-def plan(net, phase, no_reuse, gpu):
+def plan(net, phase, no_reuse, gpu, stages, level):
     """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
     from trainnet.netcfg import load_net
-    from trainnet.plan import compile_net, format_plan
+    from trainnet.plan import format_plan
     from trainnet.plan.text import human_bytes
 
     cfg = load_net(net)
-    compiled = compile_net(cfg, phase, reuse_memory=not no_reuse, gpu=gpu)
+    compiled = compile_for(cfg, phase, stages, level, reuse_memory=not no_reuse, gpu=gpu)
     echo(format_plan(compiled))
     if compiled.backward:
-        forward_only = compile_net(cfg, phase, backward=False, reuse_memory=not no_reuse, gpu=gpu)
+        forward_only = compile_for(cfg, phase, stages, level, backward=False,
+                                   reuse_memory=not no_reuse, gpu=gpu)
         echo(f"forward only:      activations {human_bytes(forward_only.blob_bytes)}, arena "
               f"{human_bytes(forward_only.arena_bytes)}: the same net and batch without backward")
 
@@ -119,18 +142,19 @@ def plan(net, phase, no_reuse, gpu):
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
+@state_options
 @device_options(graph=False)
 @user_errors
-def time_(net, iterations, phase, device, tf32):
+def time_(net, iterations, phase, stages, level, device, tf32):
     """Time forward and backward of NET per layer, as `caffe time` does (on a GPU each layer
     is synchronized, so the sum is slower than a graph-replayed iteration of `train`)."""
     from trainnet.netcfg import load_net
-    from trainnet.plan import compile_net
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
 
     dev = get_device(device, tf32=tf32)
-    n = Net(compile_net(load_net(net), phase, gpu=dev.is_gpu), dev, rng=np.random.default_rng(0))
+    n = Net(compile_for(load_net(net), phase, stages, level, gpu=dev.is_gpu), dev,
+            rng=np.random.default_rng(0))
     sync = n.device.synchronize
     steps = list(zip(n.plan.steps, n.ios))
     fwd = {s.name: 0.0 for s, _ in steps}

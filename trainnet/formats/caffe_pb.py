@@ -1,6 +1,6 @@
 """The part of Caffe's ``caffe.proto`` that its binary files use, built at import time: weights
 (NetParameter), blobs and means (BlobProto), dataset records (Datum) and solver states
-(SolverState).
+(SolverState; trainnet writes TrainnetSolverState, the same with one field added).
 
 The messages are described as a FileDescriptorProto in Python (no protoc, no generated
 ``_pb2`` module), so any protobuf runtime >= 4.21 reads them.  Field numbers and types are
@@ -28,6 +28,13 @@ V1_LAYER_TYPES = {
     "SOFTMAX_LOSS": 21, "SPLIT": 22, "SLICE": 33, "TANH": 23, "WINDOW_DATA": 24, "THRESHOLD": 31,
 }
 
+SOLVER_STATE = [
+    ("iter", 1, OPTIONAL, F.TYPE_INT32, None, False),
+    ("learned_net", 2, OPTIONAL, F.TYPE_STRING, None, False),  # the .caffemodel beside it
+    ("history", 3, REPEATED, F.TYPE_MESSAGE, "BlobProto", False),
+    ("current_step", 4, OPTIONAL, F.TYPE_INT32, None, False),
+]
+
 # message -> [(field, number, label, type, message or enum type name, packed)]
 MESSAGES = {
     "BlobShape": [("dim", 1, REPEATED, F.TYPE_INT64, None, True)],
@@ -52,12 +59,11 @@ MESSAGES = {
         ("float_data", 6, REPEATED, F.TYPE_FLOAT, None, False),
         ("encoded", 7, OPTIONAL, F.TYPE_BOOL, None, False),     # data holds a JPEG/PNG file
     ],
-    "SolverState": [
-        ("iter", 1, OPTIONAL, F.TYPE_INT32, None, False),
-        ("learned_net", 2, OPTIONAL, F.TYPE_STRING, None, False),  # the .caffemodel beside it
-        ("history", 3, REPEATED, F.TYPE_MESSAGE, "BlobProto", False),
-        ("current_step", 4, OPTIONAL, F.TYPE_INT32, None, False),
-    ],
+    "SolverState": SOLVER_STATE,
+    # trainnet's SolverState: Caffe's four fields and, at a number Caffe leaves unused, what an
+    # exact resume needs beyond them (data cursors, RNGs, the loss window) as safetensors bytes.
+    # Caffe's parser keeps field 1000 as an unknown field and ignores it.
+    "TrainnetSolverState": SOLVER_STATE + [("trainnet", 1000, OPTIONAL, F.TYPE_BYTES, None, False)],
     "LayerParameter": [
         ("name", 1, OPTIONAL, F.TYPE_STRING, None, False),
         ("type", 2, OPTIONAL, F.TYPE_STRING, None, False),
@@ -130,3 +136,4 @@ V1LayerParameter = _CLASSES["V1LayerParameter"]
 NetParameter = _CLASSES["NetParameter"]
 Datum = _CLASSES["Datum"]
 SolverState = _CLASSES["SolverState"]
+TrainnetSolverState = _CLASSES["TrainnetSolverState"]

@@ -46,6 +46,9 @@ V1_TYPES = {
 SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                 "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
 
+# A solver's inline nets (NetParameter messages), read as net files are.
+SOLVER_NETS = ("net_param", "train_net_param", "test_net_param")
+
 
 # --- nets ------------------------------------------------------------------------------------
 
@@ -168,7 +171,13 @@ def _param_owners() -> dict[str, frozenset[str]]:
 
 def read_net(text: str, file: str) -> tuple[dict, SourceMap]:
     """A net prototxt as the data ``parse_net`` validates, with its source map."""
-    fields = parse_text(text, file)
+    data, lines = read_net_fields(parse_text(text, file), file)
+    return data, SourceMap(file, lines)
+
+
+def read_net_fields(fields: list[Field], file: str, path: tuple = (), line: int = 1) -> tuple[dict, dict]:
+    """A net given as parsed fields (a file's, or a solver's ``net_param { ... }`` at ``path``,
+    starting at ``line``): the data ``parse_net`` validates and the lines of its paths."""
     v1 = [f for f in fields if f.key == "layers"]
     current = [f for f in fields if f.key == "layer"]
     if v1 and current:
@@ -182,14 +191,14 @@ def read_net(text: str, file: str) -> tuple[dict, SourceMap]:
         layers.append(Field("layer", _flatten_params(body, file), f.line, message=True))
     others = [f for f in rest if f.key not in ("layer", "layers")]
     lines: dict = {}
-    data = to_data(others, (), lines)
+    data = to_data(others, path, lines)
     data["layer"] = []
-    lines[("layer",)] = layers[0].line if layers else 1
+    lines[path + ("layer",)] = layers[0].line if layers else line
     for i, f in enumerate(layers):
-        lines[("layer", i)] = f.line
-        data["layer"].append(to_data(f.value, ("layer", i), lines))
-    lines[()] = 1
-    return data, SourceMap(file, lines)
+        lines[path + ("layer", i)] = f.line
+        data["layer"].append(to_data(f.value, path + ("layer", i), lines))
+    lines[path] = line
+    return data, lines
 
 
 def read_solver(text: str, file: str) -> tuple[dict, SourceMap]:
@@ -204,10 +213,27 @@ def read_solver(text: str, file: str) -> tuple[dict, SourceMap]:
             if any(g.key == "type" for g in fields):
                 raise ConfigError("give type or the legacy solver_type, not both", file=file, line=f.line)
             out.append(Field("type", SOLVER_TYPES[f.value], f.line))
-        else:
+        elif f.key not in SOLVER_NETS:
             out.append(f)
     lines: dict = {(): 1}
-    return to_data(out, (), lines), SourceMap(file, lines)
+    data = to_data(out, (), lines)
+    for f in fields:  # inline nets: read as net files are (V1 upgrade, parameter messages)
+        if f.key not in SOLVER_NETS:
+            continue
+        if not f.message:
+            raise ConfigError(f"{f.key}: expects a message {{ ... }}", file=file, line=f.line)
+        if f.key in data and f.key != "test_net_param":
+            raise ConfigError(f"{f.key}: given twice", file=file, line=f.line)
+        lines.setdefault((f.key,), f.line)
+        if f.key == "test_net_param":  # repeated: always a list
+            path = (f.key, len(data.setdefault(f.key, [])))
+            net, net_lines = read_net_fields(f.value, file, path, f.line)
+            data[f.key].append(net)
+        else:
+            net, net_lines = read_net_fields(f.value, file, (f.key,), f.line)
+            data[f.key] = net
+        lines.update(net_lines)
+    return data, SourceMap(file, lines)
 
 
 def is_prototxt(path: Union[str, Path]) -> bool:

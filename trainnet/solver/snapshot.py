@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load, load_file, save
 
 from trainnet.errors import TrainnetError
 from trainnet.formats.atomic import atomic_write
+from trainnet.formats.hdf5 import is_hdf5
 from trainnet.runtime.params import ParamStore
+from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
+from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5
 
 
 def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -60,17 +63,19 @@ def is_safetensors(path: Path) -> bool:
 
 
 def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
-    """Copy blobs by layer name into ``store`` from trainnet weights (safetensors) or a Caffe
-    .caffemodel (by suffix, else by content), whose legacy shapes are fitted to the net's.
+    """Copy blobs by layer name into ``store`` from trainnet weights (safetensors), a Caffe
+    .caffemodel (by suffix, else by content) or an HDF5 .caffemodel.h5 (by content), whose
+    legacy shapes are fitted to the net's.
     Returns (loaded layers, skipped layers of the file with no match here); a shape mismatch
     is an error naming the layer and both shapes."""
     path = Path(path)
     targets = store.named()
-    if path.is_file() and (path.suffix.lower() == ".caffemodel" or
-                           (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
-        from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
-
-        tensors = caffe_to_trainnet(read_caffemodel(path), {k: v.shape for k, v in targets.items()})
+    shapes = {k: v.shape for k, v in targets.items()}
+    if is_hdf5(path):
+        tensors = read_caffemodel_h5(path, shapes)
+    elif path.is_file() and (path.suffix.lower() == ".caffemodel" or
+                             (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
+        tensors = caffe_to_trainnet(read_caffemodel(path), shapes)
     else:
         tensors = read_tensors(path, "weights")
     loaded, skipped = [], []
@@ -108,11 +113,35 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if meta.get("format") != "trainnet-solverstate":
         raise TrainnetError(f"{path}: not a trainnet solver state (a weights file? resume with the "
                             ".solverstate file written beside it)")
+    return tensors, _meta(meta, path, {"iter", "weights"})
+
+
+RECORD_KEYS = {"type", "rng", "test_rng", "losses", "layout"}
+
+
+def _meta(metadata: dict[str, str], path: Path, keys: set[str] = frozenset()) -> dict[str, Any]:
+    """The JSON ``meta`` of a state's metadata, with RECORD_KEYS and ``keys`` present."""
     try:
-        info = json.loads(meta["meta"])
-        missing = {"iter", "weights", "type", "rng", "test_rng", "losses", "layout"} - set(info)
+        info = json.loads(metadata["meta"])
+        missing = (RECORD_KEYS | keys) - set(info)
     except (KeyError, ValueError, TypeError):
         missing = {"meta"}
     if missing:
         raise TrainnetError(f"{path}: damaged solver state (lacks {', '.join(sorted(missing))})")
-    return tensors, info
+    return info
+
+
+def record_bytes(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
+    """A resume record (Solver.resume_record) as safetensors bytes, for a Caffe-format state."""
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                {"format": "trainnet-resume", "meta": json.dumps(meta)})
+
+
+def record_from_bytes(data: bytes, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        tensors = load(data)
+        size = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + size])["__metadata__"]
+    except (SafetensorError, ValueError, KeyError, TypeError) as exc:
+        raise TrainnetError(f"{path}: damaged solver state (trainnet's resume record: {exc})") from None
+    return tensors, _meta(metadata, path)

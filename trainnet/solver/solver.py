@@ -11,12 +11,13 @@ from typing import Callable, Optional
 import numpy as np
 
 from trainnet.errors import TrainnetError
-from trainnet.netcfg.net import load_net
 from trainnet.netcfg.solver import SolverConfig
+from trainnet.netcfg.solver_nets import SolverNet, solver_test_nets, solver_train_net
 from trainnet.plan.compile import compile_net
+from trainnet.plan.filter import filter_layers
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.net import Net
-from trainnet.solver import snapshot as snap
+from trainnet.solver import caffe_state, snapshot as snap
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.update import update_rule
 
@@ -43,13 +44,17 @@ class Solver:
         seeds = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(seeds[0])
         self.test_rng = np.random.default_rng(seeds[1])
-        net_cfg = load_net(cfg.net_path)
-        self.net = Net(compile_net(net_cfg, "TRAIN", gpu=device.is_gpu), device, rng=self.rng)
+        train = solver_train_net(cfg)
+        log(f"Creating training net from {train.source}")
+        self.net = Net(self._compile(train, "TRAIN", device), device, rng=self.rng)
+        # the train net's own layers, in file order (Caffe's order of layers and parameter blobs)
+        self.train_cfg = train.cfg.model_copy(update={"layer": filter_layers(train.cfg.layer,
+                                                                             train.state)})
         self.test_nets: list[Net] = []
-        if cfg.test_iter:
-            test_plan = compile_net(net_cfg, "TEST", gpu=device.is_gpu)
-            self.test_nets.append(Net(test_plan, device, params=self.net.params, rng=self.test_rng,
-                                      graph=graph))
+        for i, test in enumerate(solver_test_nets(cfg)):
+            log(f"Creating test net (#{i}) specified by {test.source}")
+            self.test_nets.append(Net(self._compile(test, "TEST", device), device, rng=self.test_rng,
+                                      params=self.net.params, graph=graph))
         lr_mult, decay_mult = self.net.params.multipliers()
         self.rule = update_rule(cfg.type)(cfg, lr_mult, decay_mult)
         # On a GPU one training iteration (forward, backward, update) is captured as a CUDA
@@ -65,10 +70,16 @@ class Solver:
         self.losses: deque[float] = deque(maxlen=cfg.average_loss)
         self.stop_requested = False
         self.last_test: dict = {}
+        self.test_results: list[dict] = []   # the last test's outputs, one dict per test net
         self.prefix = self._prefix()
         self._acc = device.zeros(self.net.params.diff.shape) if cfg.iter_size > 1 else None
         self._t0 = time.perf_counter()
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
+
+    @staticmethod
+    def _compile(net: SolverNet, phase: str, device: Device):
+        return compile_net(net.cfg, phase, level=net.state.level, stages=list(net.state.stage),
+                           gpu=device.is_gpu)
 
     def _prefix(self) -> Path:
         if self.cfg.snapshot_prefix:
@@ -182,6 +193,8 @@ class Solver:
             self._graphs[name] = None
 
     def test_all(self) -> dict:
+        """Test every test net with its test_iter; returns (and keeps) test net #0's outputs."""
+        results = []
         for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
             outputs = average_outputs(net, n)
             parts = []
@@ -192,51 +205,58 @@ class Solver:
             self.record(event="test", iter=self.iter, net=i,
                         outputs={k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
                                  for k, v in outputs.items()})
-            self.last_test = outputs
+            results.append(outputs)
+        self.test_results = results
+        self.last_test = results[0] if results else {}
         return self.last_test
 
     # --- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> Path:
-        weights = Path(f"{self.prefix}_iter_{self.iter}.safetensors")
-        state = Path(f"{self.prefix}_iter_{self.iter}.solverstate")
-        snap.save_weights(weights, self.net.params, self.net.plan.net_name, self.iter)
-        tensors = {f"history/{k}": v for k, v in self.rule.history_host().items()}
-        for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
-            for layer, st in net.states.items():
-                for key, value in st.get_state().items():
-                    tensors[f"data/{tag}/{layer}/{key}"] = value
-        meta = {"iter": self.iter, "weights": weights.name, "type": self.cfg.type,
-                "rng": snap.rng_to_json(self.rng), "test_rng": snap.rng_to_json(self.test_rng),
-                "losses": list(self.losses), "layout": self._layout()}
-        snap.save_state(state, tensors, meta)
+        """Weights and state for this iteration in snapshot_format; returns the state's path."""
+        kind = self.cfg.snapshot_kind
+        if kind != "SAFETENSORS":
+            weights, state = caffe_state.snapshot(self, kind)
+        else:
+            weights = Path(f"{self.prefix}_iter_{self.iter}.safetensors")
+            state = Path(f"{self.prefix}_iter_{self.iter}.solverstate")
+            snap.save_weights(weights, self.net.params, self.net.plan.net_name, self.iter)
+            tensors, meta = self.resume_record()
+            tensors.update({f"history/{k}": v for k, v in self.rule.history_host().items()})
+            snap.save_state(state, tensors, {**meta, "iter": self.iter, "weights": weights.name})
         self.log(f"Snapshotting to {weights} and {state}")
         return state
 
+    def _nets(self):
+        return (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets)))
+
+    def resume_record(self) -> tuple[dict[str, np.ndarray], dict]:
+        """What a snapshot holds besides weights, history and iteration, for an exact resume:
+        the data readers' cursors and permutations, the RNGs, the loss window, and the solver
+        type and parameter layout a resuming solver must match."""
+        tensors = {}
+        for tag, net in self._nets():
+            for layer, st in net.states.items():
+                for key, value in st.get_state().items():
+                    tensors[f"data/{tag}/{layer}/{key}"] = value
+        meta = {"type": self.cfg.type, "rng": snap.rng_to_json(self.rng),
+                "test_rng": snap.rng_to_json(self.test_rng), "losses": list(self.losses),
+                "layout": self._layout()}
+        return tensors, meta
+
     def _layout(self) -> list:
-        """The parameter blobs by weight key and shape: what a state must match to resume."""
         return [[key, list(view.shape)] for key, view in self.net.params.named().items()]
 
-    def restore(self, state_path: Path) -> None:
-        """Continue exactly where a snapshot left off."""
-        tensors, meta = snap.load_state(state_path)
+    def check_record(self, meta: dict, state_path: Path) -> None:
+        """Refuse a state of another solver type or another net."""
         if meta["type"] != self.cfg.type:
             raise TrainnetError(f"{state_path}: the state is of a {meta['type']} solver, this solver "
                                 f"is {self.cfg.type}")
         if meta["layout"] != self._layout():
             raise TrainnetError(f"{state_path}: the state is of another net (its parameter blobs "
                                 "differ in names or shapes from this net's)")
-        weights = Path(state_path).parent / meta["weights"]
-        loaded, skipped = snap.load_weights(weights, self.net.params)
-        missing = {slot.key[0] for slot in self.net.params.slots} - set(loaded)
-        if missing or skipped:
-            raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
-                                f"{sorted(missing)}, extra {skipped})")
-        try:
-            self.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
-                                    if k.startswith("history/")})
-        except ValueError as exc:
-            raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
-        for tag, net in (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets))):
+
+    def apply_record(self, tensors: dict[str, np.ndarray], meta: dict, state_path: Path) -> None:
+        for tag, net in self._nets():
             for layer, st in net.states.items():
                 prefix = f"data/{tag}/{layer}/"
                 st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
@@ -247,5 +267,30 @@ class Solver:
             raise TrainnetError(f"{state_path}: damaged solver state (random generator: {exc})") from None
         self.losses.clear()
         self.losses.extend(meta["losses"])
+
+    def load_snapshot_weights(self, weights: Path, state_path: Path) -> None:
+        """The weights of a snapshot: every parameter blob of the net, nothing else."""
+        loaded, skipped = snap.load_weights(weights, self.net.params)
+        missing = {slot.key[0] for slot in self.net.params.slots} - set(loaded)
+        extra = set(skipped) - {layer.name for layer in self.train_cfg.layer}  # sharers: no own blobs
+        if missing or extra:
+            raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
+                                f"{sorted(missing)}, extra {sorted(extra)})")
+
+    def restore(self, state_path: Path) -> None:
+        """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""
+        state_path = Path(state_path)
+        if not snap.is_safetensors(state_path):
+            caffe_state.restore(self, state_path)
+            return
+        tensors, meta = snap.load_state(state_path)
+        self.check_record(meta, state_path)
+        self.load_snapshot_weights(Path(state_path).parent / meta["weights"], state_path)
+        try:
+            self.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
+                                    if k.startswith("history/")})
+        except ValueError as exc:
+            raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
+        self.apply_record(tensors, meta, state_path)
         self.iter = int(meta["iter"])
         self.log(f"Resumed from {state_path} at iteration {self.iter}")

@@ -87,7 +87,9 @@ def _layer_type(layer, form: str) -> str:
 def read_caffemodel(path: str | Path) -> CaffeModel:
     """Read a .caffemodel (any of Caffe's three forms); blobs keep the file's shapes."""
     path = Path(path)
-    data = read_bytes(path, "Caffe model (.caffemodel)")
+    data = read_bytes(path, "Caffe model (.caffemodel)", hdf5_hint=(
+        " (an HDF5 model, .caffemodel.h5, as snapshot_format: HDF5 writes: --weights of train "
+        "and test reads it, and it resumes through its .solverstate.h5)"))
     net = parse(caffe_pb.NetParameter(), data, path, "Caffe model (.caffemodel)")
     if not net.layer and not net.layers:
         raise TrainnetError(f"{path}: holds no layers: not a Caffe model (.caffemodel), or a "
@@ -144,7 +146,7 @@ def _strip_ones(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(s)
 
 
-def _fit(array: np.ndarray, target: tuple[int, ...], where: str) -> np.ndarray:
+def fit_shape(array: np.ndarray, target: tuple[int, ...], where: str) -> np.ndarray:
     """``array`` in the net's ``target`` shape when only leading/trailing 1s differ."""
     target = tuple(target)
     if array.shape == target:
@@ -214,7 +216,7 @@ def caffe_to_trainnet(model: CaffeModel,
             if targets is None:
                 out[key] = _by_type(layer, j, array, blob_where)
             elif key in targets:
-                out[key] = _fit(array, targets[key], blob_where)
+                out[key] = fit_shape(array, targets[key], blob_where)
             else:
                 out[key] = array
     return out

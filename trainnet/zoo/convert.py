@@ -21,7 +21,7 @@ import yaml
 from trainnet.errors import TrainnetError
 from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_solver
 from trainnet.netcfg.common import Preprocess
-from trainnet.netcfg.prototxt import is_prototxt, read_file
+from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file
 from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
 from trainnet.formats.atomic import atomic_write
@@ -57,7 +57,13 @@ def yaml_text(data: dict) -> str:
 
 
 def solver_dict(cfg: SolverConfig) -> dict:
-    return {"net": cfg.net, **cfg.model_dump(exclude={"file", "net"}, exclude_defaults=True)}
+    """The YAML form of a solver: fields at their defaults left out, inline nets as net YAML."""
+    data = cfg.model_dump(exclude={"file"}, exclude_defaults=True)
+    for key in SOLVER_NETS:
+        if key in data:
+            value = getattr(cfg, key)
+            data[key] = [dump_net(n) for n in value] if isinstance(value, list) else dump_net(value)
+    return data
 
 
 def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None) -> Converted:
@@ -72,9 +78,11 @@ def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None
             raise TrainnetError("preprocessing belongs to a net, not to a solver")
         cfg = load_solver(src)
         text = dump_solver_prototxt(cfg) if to_prototxt else yaml_text(solver_dict(cfg))
-        if is_prototxt(cfg.net) != to_prototxt:
-            out.notes.append(f"the solver still names its net {cfg.net}: convert that file too "
-                             "and edit net:")
+        for key in ("net", "train_net", "test_net"):
+            for name in getattr(cfg, key) if key == "test_net" else [getattr(cfg, key)]:
+                if name is not None and is_prototxt(name) != to_prototxt:
+                    out.notes.append(f"the solver still names its net {name}: convert that "
+                                     f"file too and edit {key}:")
     else:
         net = load_net(src)
         if preprocess is not None:

@@ -1,0 +1,99 @@
+"""HDF5 files as Caffe writes them (its hdf5.cpp helpers), built in memory and written atomically.
+
+Caffe stores an int as a 1-D dataset of one int32 (``H5LTmake_dataset_int``), a string as a
+scalar null-terminated fixed-length string (``H5LTmake_dataset_string``) and a blob as a float32
+dataset in the blob's shape (``H5LTmake_dataset_float``).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
+from trainnet.formats.blobproto import HDF5_MAGIC
+
+
+def is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HDF5_MAGIC)) == HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def write_hdf5(path: Path, fill: Callable[[h5py.File], None]) -> None:
+    """Build the file in memory with ``fill(file)``, then write it atomically."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    atomic_write(Path(path), buffer.getvalue())
+
+
+def open_hdf5(path: Path, what: str) -> h5py.File:
+    """``path`` open for reading; a missing, truncated or corrupt file is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainnetError(f"{path}: no such {what} file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise TrainnetError(f"{path}: an HDF5 file that cannot be read (truncated or corrupt?): "
+                            f"{exc}") from None
+
+
+def save_int(group: h5py.Group, name: str, value: int) -> None:
+    group.create_dataset(name, data=np.array([value], np.int32))
+
+
+def save_string(group: h5py.Group, name: str, value: str) -> None:
+    raw = value.encode() + b"\0"
+    kind = h5py.h5t.C_S1.copy()
+    kind.set_size(len(raw))
+    kind.set_strpad(h5py.h5t.STR_NULLTERM)
+    dataset = h5py.h5d.create(group.id, name.encode(), kind, h5py.h5s.create(h5py.h5s.SCALAR))
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(raw, dtype=f"S{len(raw)}"))
+
+
+def save_blob(group: h5py.Group, name: str, array: np.ndarray) -> None:
+    group.create_dataset(name, data=np.asarray(array, np.float32))
+
+
+def load_int(group: h5py.Group, name: str, where: str) -> int:
+    value = np.asarray(load(group, name, where))
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise TrainnetError(f"{where}: '{name}' holds {value.dtype} of shape {value.shape}, not one "
+                            "integer")
+    return int(value.reshape(-1)[0])
+
+
+def load_string(group: h5py.Group, name: str, where: str) -> str:
+    value = load(group, name, where)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if not isinstance(value, bytes):
+        raise TrainnetError(f"{where}: '{name}' is not a string")
+    return value.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def load_blob(group: h5py.Group, name: str, where: str) -> np.ndarray:
+    value = np.asarray(load(group, name, where))
+    if value.dtype.kind != "f":
+        raise TrainnetError(f"{where}: '{group.name}/{name}' holds {value.dtype}, not floats")
+    return value.astype(np.float32, copy=False)
+
+
+def load(group: h5py.Group, name: str, where: str):
+    """The value of dataset ``name`` of ``group``; a missing or unreadable one is an error."""
+    item = group.get(name)
+    if not isinstance(item, h5py.Dataset):
+        raise TrainnetError(f"{where}: no dataset '{name}' in group '{group.name}'")
+    try:
+        return item[()]
+    except (OSError, TypeError, ValueError) as exc:
+        raise TrainnetError(f"{where}: cannot read '{item.name}' (truncated or corrupt?): {exc}") from None

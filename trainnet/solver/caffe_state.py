@@ -1,0 +1,152 @@
+"""Snapshots in Caffe's formats, and resuming from them (snapshot_format BINARYPROTO or HDF5).
+
+As Caffe's Solver::Snapshot, a snapshot is the train net's weights (``<prefix>_iter_N.caffemodel``
+or ``.caffemodel.h5``) and a SolverState (``.solverstate`` or ``.solverstate.h5``) whose
+``learned_net`` is the weights' path as written.  The history holds one blob per parameter
+blob the train net owns, in layer order (Caffe's learnable_params_: lr_mult 0 blobs and
+BatchNorm's statistics included, a shared blob once, under its owner), each in the parameter's
+shape; AdaDelta and Adam append their second set after the first (trainnet's
+``history_names`` order).
+
+trainnet adds its resume record (data cursors, RNGs, loss window, parameter layout) where Caffe
+does not look, so its own Caffe-format snapshots resume exactly.  A state Caffe wrote resumes
+as far as it can: weights, history, iteration; the log says what it could not carry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.formats import solverstate
+from trainnet.formats.solverstate import CaffeState
+from trainnet.solver import snapshot as snap
+from trainnet.zoo.caffemodel import trainnet_to_caffe, write_caffemodel
+from trainnet.zoo.caffemodel_h5 import write_caffemodel_h5
+
+SUFFIXES = {"BINARYPROTO": (".caffemodel", ".solverstate"),
+            "HDF5": (".caffemodel.h5", ".solverstate.h5")}
+WRITERS = {"BINARYPROTO": solverstate.write_binaryproto, "HDF5": solverstate.write_hdf5}
+
+
+def caffe_order(solver) -> list[int]:
+    """The train net's parameter slots in Caffe's learnable_params_ order: by the owner layer's
+    place in the net file, then blob index (a Scale folded into its BatchNorm stays a layer of
+    its own here)."""
+    place = {layer.name: i for i, layer in enumerate(solver.train_cfg.layer)}
+    slots = solver.net.params.slots
+    return sorted(range(len(slots)), key=lambda i: (place[slots[i].key[0]], slots[i].key[1]))
+
+
+def current_step(cfg, it: int) -> int:
+    """Caffe's current_step_ at iteration ``it``: multistep's count of stepvalues reached, step's
+    ``it // stepsize``; 0 for the other policies."""
+    if cfg.lr_policy == "multistep":
+        return sum(1 for value in cfg.stepvalue if value <= it)
+    if cfg.lr_policy == "step":
+        return it // cfg.stepsize
+    return 0
+
+
+def history_blobs(solver) -> list[np.ndarray]:
+    store, history = solver.net.params, solver.rule.history_host()
+    order = caffe_order(solver)
+    return [store.view(history[name], i) for name in solver.rule.history_names for i in order]
+
+
+def snapshot(solver, kind: str) -> tuple[Path, Path]:
+    """Write the weights and state of ``solver`` at its iteration in ``kind``'s files."""
+    model_suffix, state_suffix = SUFFIXES[kind]
+    weights = Path(f"{solver.prefix}_iter_{solver.iter}{model_suffix}")
+    state = Path(f"{solver.prefix}_iter_{solver.iter}{state_suffix}")
+    named = solver.net.params.named_host()
+    if kind == "HDF5":
+        write_caffemodel_h5(weights, [layer.name for layer in solver.train_cfg.layer], named)
+    else:
+        write_caffemodel(weights, solver.net.plan.net_name, trainnet_to_caffe(named, solver.train_cfg))
+    record = snap.record_bytes(*solver.resume_record())
+    WRITERS[kind](state, CaffeState(solver.iter, str(weights), history_blobs(solver),
+                                    current_step(solver.cfg, solver.iter), record))
+    return weights, state
+
+
+def restore(solver, path: Path) -> None:
+    """Resume ``solver`` from a Caffe-format state (Caffe's own, or trainnet's with its record)."""
+    state = solverstate.read_state(path)
+    record = snap.record_from_bytes(state.extra, path) if state.extra is not None else None
+    if record is not None:
+        solver.check_record(record[1], path)
+    weights = _learned_net(state.learned_net, path)
+    if record is not None and weights is None:
+        raise TrainnetError(f"{path}: damaged solver state (it names no weights file)")
+    if record is not None:
+        solver.load_snapshot_weights(weights, path)
+    elif weights is not None:
+        loaded, _ = snap.load_weights(weights, solver.net.params)
+        missing = sorted({slot.key[0] for slot in solver.net.params.slots} - set(loaded))
+        if missing:
+            solver.log(f"Layers not in {weights} (left as their fillers made them): "
+                       f"{', '.join(missing)}")
+    else:
+        solver.log(f"{path} names no weights file (learned_net): the weights are the fillers'")
+    _set_history(solver, state.history, path)
+    solver.iter = state.iter
+    if record is not None:
+        solver.apply_record(*record, path)
+        solver.log(f"Resumed from {path} at iteration {solver.iter}")
+        return
+    expected = current_step(solver.cfg, state.iter)
+    if state.current_step != expected:
+        solver.log(f"The state's current_step is {state.current_step}, but lr_policy "
+                   f"{solver.cfg.lr_policy} gives {expected} at iteration {state.iter}: trainnet "
+                   "derives the learning rate from the iteration")
+    solver.log(f"Resumed from {path} (a Caffe solver state) at iteration {solver.iter}. It cannot "
+               "carry the data cursor (the data starts from the beginning of its source), the "
+               "random generators (they go on from this run's seed) or the smoothed loss (it "
+               "starts empty)")
+
+
+def _learned_net(name: str, path: Path) -> Optional[Path]:
+    """The weights file a state names: against the working directory (where Caffe wrote it
+    from), then beside the state file."""
+    if not name:
+        return None
+    tried = [Path(name) if Path(name).is_absolute() else Path.cwd() / name,
+             Path(path).parent / Path(name).name]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise TrainnetError(f"{path}: its weights file (learned_net) {name} is not found; tried "
+                        + " and ".join(str(p) for p in dict.fromkeys(tried)))
+
+
+def _set_history(solver, blobs: list[np.ndarray], path: Path) -> None:
+    store, rule = solver.net.params, solver.rule
+    order, sets = caffe_order(solver), len(rule.history_names)
+    if len(blobs) != sets * len(order):
+        raise TrainnetError(f"{path}: {len(blobs)} history blobs, but this {rule.type} solver "
+                            f"keeps {sets * len(order)} ({sets} per parameter blob, {len(order)} "
+                            f"blobs){_suggest(len(blobs), len(order))}")
+    history = {name: np.zeros(store.data.shape, np.float32) for name in rule.history_names}
+    targets = [(name, i) for name in rule.history_names for i in order]
+    for k, ((name, i), blob) in enumerate(zip(targets, blobs)):
+        slot = store.slots[i]
+        shape = tuple(slot.shape)
+        legacy = (1,) * (4 - len(shape)) + shape
+        if blob.shape != shape and not (blob.ndim == 4 and blob.shape == legacy):
+            raise TrainnetError(f"{path}: history blob {k} (layer '{slot.key[0]}' blob "
+                                f"{slot.key[1]}): shape {blob.shape} in the state but {shape} "
+                                "in the net")
+        store.view(history[name], i)[...] = blob.reshape(shape)
+    rule.load_history(history)
+
+
+def _suggest(count: int, params: int) -> str:
+    if params and count == params:
+        return "; that many suggests an SGD, Nesterov, AdaGrad or RMSProp solver"
+    if params and count == 2 * params:
+        return "; that many suggests an AdaDelta or Adam solver"
+    return "; a state of another net?"
