@@ -208,7 +208,7 @@ def test_bad_literal_lists_allowed_values():
 def test_unknown_layer_type_lists_known_types_with_hint():
     text = "layer:\n  - name: c\n    type: Convolutoin\n"
     msg = net_error(text)
-    assert msg.startswith("x.yaml:3: layer 'c': unknown layer type 'Convolutoin' "
+    assert msg.startswith("x.yaml:3: layer 'c': type: unknown layer type 'Convolutoin' "
                           "(did you mean 'Convolution'?); known: ")
     assert msg.split("known: ")[1].split(", ") == known_types()
 

@@ -8,6 +8,8 @@ import yaml
 from test_netcfg import EVERY_TYPE, without_location
 from trainnet.errors import ConfigError
 from trainnet.netcfg import dump_net, load_net, load_net_text, load_solver, load_solver_text
+from trainnet.netcfg.common import TransformationParameter
+from trainnet.netcfg.prototxt import read_net
 from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
 from trainnet.plan import compile_net
@@ -77,6 +79,57 @@ def test_v1_layers_and_net_inputs_are_upgraded():
     assert [(p.name, p.lr_mult, p.decay_mult) for p in conv.param] == [("shared_w", 1, 1), ("", 2, 0)]
     assert cfg.layer[3].params.pool == "AVE"
     assert compile_net(cfg, "TEST").blobs["prob"].shape == (2, 5)
+
+
+V1_DATA = """\
+layers {
+  name: "mnist" type: DATA top: "data" top: "label"
+  data_param {
+    source: "mnist/train-images-idx3-ubyte.gz" batch_size: 64
+    scale: 0.00390625 mirror: true crop_size: 24 mean_file: "mean.binaryproto"
+  }
+  include: { phase: TRAIN }
+}
+"""
+
+
+def test_deprecated_transformation_fields_move_to_transform_param():
+    """Caffe's UpgradeNetDataTransformation, for V1 and current layers alike."""
+    cfg = load_net_text(V1_DATA, "d.prototxt")
+    data = cfg.layer[0]
+    assert data.transform_param == TransformationParameter(scale=0.00390625, mirror=True, crop_size=24,
+                                                           mean_file="mean.binaryproto")
+    assert (data.params.source, data.params.batch_size) == ("mnist/train-images-idx3-ubyte.gz", 64)
+    current = ('layer { name: "d" type: "Data" top: "data"\n'
+               '  transform_param { mean_value: 33 }\n'
+               '  data_param { source: "s" batch_size: 2 scale: 0.5 } }\n')
+    layer = load_net_text(current, "c.prototxt").layer[0]
+    assert layer.transform_param == TransformationParameter(mean_value=[33], scale=0.5)
+    assert "scale" not in dump_net_prototxt(load_net_text(current, "c.prototxt")).split("data_param")[1]
+
+
+@pytest.mark.parametrize("type_name, message", [("ImageData", "image_data_param"),
+                                                ("WindowData", "window_data_param")])
+def test_image_and_window_data_fields_move_before_any_params_model_reads_them(type_name, message):
+    text = (f'layer {{ name: "d" type: "{type_name}" top: "data"\n'
+            f'  {message} {{ source: "list.txt" crop_size: 227\n mirror: true }} }}\n')
+    data, src = read_net(text, "i.prototxt")
+    layer = data["layer"][0]
+    assert layer["transform_param"] == {"crop_size": 227, "mirror": True}
+    assert src.lines[("layer", 0, "transform_param", "mirror")] == 3
+    held = layer.get(message, layer)  # flattened when the type is registered
+    assert held["source"] == "list.txt" and "crop_size" not in held and "mirror" not in held
+
+
+def test_moved_field_keeps_its_line_and_a_field_in_both_places_is_an_error():
+    bad_value = 'layer { name: "d" type: "Data" top: "x"\n data_param { source: "s" batch_size: 2\n crop_size: -1 } }\n'
+    assert net_error(bad_value) == "n.prototxt:3: layer 'd' (Data): transform_param.crop_size: must be >= 0, got -1"
+    both = ('layer { name: "d" type: "Data" top: "x"\n  transform_param { scale: 2 }\n'
+            '  data_param { source: "s" batch_size: 2\n    scale: 0.5 } }\n')
+    assert net_error(both) == (
+        "n.prototxt:4: layer 'd' (Data): data_param.scale: also given in transform_param (line 2); "
+        "the deprecated data_param field moves there (as Caffe upgrades it): give it once, in "
+        "transform_param")
 
 
 def test_input_shape_form():
@@ -149,13 +202,13 @@ def test_field_of_the_other_message_is_refused():
 
 
 def test_unimplemented_layer_type_is_refused_by_name():
-    text = 'name: "x"\nlayer { name: "d" type: "HDF5Data" top: "d" hdf5_data_param { source: "a" } }\n'
+    text = 'name: "x"\nlayer { name: "d" type: "Im2col" top: "d" convolution_param { kernel_size: 3 } }\n'
     msg = net_error(text)
-    assert msg.startswith("n.prototxt:2: layer 'd': unknown layer type 'HDF5Data'")
+    assert msg.startswith("n.prototxt:2: layer 'd': type: unknown layer type 'Im2col'")
     v1 = 'layers { name: "w" type: WINDOW_DATA top: "d" }\n'
     assert "unknown layer type 'WindowData'" in net_error(v1)
     assert net_error('layers { name: "z" type: BOGUS }\n').startswith(
-        "n.prototxt:1: type: unknown V1 layer type 'BOGUS'")
+        "n.prototxt:1: layer 'z': type: unknown V1 layer type 'BOGUS'")
 
 
 @pytest.mark.parametrize("text, message", [

@@ -34,3 +34,23 @@ class ConfigError(TrainnetError):
             parts.append(self.field)
         parts.append(self.message)
         return ": ".join(parts)
+
+
+class ConfigErrors(ConfigError):
+    """Several located errors found in one pass (the bad layers of a net): printed one per line,
+    in file order.  Its own file, line, layer and field are those of the first."""
+
+    def __init__(self, errors: list[ConfigError]):
+        flat = [e for err in errors for e in (err.errors if isinstance(err, ConfigErrors) else [err])]
+        self.errors = sorted(flat, key=lambda e: (e.line is None, e.line or 0))
+        first = self.errors[0]
+        super().__init__(first.message, file=first.file, line=first.line, layer=first.layer,
+                         layer_type=first.layer_type, field=first.field)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+    @staticmethod
+    def of(errors: list[ConfigError]) -> ConfigError:
+        """One error for all of ``errors``: the error itself when there is one."""
+        return errors[0] if len(errors) == 1 else ConfigErrors(errors)

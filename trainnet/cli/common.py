@@ -11,14 +11,16 @@ from trainnet.errors import TrainnetError
 
 
 def user_errors(fn):
-    """A user's mistake ends in one line on stderr and exit status 1, never a traceback."""
+    """A user's mistake ends in one line on stderr (one per error when a file has several) and
+    exit status 1, never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except TrainnetError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines() or [""]:  # several located errors: one line each
+                click.echo(f"error: {line}", err=True)
             sys.exit(1)
 
     return wrapper

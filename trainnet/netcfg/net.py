@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
-from trainnet.errors import ConfigError
+from trainnet.errors import ConfigError, ConfigErrors
 from trainnet.netcfg.common import (BoolList, FloatList, NetState, NetStateRule, ParamSpec, Preprocess,
                                     Repeated, Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
@@ -74,24 +74,27 @@ def parse_layer(data: Any, src: SourceMap, index: int) -> LayerConfig:
     from trainnet.layers.base import layer_class
 
     path = ("layer", index)
+    if path in src.errors:
+        raise src.errors[path]
     if not isinstance(data, dict):
         raise src.error(path, f"layer #{index}: expects a mapping of fields, got {type(data).__name__}")
     name = data.get("name") if isinstance(data.get("name"), str) else f"#{index}"
     type_name = data.get("type")
     if not isinstance(type_name, str):
-        raise src.error(path + ("type",), "type: required (a layer type such as Convolution)",
-                        layer=name)
+        raise src.error(path + ("type",), "required (a layer type such as Convolution)",
+                        layer=name, field="type")
     try:
         cls = layer_class(type_name)
     except KeyError as exc:
-        raise src.error(path + ("type",), exc.args[0], layer=name) from None
+        raise src.error(path + ("type",), exc.args[0], layer=name, field="type") from None
 
     common = {k: v for k, v in data.items() if k in COMMON_KEYS}
     rest = {k: v for k, v in data.items() if k not in COMMON_KEYS}
     nested = [k for k in rest if k.endswith("_param")]
     if nested:
-        raise src.error(path + (nested[0],), f"{nested[0]}: in YAML a layer's parameters sit directly "
-                        "on the layer; move its fields up one level", layer=name, layer_type=type_name)
+        raise src.error(path + (nested[0],), "in YAML a layer's parameters sit directly on the "
+                        "layer; move its fields up one level", layer=name, layer_type=type_name,
+                        field=nested[0])
     known = set(COMMON_KEYS) | set(cls.Params.model_fields)
     try:
         params = cls.Params.model_validate(rest)
@@ -116,12 +119,20 @@ def parse_net(data: Any, src: SourceMap) -> NetConfig:
     raw_layers = data.get("layer", [])
     if not isinstance(raw_layers, list):
         raise src.error(("layer",), "layer: expects a list of layers")
-    layers = [parse_layer(d, src, i) for i, d in enumerate(raw_layers)]
+    layers, errors = [], []
+    for i, d in enumerate(raw_layers):  # every bad layer is reported, not only the first
+        try:
+            layers.append(parse_layer(d, src, i))
+        except ConfigError as exc:
+            errors.append(exc)
     rest = {k: v for k, v in data.items() if k != "layer"}
     try:
-        return NetConfig.model_validate({**rest, "layer": layers, "file": src.file})
+        net = NetConfig.model_validate({**rest, "layer": [] if errors else layers, "file": src.file})
     except ValidationError as exc:
-        raise located(exc, src, known_keys=NET_KEYS, model=NetConfig) from None
+        errors.append(located(exc, src, known_keys=NET_KEYS, model=NetConfig))
+    if errors:
+        raise ConfigErrors.of(errors)
+    return net
 
 
 def load_net(path: str | Path) -> NetConfig:

@@ -11,6 +11,10 @@ What the reader does besides parsing:
   upgraded as Caffe's ``UpgradeV1Net`` does: enum types become type strings, ``blobs_lr`` and
   ``weight_decay`` become ``param { lr_mult decay_mult }``, ``param: "w"`` names the blobs;
 - net-level ``input``/``input_dim``/``input_shape`` become an Input layer (``UpgradeNetInput``);
+- ``scale``/``mean_file``/``crop_size``/``mirror`` in a data layer's own message move to its
+  ``transform_param`` (``UpgradeNetDataTransformation``, in ``upgrade``);
+- a layer it cannot read is recorded in the source map's ``errors`` and the rest read on, so that
+  every bad layer is reported together;
 - in a solver, the legacy ``solver_type: ADAM`` enum becomes ``type: "Adam"``.
 """
 
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-from trainnet.errors import ConfigError
+from trainnet.errors import ConfigError, ConfigErrors
 from trainnet.netcfg.source import SourceMap
 from trainnet.netcfg.text_format import Field, parse_text, to_data
+from trainnet.netcfg.upgrade import upgrade_data_transformation
 
 SUFFIXES = (".prototxt", ".pbtxt", ".prototext")
 
@@ -57,15 +62,17 @@ def _upgrade_v1(layer: list[Field], file: str) -> list[Field]:
     out: list[Field] = []
     specs: dict[str, list[Field]] = {}  # per blob index: its ParamSpec fields
     n_specs = {"param": 0, "blobs_lr": 0, "weight_decay": 0}
+    layer_name = next((f.value for f in layer if f.key == "name" and not f.message), None)
     for f in layer:
         if f.key == "layer":
             raise ConfigError("a V0 layer (layers { layer { ... } }): upgrade the file with Caffe's "
-                              "upgrade_net_proto_text first", file=file, line=f.line)
+                              "upgrade_net_proto_text first", file=file, line=f.line, layer=layer_name)
         if f.key == "type" and not f.message:
             name = str(f.value)
             if name not in V1_TYPES:
-                raise ConfigError(f"type: unknown V1 layer type {name!r}; known: "
-                                  + ", ".join(sorted(V1_TYPES)), file=file, line=f.line)
+                raise ConfigError(f"unknown V1 layer type {name!r}; known: "
+                                  + ", ".join(sorted(V1_TYPES)), file=file, line=f.line,
+                                  layer=layer_name, field="type")
             out.append(Field("type", V1_TYPES[name], f.line))
         elif f.key in n_specs:
             key = {"param": "name", "blobs_lr": "lr_mult", "weight_decay": "decay_mult"}[f.key]
@@ -171,24 +178,42 @@ def _param_owners() -> dict[str, frozenset[str]]:
 
 def read_net(text: str, file: str) -> tuple[dict, SourceMap]:
     """A net prototxt as the data ``parse_net`` validates, with its source map."""
-    data, lines = read_net_fields(parse_text(text, file), file)
-    return data, SourceMap(file, lines)
+    errors: dict = {}
+    data, lines = read_net_fields(parse_text(text, file), file, errors=errors)
+    return data, SourceMap(file, lines, errors)
 
 
-def read_net_fields(fields: list[Field], file: str, path: tuple = (), line: int = 1) -> tuple[dict, dict]:
+def _read_layer(f: Field, file: str) -> list[Field]:
+    """One ``layer``/``layers`` entry: upgraded to the current form, parameters flattened."""
+    if not f.message:
+        raise ConfigError(f"{f.key}: expects a message {{ ... }}", file=file, line=f.line)
+    body = _upgrade_v1(f.value, file) if f.key == "layers" else f.value
+    return _flatten_params(upgrade_data_transformation(body, file), file)
+
+
+def read_net_fields(fields: list[Field], file: str, path: tuple = (), line: int = 1,
+                    errors: Optional[dict] = None) -> tuple[dict, dict]:
     """A net given as parsed fields (a file's, or a solver's ``net_param { ... }`` at ``path``,
-    starting at ``line``): the data ``parse_net`` validates and the lines of its paths."""
+    starting at ``line``): the data ``parse_net`` validates and the lines of its paths.  A layer
+    it cannot read goes into ``errors`` by its path (read as empty); without ``errors``, all such
+    layers are raised together at the end."""
     v1 = [f for f in fields if f.key == "layers"]
     current = [f for f in fields if f.key == "layer"]
     if v1 and current:
         raise ConfigError("mixes V1 'layers' and current 'layer' entries", file=file, line=v1[0].line)
     rest, input_layer = _net_inputs(fields, file)
-    layers = []
+    layers, found = [], {}
     for f in input_layer + [g for g in rest if g.key in ("layer", "layers")]:
-        if not f.message:
-            raise ConfigError(f"{f.key}: expects a message {{ ... }}", file=file, line=f.line)
-        body = _upgrade_v1(f.value, file) if f.key == "layers" else f.value
-        layers.append(Field("layer", _flatten_params(body, file), f.line, message=True))
+        try:
+            body = _read_layer(f, file)
+        except ConfigError as exc:
+            found[path + ("layer", len(layers))] = exc
+            body = []
+        layers.append(Field("layer", body, f.line, message=True))
+    if errors is None and found:
+        raise ConfigErrors.of(list(found.values()))
+    if errors is not None:
+        errors.update(found)
     others = [f for f in rest if f.key not in ("layer", "layers")]
     lines: dict = {}
     data = to_data(others, path, lines)

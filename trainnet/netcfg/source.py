@@ -23,6 +23,9 @@ class SourceMap:
 
     file: str
     lines: dict[Path_, int] = field(default_factory=dict)
+    # Errors a reader found in a part it could not turn into data (a prototxt layer whose
+    # parameter messages are misplaced), by that part's path: the parser reports them with its own.
+    errors: dict[Path_, ConfigError] = field(default_factory=dict)
 
     def line(self, path: Path_) -> int | None:
         """The line of ``path``, or of its nearest located ancestor."""
@@ -35,8 +38,9 @@ class SourceMap:
 
     def sub(self, prefix: Path_) -> "SourceMap":
         """The map of the sub-document at ``prefix``, with paths relative to it."""
-        n = len(prefix)
-        return SourceMap(self.file, {p[n:]: l for p, l in self.lines.items() if p[:n] == tuple(prefix)})
+        n, prefix = len(prefix), tuple(prefix)
+        return SourceMap(self.file, {p[n:]: l for p, l in self.lines.items() if p[:n] == prefix},
+                         {p[n:]: e for p, e in self.errors.items() if p[:n] == prefix})
 
     def error(self, path: Path_, message: str, **context: Any) -> ConfigError:
         return ConfigError(message, file=self.file, line=self.line(path), **context)

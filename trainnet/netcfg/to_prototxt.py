@@ -3,8 +3,9 @@
 A layer's flattened parameters go back into the messages its type lists in ``caffe_params``.
 Fields at trainnet's default are left out, as in the YAML form, except where Caffe would assume
 another value: those ``caffe_defaults.CAFFE_DEFAULTS`` lists are written.  Enum values are written
-bare (``pool: MAX``) and strings quoted (``type: "xavier"``): the config models' ``Literal`` fields are Caffe enums except
-the few that caffe.proto declares as strings, listed in ``STRING_LITERALS``.
+bare (``pool: MAX``) and strings quoted (``type: "xavier"``): the config models' ``Literal``
+fields are Caffe enums except the few that caffe.proto declares as strings, listed in
+``STRING_LITERALS``.
 """
 
 from __future__ import annotations
