@@ -139,6 +139,17 @@ def test_solver_reader_errors_name_the_file_and_line():
         assert str(info.value).startswith(message), str(info.value)
 
 
+def test_bad_layers_of_an_inline_solver_net_are_all_reported():
+    text = ('base_lr: 0.1\nlr_policy: "fixed"\nnet_param {\n'
+            '  layer { name: "p" type: "Pooling" convolution_param { num_output: 2 } }\n'
+            '  layer { name: "ip" type: "InnerProduct" inner_product_param { num_output: -3 } }\n'
+            '  layer { name: "t" type: "TanHH" }\n}\n')
+    with pytest.raises(ConfigErrors) as info:
+        load_solver_text(text, "s.prototxt")
+    assert [(e.line, e.layer, e.field) for e in info.value.errors] == [
+        (4, "p", "convolution_param"), (5, "ip", "num_output"), (6, "t", "type")]
+
+
 def test_cli_prints_each_error_on_its_own_line(tmp_path):
     from trainnet.cli import main
 

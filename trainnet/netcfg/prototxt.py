@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
-from trainnet.errors import ConfigError, ConfigErrors
+from trainnet.errors import ConfigError
 from trainnet.netcfg.source import SourceMap
 from trainnet.netcfg.text_format import Field, parse_text, to_data
 from trainnet.netcfg.upgrade import upgrade_data_transformation
@@ -179,7 +179,7 @@ def _param_owners() -> dict[str, frozenset[str]]:
 def read_net(text: str, file: str) -> tuple[dict, SourceMap]:
     """A net prototxt as the data ``parse_net`` validates, with its source map."""
     errors: dict = {}
-    data, lines = read_net_fields(parse_text(text, file), file, errors=errors)
+    data, lines = read_net_fields(parse_text(text, file), file, errors)
     return data, SourceMap(file, lines, errors)
 
 
@@ -191,29 +191,24 @@ def _read_layer(f: Field, file: str) -> list[Field]:
     return _flatten_params(upgrade_data_transformation(body, file), file)
 
 
-def read_net_fields(fields: list[Field], file: str, path: tuple = (), line: int = 1,
-                    errors: Optional[dict] = None) -> tuple[dict, dict]:
+def read_net_fields(fields: list[Field], file: str, errors: dict, path: tuple = (),
+                    line: int = 1) -> tuple[dict, dict]:
     """A net given as parsed fields (a file's, or a solver's ``net_param { ... }`` at ``path``,
     starting at ``line``): the data ``parse_net`` validates and the lines of its paths.  A layer
-    it cannot read goes into ``errors`` by its path (read as empty); without ``errors``, all such
-    layers are raised together at the end."""
+    it cannot read goes into ``errors`` by its path, read as empty."""
     v1 = [f for f in fields if f.key == "layers"]
     current = [f for f in fields if f.key == "layer"]
     if v1 and current:
         raise ConfigError("mixes V1 'layers' and current 'layer' entries", file=file, line=v1[0].line)
     rest, input_layer = _net_inputs(fields, file)
-    layers, found = [], {}
+    layers = []
     for f in input_layer + [g for g in rest if g.key in ("layer", "layers")]:
         try:
             body = _read_layer(f, file)
         except ConfigError as exc:
-            found[path + ("layer", len(layers))] = exc
+            errors[path + ("layer", len(layers))] = exc
             body = []
         layers.append(Field("layer", body, f.line, message=True))
-    if errors is None and found:
-        raise ConfigErrors.of(list(found.values()))
-    if errors is not None:
-        errors.update(found)
     others = [f for f in rest if f.key not in ("layer", "layers")]
     lines: dict = {}
     data = to_data(others, path, lines)
@@ -241,6 +236,7 @@ def read_solver(text: str, file: str) -> tuple[dict, SourceMap]:
         elif f.key not in SOLVER_NETS:
             out.append(f)
     lines: dict = {(): 1}
+    errors: dict = {}
     data = to_data(out, (), lines)
     for f in fields:  # inline nets: read as net files are (V1 upgrade, parameter messages)
         if f.key not in SOLVER_NETS:
@@ -252,13 +248,13 @@ def read_solver(text: str, file: str) -> tuple[dict, SourceMap]:
         lines.setdefault((f.key,), f.line)
         if f.key == "test_net_param":  # repeated: always a list
             path = (f.key, len(data.setdefault(f.key, [])))
-            net, net_lines = read_net_fields(f.value, file, path, f.line)
+            net, net_lines = read_net_fields(f.value, file, errors, path, f.line)
             data[f.key].append(net)
         else:
-            net, net_lines = read_net_fields(f.value, file, (f.key,), f.line)
+            net, net_lines = read_net_fields(f.value, file, errors, (f.key,), f.line)
             data[f.key] = net
         lines.update(net_lines)
-    return data, SourceMap(file, lines)
+    return data, SourceMap(file, lines, errors)
 
 
 def is_prototxt(path: Union[str, Path]) -> bool:
