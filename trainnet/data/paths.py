@@ -99,3 +99,19 @@ def resolve_data_glob(pattern: str, base_dir: Optional[Path] = None, what: str =
         if found:
             return found
     raise not_found(pattern, places, what)
+
+
+def list_base(first: str, list_file: Path) -> Path:
+    """The folder the relative paths in a list file (an image list, an HDF5 file list) start
+    from: for a Caffe prototxt the working directory (as Caffe), then the list's folder; for a
+    YAML config the list's folder, then the working directory.  The first entry decides."""
+    if Path(first).is_absolute():
+        return Path("/")
+    bases = [Path.cwd(), Path(list_file).parent]
+    if not caffe_paths():
+        bases.reverse()
+    for base in bases:
+        if (base / first).exists():
+            return base
+    raise TrainnetError(f"{list_file}: its first entry {first} is in neither "
+                        + " nor ".join(str(b) for b in bases))

@@ -87,6 +87,7 @@ class Layer(ABC):
     is_data: ClassVar[bool] = False          # a source: tops need no gradient
     filled_by_user: ClassVar[bool] = False   # tops written before the pass (Input)
     is_loss: ClassVar[bool] = False          # top 0 gets loss_weight 1 by default
+    host_only: ClassVar[bool] = False        # forward works on the host (writes a file): no CUDA graph
     has_backward: ClassVar[bool] = True
     no_grad_bottoms: ClassVar[tuple[int, ...]] = ()  # bottoms that never take a gradient (labels)
     # What backward reads besides the diffs; the memory planner keeps these alive.

@@ -63,8 +63,8 @@ class Net:
         while lead < len(steps) and steps[lead][0].layer.is_data and not steps[lead][0].layer.filled_by_user:
             lead += 1
         self.host_steps, self.device_steps = steps[:lead], steps[lead:]
-        self.graph_blocker = next((s.name for s, _ in self.device_steps
-                                   if s.layer.is_data and not s.layer.filled_by_user), None)
+        self.graph_blocker = next((s.name for s, _ in self.device_steps if s.layer.host_only or
+                                   (s.layer.is_data and not s.layer.filled_by_user)), None)
         self.use_graph = graph and device.is_gpu and self.graph_blocker is None
         self._forward_graph = None
         self._eager_forwards = 0
@@ -131,6 +131,21 @@ class Net:
             value = self.device.to_host(self.data(name))
             out[name] = float(value.reshape(-1)[0]) if value.size == 1 else value
         return out
+
+    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray, layer: Optional[str] = None) -> None:
+        """Hand arrays to a MemoryData layer (pycaffe's ``set_input_arrays``): ``layer`` by name,
+        or the net's first MemoryData layer."""
+        names = [s.name for s in self.plan.steps if s.type == "MemoryData"]
+        if not names:
+            raise TrainnetError(f"net '{self.plan.net_name}' has no MemoryData layer")
+        if layer is not None and layer not in names:
+            raise TrainnetError(f"net '{self.plan.net_name}' has no MemoryData layer '{layer}' "
+                                f"(it has {', '.join(names)})")
+        self.states[layer or names[0]].set_arrays(data, labels)
+
+    def data_notes(self) -> list[str]:
+        """What the data layers have to report since the last call (records skipped)."""
+        return [note for state in self.states.values() for note in getattr(state, "notes", list)()]
 
     def set_input(self, name: str, host: np.ndarray) -> None:
         """Write a host array into the blob ``name`` (an Input layer's top) on this device."""

@@ -1,0 +1,128 @@
+"""ImageData: images named in a list file (``path label`` per line), with transform_param.
+
+Caffe's ImageDataLayer: a line's path is everything before its last space, its label the integer
+after; ``root_folder`` is put before every path; ``new_height``/``new_width`` resize each image
+(bilinear) and ``is_color`` reads it in colour (BGR, as OpenCV) or grey.  Without a resize and
+without a crop every image must have the first one's size.  ``shuffle`` draws a new order at
+each epoch's start; ``rand_skip`` skips a random number of images at the start.
+
+Where relative image paths point: ``root_folder`` (itself found like any data path) when given;
+otherwise, for a Caffe prototxt, the working directory (as Caffe) then the list file's folder,
+and for a YAML config the list file's folder then the working directory.  The first image decides
+which base holds them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from trainnet.data.datum import RecordError, decode_image
+from trainnet.data.paths import list_base, resolve_data_path
+from trainnet.data.pipeline import BatchReader, RecordFeeder
+from trainnet.data.sampler import Sampler
+from trainnet.errors import TrainnetError
+from trainnet.layers.base import register
+from trainnet.layers.data_base import DataLayer
+from trainnet.netcfg.common import Strict
+
+
+class ImageDataParams(Strict):
+    source: str = Field(min_length=1)   # the list file
+    batch_size: int = Field(1, ge=1)
+    rand_skip: int = Field(0, ge=0)
+    shuffle: bool = False
+    new_height: int = Field(0, ge=0)
+    new_width: int = Field(0, ge=0)
+    is_color: bool = True
+    root_folder: str = ""
+    prefetch: int = Field(4, ge=0)      # beyond Caffe's ImageData (its Data layer has it)
+    workers: int = Field(1, ge=0)       # threads decoding images; 0: on the calling thread
+    skip_bad: bool = False              # skip (and log) unreadable images instead of failing
+
+
+def read_list(path: Path) -> list[tuple[str, int, int]]:
+    """The (path, label, line number) entries of a list file; a line without an integer label
+    is an error naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainnetError(f"{path}: cannot read the list file ({exc})") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        name, _, label = line.rpartition(" ")
+        try:
+            entries.append((name, int(label), number))
+        except ValueError:
+            raise TrainnetError(f"{path}:{number}: expected 'path label' (the label an integer "
+                                f"after the last space), got {line!r}") from None
+        if not name:
+            raise TrainnetError(f"{path}:{number}: no image path before the label")
+    if not entries:
+        raise TrainnetError(f"{path}: the list file names no images")
+    return entries
+
+
+@register("ImageData")
+class ImageData(DataLayer):
+    Params = ImageDataParams
+    caffe_params = {"image_data_param": None}
+    num_tops = (1, 2)
+
+    def setup(self, bottom_shapes):
+        p, tp = self.p, self.transform_param
+        if (p.new_height == 0) != (p.new_width == 0):
+            raise self.error("new_height and new_width go together (both 0 or both set, as in Caffe)")
+        if tp.force_color or tp.force_gray:
+            raise self.error("transform_param.force_color/force_gray: ImageData reads colour or grey "
+                             "by is_color")
+        try:
+            self.list_path = resolve_data_path(p.source, what="image list file")
+            self.entries = read_list(self.list_path)
+            self.image_root = self._image_root()
+        except TrainnetError as exc:
+            raise self.error(str(exc)) from None
+        first = self.entries[0][0]
+        try:
+            image = self._decode(0)
+        except RecordError as exc:
+            raise self.error(f"{self.list_path}: first image {first}: {exc}") from None
+        self.transform = self.transformer(image.shape)
+        tops = [(p.batch_size,) + self.transform.out_shape]
+        return tops + [(p.batch_size,)] if self.with_labels else tops
+
+    def _image_root(self) -> Path:
+        """The folder relative image paths are read from (see the module's docstring)."""
+        if self.p.root_folder:
+            return resolve_data_path(self.p.root_folder, what="root_folder")
+        try:
+            return list_base(self.entries[0][0], self.list_path)
+        except TrainnetError as exc:
+            raise TrainnetError(f"{exc} (set root_folder to the folder the paths start from)") from None
+
+    def _decode(self, i: int) -> np.ndarray:
+        p = self.p
+        size = (p.new_height, p.new_width) if p.new_height else None
+        path = self.image_root / self.entries[i][0]
+        if not path.is_file():
+            raise RecordError("no such file")
+        return decode_image(str(path), color=p.is_color, size=size)
+
+    def make_reader(self, rng):
+        p, entries = self.p, self.entries
+
+        def load(i: int) -> tuple[np.ndarray, int]:
+            return self._decode(i), entries[i][1]
+
+        feeder = RecordFeeder(str(self.list_path), len(entries), load,
+                              lambda i: f"line {entries[i][2]}: image {self.image_root / entries[i][0]}",
+                              self.transform, skip_bad=p.skip_bad)
+        reader_rng = self.reader_seed(rng)
+        skip = int(reader_rng.integers(p.rand_skip)) if p.rand_skip else 0
+        sampler = Sampler(len(entries), reader_rng, shuffle=p.shuffle, skip=skip)
+        return BatchReader(feeder, sampler, self.top_shapes, workers=p.workers, prefetch=p.prefetch)
