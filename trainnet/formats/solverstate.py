@@ -25,6 +25,7 @@ from trainnet.formats.blobproto import MAX_BYTES, blob_array, blob_proto, parse,
 from trainnet.formats import hdf5
 
 EXTRA_GROUP = "trainnet"   # the HDF5 group with trainnet's resume record
+WHAT = "solver state (trainnet's or Caffe's)"
 
 
 @dataclass
@@ -71,7 +72,7 @@ def read_state(path: Path) -> CaffeState:
     if hdf5.is_hdf5(path):
         return _read_hdf5(path)
     data = read_bytes(path, "solver state")
-    state = parse(caffe_pb.TrainnetSolverState(), data, path, "Caffe solver state (.solverstate)")
+    state = parse(caffe_pb.TrainnetSolverState(), data, path, WHAT)
     size = state.ByteSize()
     state.DiscardUnknownFields()
     if state.ByteSize() != size or not state.HasField("iter"):
@@ -79,8 +80,8 @@ def read_state(path: Path) -> CaffeState:
             raise TrainnetError(f"{path}: a Caffe model (.caffemodel), not a solver state: resume "
                                 "from the .solverstate written beside it, or start from these "
                                 "weights with --weights")
-        raise TrainnetError(f"{path}: not a solver state (neither trainnet's nor Caffe's "
-                            "binaryproto or HDF5 .solverstate), or a truncated or corrupt one")
+        raise TrainnetError(f"{path}: not a {WHAT}, or a truncated or corrupt one (it holds "
+                            "fields a SolverState has not, or lacks the iteration)")
     history = [blob_array(b, f"{path}: history blob {i}") for i, b in enumerate(state.history)]
     return CaffeState(state.iter, state.learned_net, history, state.current_step,
                       state.trainnet if state.HasField("trainnet") else None)
