@@ -18,17 +18,29 @@ def data_root() -> Path | None:
     return guess if guess.is_dir() else None
 
 
-@pytest.fixture
-def mnist_dir() -> Path:
-    """The MNIST folder; skips outside CI when absent, fails under CI=true."""
+def _dataset(folder: str, marker: str, what: str) -> Path:
+    """``<data root>/<folder>`` when it holds ``marker``; skips outside CI when absent, fails
+    under CI=true."""
     root = data_root()
-    path = root / "mnist" if root else None
-    if path is None or not (path / "train-images-idx3-ubyte.gz").is_file():
-        msg = "MNIST not found: set TRAINNET_DATA to a folder holding mnist/*.gz"
+    path = root / folder if root else None
+    if path is None or not (path / marker).is_file():
+        msg = f"{what} not found: set TRAINNET_DATA to a folder holding {folder}/{marker}"
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture
+def mnist_dir() -> Path:
+    """The MNIST folder (the four IDX .gz files)."""
+    return _dataset("mnist", "train-images-idx3-ubyte.gz", "MNIST")
+
+
+@pytest.fixture
+def cifar_dir() -> Path:
+    """The CIFAR-10 folder (the binary batches, batches.meta.txt and Caffe's mean.binaryproto)."""
+    return _dataset("cifar10", "data_batch_1.bin", "CIFAR-10")
 
 
 def _gpu_params():

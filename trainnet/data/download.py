@@ -1,14 +1,16 @@
-"""Fetch MNIST's four IDX files, verify each against its published sha256, write atomically."""
+"""Fetch MNIST's four IDX files, verify each against its published sha256, write atomically;
+the download, checksum and by-hand helpers that the CIFAR-10 download shares."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
+from trainnet.data.progress import Log, Progress, quiet_log, quiet_progress
 from trainnet.errors import TrainnetError
 
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # copy of Yann LeCun's files
@@ -29,59 +31,96 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _by_hand(dest: Path) -> str:
-    return (f"to place the files by hand, put {', '.join(MNIST_SHA256)} in {dest} "
-            f"(the layout is <dir>/mnist/<file>) and set TRAINNET_DATA=<dir>")
+def verified(target: Path, sha256: str) -> bool:
+    """Whether ``target`` is a file with this checksum."""
+    return target.is_file() and sha256_of(target) == sha256
 
 
-def _fetch(url: str, target: Path, sha256: str, timeout: float) -> None:
-    """Download ``url`` to a temp file beside ``target``; rename it there once its hash matches."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    for block in iter(lambda: response.read(CHUNK), b""):
-                        digest.update(block)
-                        out.write(block)
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, a bad URL
-                reason = getattr(exc, "reason", None) or exc
-                raise TrainnetError(
-                    f"downloading {url} failed ({reason}); this machine may have no network "
-                    f"access; {_by_hand(target.parent)}") from None
-        if digest.hexdigest() != sha256:
-            raise TrainnetError(
-                f"{url}: checksum mismatch (sha256 {digest.hexdigest()}, expected {sha256}); "
-                f"the file was discarded; try another mirror, or {_by_hand(target.parent)}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def download_mnist(dest: Path, mirror: str = DEFAULT_MIRROR, timeout: float = 30,
-                   log: Optional[Callable[[str], None]] = None) -> list[Path]:
-    """Fetch the four MNIST files into ``dest`` (e.g. ``$TRAINNET_DATA/mnist``).
-
-    Files already there with the right checksum are kept.  ``mirror`` is a base URL
-    (``https://...``, or ``file://`` for a local copy).  Returns the four paths.
-    """
+def make_folder(dest: Path) -> Path:
     dest = Path(dest).expanduser()
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainnetError(f"{dest}: cannot create the folder ({exc.strerror or exc})") from None
+    return dest
+
+
+def by_hand(names, dest: Path) -> str:
+    """What to do without network: where the files go and how configs then find them."""
+    return (f"to place the files by hand, put {', '.join(names)} in {dest} "
+            f"(the layout is <dir>/{dest.name}/<file>) and set TRAINNET_DATA=<dir>")
+
+
+def copy_hashed(source: BinaryIO, out: BinaryIO, task: str, total: Optional[int],
+                progress: Optional[Progress] = None) -> str:
+    """Copy ``source`` into ``out`` in chunks, reporting bytes; the sha256 of what was copied."""
+    digest, progress = hashlib.sha256(), progress or quiet_progress
+    done = 0
+    progress(task, 0, total, "bytes")
+    for block in iter(lambda: source.read(CHUNK), b""):
+        digest.update(block)
+        out.write(block)
+        done += len(block)
+        progress(task, done, total, "bytes")
+    if total != done:
+        progress(task, done, done, "bytes")
+    return digest.hexdigest()
+
+
+def download(url: str, out: BinaryIO, timeout: float, hint: str,
+             progress: Optional[Progress] = None) -> str:
+    """Copy ``url`` into the open file ``out``; returns the sha256 of what came.  A network
+    failure is a TrainnetError that says so and ends with ``hint``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            return copy_hashed(response, out, url.rsplit("/", 1)[-1], total, progress)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, a bad URL
+        reason = getattr(exc, "reason", None) or exc
+        raise TrainnetError(f"downloading {url} failed ({reason}); this machine may have no "
+                            f"network access; {hint}") from None
+
+
+def install(target: Path, sha256: str, fill: Callable[[BinaryIO], str], source: str,
+            hint: str) -> None:
+    """Write ``target`` atomically: ``fill`` writes a temp file beside it and returns the
+    sha256 of what it wrote, which must be ``sha256`` for the file to be renamed into place."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+    try:
+        with open(tmp, "xb") as out:  # not mkstemp: the file gets the umask's permissions
+            got = fill(out)
+        if got != sha256:
+            raise TrainnetError(f"{source}: checksum mismatch (sha256 {got}, expected {sha256}); "
+                                f"the file was discarded; try another mirror, or {hint}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(url: str, target: Path, sha256: str, timeout: float, hint: str,
+          progress: Optional[Progress] = None) -> None:
+    """Download ``url`` to ``target``, atomically and only when its checksum is ``sha256``."""
+    install(target, sha256, lambda out: download(url, out, timeout, hint, progress), url, hint)
+
+
+def download_mnist(dest: Path, mirror: str = DEFAULT_MIRROR, timeout: float = 30,
+                   log: Optional[Log] = None, progress: Optional[Progress] = None) -> list[Path]:
+    """Fetch the four MNIST files into ``dest`` (e.g. ``$TRAINNET_DATA/mnist``).
+
+    Files already there with the right checksum are kept.  ``mirror`` is a base URL
+    (``https://...``, or ``file://`` for a local copy).  Returns the four paths.
+    """
+    dest = make_folder(dest)
+    log = log or quiet_log
     base = mirror if mirror.endswith("/") else mirror + "/"
     paths = []
     for name, sha256 in MNIST_SHA256.items():
         target = dest / name
         paths.append(target)
-        if target.is_file() and sha256_of(target) == sha256:
-            if log:
-                log(f"{target}: present, checksum ok")
+        if verified(target, sha256):
+            log(f"{target}: present, checksum ok")
             continue
-        if log:
-            log(f"{target}: downloading {base + name}")
-        _fetch(base + name, target, sha256, timeout)
+        log(f"{target}: downloading {base + name}")
+        fetch(base + name, target, sha256, timeout, by_hand(MNIST_SHA256, dest), progress)
     return paths
