@@ -40,6 +40,14 @@ LAYER_NEEDS = {
     "Embed": [("embed_param", [("num_output",)]), ("embed_param", [("input_dim",)])],
     # DataParameter source, batch_size (no defaults): the database to open; the batch's first axis
     "Data": [("data_param", [("source",)]), ("data_param", [("batch_size",)])],
+    # ImageDataParameter source (no default): the list file it reads
+    "ImageData": [("image_data_param", [("source",)])],
+    # HDF5DataParameter source, batch_size (no defaults): the list of HDF5 files; the batch's axis
+    "HDF5Data": [("hdf5_data_param", [("source",)]), ("hdf5_data_param", [("batch_size",)])],
+    # HDF5OutputParameter file_name (no default): the file HDF5OutputLayer creates
+    "HDF5Output": [("hdf5_output_param", [("file_name",)])],
+    # MemoryDataLayer: "batch_size, channels, height, and width must be specified and positive"
+    "MemoryData": [("memory_data_param", [("batch_size", "channels", "height", "width")])],
     # TileLayer: CHECK(tile_param.has_tiles()) "Number of tiles must be specified"
     "Tile": [("tile_param", [("tiles",)])],
     # ClipParameter: required float min = 1; required float max = 2;
