@@ -124,8 +124,9 @@ def data_cifar10(dest, mirror, out, images, backend):
 @click.option("--gray", is_flag=True, help="Store grey images (one channel).")
 @click.option("--encoded", is_flag=True, help="Store image files, not pixels.")
 @click.option("--encode-type", type=click.Choice(["jpg", "png"], case_sensitive=False),
-              help="Re-encode every image in this format (implies --encoded); by default an "
-              "encoded image keeps its own file when nothing changes its pixels.")
+              help="Store encoded images in this format (implies --encoded): a file already "
+              "in it is stored as is unless --resize or --gray change its pixels, any other is "
+              "re-encoded. Default: each file's own format.")
 @click.option("--check-size", is_flag=True, help="Require every image to have the same size.")
 @click.option("--skip-bad", is_flag=True, help="Skip missing or unreadable images (Caffe logs "
               "and skips them) instead of stopping.")
