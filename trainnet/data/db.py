@@ -10,6 +10,7 @@ interrupted conversion leaves nothing that looks like a dataset.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import threading
@@ -85,6 +86,12 @@ class Database:
                 return (cursor.key(), cursor.value()) if cursor.first() else None
         return next(self._db.iterator(), None)
 
+    def close(self) -> None:
+        if self.backend == "LMDB":
+            self._env.close()
+        else:
+            self._db.close()
+
     def get(self, key: bytes) -> Optional[bytes]:
         """The value of ``key``, or None when the database has no such key."""
         if self.backend == "LEVELDB":
@@ -115,6 +122,16 @@ def open_database(path: Path, backend: str) -> Database:
         if key not in _OPEN:
             _OPEN[key] = Database(path, backend)
         return _OPEN[key]
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close cached handles before the interpreter tears modules down (plyvel's own cleanup
+    at exit would report an error)."""
+    with _OPEN_LOCK:
+        for db in _OPEN.values():
+            db.close()
+        _OPEN.clear()
 
 
 def forget_database(path: Path) -> None:

@@ -81,7 +81,6 @@ class RecordFeeder(Feeder):
         self.name, self.n, self.load, self.where = name, n, load, where
         self.transformer, self.skip_bad = transformer, skip_bad
         self.bad: dict[int, str] = {}
-        self.skips = 0
         self._notes: list[str] = []
         self._lock = threading.Lock()
 
@@ -124,9 +123,6 @@ class RecordFeeder(Feeder):
         for k in range(lo, hi):
             i = int(idx[k])
             image, label = self._good(i)
-            if i in self.bad:
-                with self._lock:
-                    self.skips += 1
             self.transformer.apply(image, draws, k, data[k])
             if len(outs) > 1:
                 outs[1][k] = label

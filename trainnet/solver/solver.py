@@ -62,7 +62,7 @@ class Solver:
         self.graph = graph and device.is_gpu
         if self.graph and self.net.graph_blocker:
             self.graph = False
-            log(f"CUDA graph off: data layer '{self.net.graph_blocker}' comes after device work")
+            log(f"CUDA graph off: layer '{self.net.graph_blocker}' works on the host after device work")
         self._graphs: dict[str, object] = {}
         if device.is_gpu:
             self.rule.to_device(device)
@@ -143,6 +143,7 @@ class Solver:
             self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
             self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
                         seconds=round(now - self._t0, 3))
+            self._report_data(self.net)
         self.iter += 1
 
     def _iteration_cpu(self, rate: float, it: int) -> float:
@@ -206,9 +207,16 @@ class Solver:
                         outputs={k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
                                  for k, v in outputs.items()})
             results.append(outputs)
+            self._report_data(net)
         self.test_results = results
         self.last_test = results[0] if results else {}
         return self.last_test
+
+    def _report_data(self, net: Net) -> None:
+        """Log what the net's data layers report (records skipped as unreadable)."""
+        for note in net.data_notes():
+            self.log(f"Iteration {self.iter}, data: {note}")
+            self.record(event="data", iter=self.iter, message=note)
 
     # --- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> Path:
