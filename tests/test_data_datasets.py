@@ -68,6 +68,10 @@ def test_cifar10_download_from_an_archive(tmp_path, cifar_dir):
     code, out = run("data", "cifar10", "--dest", tmp_path / "root", "--mirror", mirror.as_uri() + "/")
     assert code == 0, out
     folder = tmp_path / "root/cifar10"
+    # the training mean, as create_cifar10.sh makes it: Caffe's own file, byte for byte
+    assert (folder / "mean.binaryproto").read_bytes() == (cifar_dir / "mean.binaryproto").read_bytes()
+    assert f"Wrote {folder / 'mean.binaryproto'}" in out
+    (folder / "mean.binaryproto").unlink()
     assert hashes(folder) == CIFAR10_SHA256  # nothing else, no temp file left
     umask = os.umask(0o022)
     os.umask(umask)
@@ -79,6 +83,7 @@ def test_cifar10_download_from_an_archive(tmp_path, cifar_dir):
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     code, out = run("data", "cifar10", "--dest", tmp_path / "root", "--mirror", "http://127.0.0.1:9/")
     assert code == 0 and out.count("present, checksum ok") == 7  # verified, not fetched
+    (folder / "mean.binaryproto").unlink()
 
     (folder / "test_batch.bin").unlink()
     (folder / "batches.meta.txt").write_text("wrong\n")

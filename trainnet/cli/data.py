@@ -94,13 +94,16 @@ def data_cifar10(dest, mirror, out, images, backend):
     --lmdb or --images, convert it."""
     from trainnet.data.cifar_download import DEFAULT_MIRROR, download_cifar10
     from trainnet.data.cifar_images import export_cifar10_images
-    from trainnet.data.convert import convert_cifar10
+    from trainnet.data.convert import convert_cifar10, write_cifar10_mean
     from trainnet.formats.blobproto import load_mean
 
     root, reporter = data_root(dest), Reporter(every=10000)
     folder = download_cifar10(root / "cifar10", mirror=mirror or DEFAULT_MIRROR,
                               log=reporter.log, progress=reporter)
     echo(f"CIFAR-10 is in {folder} (7 files verified)")
+    mean_file = write_cifar10_mean(folder)
+    if mean_file:
+        echo(f"Wrote {mean_file} (the training images' mean, as create_cifar10.sh computes it)")
     if out:
         outputs = convert_cifar10(folder, Path(out), backend.upper(), reporter)
         report_outputs(outputs)

@@ -96,3 +96,19 @@ def convert_cifar10(cifar_dir: Path, out: Path, backend: str = "LMDB",
     mean = compute_image_mean(outputs["train"], backend, progress)
     save_blob(mean_file, mean, legacy=True)
     return [*outputs.values(), mean_file]
+
+
+def write_cifar10_mean(cifar_dir: Path) -> Optional[Path]:
+    """``cifar_dir/mean.binaryproto`` from the training batches, when it is not there yet: the
+    mean create_cifar10.sh computes (and the YAML CIFAR-10 configs read).  Caffe adds uint8
+    values into a float32 sum; every partial sum is an integer below 2**24 (50,000 x 255), so an
+    exact integer sum turned into float32 is that very sum.  Returns the path written, or None."""
+    mean_file = Path(cifar_dir) / MEAN_FILE
+    if mean_file.exists():
+        return None
+    images, _ = read_cifar([Path(cifar_dir) / name for name in TRAIN_FILES])
+    if len(images) * 255 >= 2**24:
+        raise TrainnetError(f"{cifar_dir}: {len(images)} images are more than an exact float32 sum holds")
+    total = images.sum(axis=0, dtype=np.int64).astype(np.float32)
+    save_blob(mean_file, total / np.float32(len(images)), legacy=True)
+    return mean_file
