@@ -14,6 +14,7 @@ from PIL import Image
 
 from datum_writer import datum_bytes, write_leveldb, write_lmdb
 from trainnet.data.db import forget_database
+from reader_check import read_batches
 from trainnet.data.paths import data_config
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
@@ -38,16 +39,6 @@ def data_layer(source, phase="TRAIN", tops=("data", "label"), transform=None, co
         return cls("data", p, phase, [], common=common)
 
 
-def read(layer, count, seed=0):
-    reader = layer.make_state(np.random.default_rng(seed))
-    out = []
-    for _ in range(count):
-        tops = [np.empty(s, np.float32) for s in layer.top_shapes]
-        reader.next_batch(*tops)
-        out.append(tops)
-    return out, reader
-
-
 @pytest.fixture(autouse=True)
 def fresh_handles():
     yield
@@ -65,7 +56,7 @@ def test_raw_records_in_key_order_wrapping(tmp_path, writer, backend):
     for given in (backend, None):  # stated, and detected from the folder
         layer = data_layer(path, backend=given)
         assert layer.backend == backend and layer.top_shapes == [(3, 3, 5, 6), (3,)]
-        got, _ = read(layer, 3)
+        got, _ = read_batches(layer, 3)
         for batch, items in zip(got, ([0, 1, 2], [3, 4, 5], [6, 0, 1])):
             np.testing.assert_array_equal(batch[0], PIXELS[items].astype(np.float32))
             np.testing.assert_array_equal(batch[1], [10 + i for i in items])
@@ -75,7 +66,7 @@ def test_float_data_and_negative_labels(tmp_path):
     values = RNG.normal(size=(3, 2, 4, 4)).astype(np.float32)
     path = write_lmdb(tmp_path / "f", [(key(i), datum_bytes(values[i], label=-i, floats=True))
                                        for i in range(3)])
-    (data, label), = read(data_layer(path, transform={"scale": 2.0}), 1)[0]
+    (data, label), = read_batches(data_layer(path, transform={"scale": 2.0}), 1)[0]
     np.testing.assert_array_equal(data, values * np.float32(2))
     np.testing.assert_array_equal(label, [0, -1, -2])
 
@@ -90,7 +81,7 @@ def test_encoded_png_is_bgr_pixels(tmp_path):
     hwc = PIXELS.transpose(0, 2, 3, 1)  # as an RGB image
     path = write_lmdb(tmp_path / "png", [(key(i), datum_bytes(label=i, encoded=png(hwc[i])))
                                          for i in range(3)])
-    (data, label), = read(data_layer(path), 1)[0]
+    (data, label), = read_batches(data_layer(path), 1)[0]
     np.testing.assert_array_equal(data, PIXELS[:3, ::-1].astype(np.float32))  # RGB -> BGR, as OpenCV
     np.testing.assert_array_equal(label, [0, 1, 2])
 
@@ -103,7 +94,7 @@ def test_encoded_jpeg_as_pillow_decodes_it(tmp_path):
         files.append(out.getvalue())
     path = write_lmdb(tmp_path / "jpg", [(key(i), datum_bytes(label=i, encoded=f))
                                          for i, f in enumerate(files)])
-    (data, _), = read(data_layer(path, transform={"mean_value": [1, 2, 3]}), 1)[0]
+    (data, _), = read_batches(data_layer(path, transform={"mean_value": [1, 2, 3]}), 1)[0]
     for i, f in enumerate(files):
         rgb = np.asarray(Image.open(io.BytesIO(f)).convert("RGB"), np.float32)
         want = rgb[:, :, ::-1].transpose(2, 0, 1) - np.array([1, 2, 3], np.float32)[:, None, None]
@@ -116,16 +107,16 @@ def test_grey_and_forced_colour(tmp_path):
                                        for i in range(3)])
     native = data_layer(path)
     assert native.top_shapes[0] == (3, 1, 5, 6)  # as stored (OpenCV's IMREAD_UNCHANGED)
-    np.testing.assert_array_equal(read(native, 1)[0][0][0][:, 0], grey)
+    np.testing.assert_array_equal(read_batches(native, 1)[0][0][0][:, 0], grey)
     colour = data_layer(path, transform={"force_color": True})
     assert colour.top_shapes[0] == (3, 3, 5, 6)
-    np.testing.assert_array_equal(read(colour, 1)[0][0][0], np.repeat(grey[:, None], 3, axis=1))
+    np.testing.assert_array_equal(read_batches(colour, 1)[0][0][0], np.repeat(grey[:, None], 3, axis=1))
     rgb = PIXELS[:3].transpose(0, 2, 3, 1)
     path = write_lmdb(tmp_path / "c", [(key(i), datum_bytes(label=i, encoded=png(rgb[i])))
                                        for i in range(3)])
     gray = data_layer(path, transform={"force_gray": True})
     want = [np.asarray(Image.fromarray(rgb[i]).convert("L")) for i in range(3)]
-    np.testing.assert_array_equal(read(gray, 1)[0][0][0][:, 0], want)
+    np.testing.assert_array_equal(read_batches(gray, 1)[0][0][0][:, 0], want)
 
 
 def test_force_colour_on_raw_records_is_refused(tmp_path):
@@ -138,9 +129,9 @@ def test_records_that_do_not_fit_are_named(tmp_path):
     records = raw_records() + [(key(9), datum_bytes(PIXELS[0][:, :4, :4], label=9))]
     path = write_lmdb(tmp_path / "db", records)
     with pytest.raises(TrainnetError, match=r"key '00000009': is 4x4, the first record 5x6"):
-        read(data_layer(path), 3)
+        read_batches(data_layer(path), 3)
     cropped = data_layer(path, transform={"crop_size": 4})  # cropped, sizes may differ
-    got, _ = read(cropped, 3)
+    got, _ = read_batches(cropped, 3)
     assert got[2][1].tolist() == [16, 9, 10]
     assert got[2][0].shape == (3, 3, 4, 4)
 
@@ -159,7 +150,7 @@ def test_a_corrupt_record_is_one_error_naming_source_and_key(tmp_path, value, re
     records[ORDER.index(2)] = (key(2), value)
     path = write_lmdb(tmp_path / "db", records)
     with pytest.raises(TrainnetError) as exc:
-        read(data_layer(path), 2)
+        read_batches(data_layer(path), 2)
     msg = str(exc.value)
     assert str(path) in msg and "key '00000002'" in msg and reason in msg and "\n" not in msg
 
@@ -171,7 +162,7 @@ def test_skip_bad_replaces_with_the_next_good_record_and_reports(tmp_path, worke
     records[key(3)] = CORRUPT[1][0]
     path = write_lmdb(tmp_path / "db", records.items())
     layer = data_layer(path, skip_bad=True, workers=workers, batch_size=7)
-    got, reader = read(layer, 2)
+    got, reader = read_batches(layer, 2)
     assert got[0][1].tolist() == [10, 11, 14, 14, 14, 15, 16]  # 2 and 3 replaced by 4
     np.testing.assert_array_equal(got[0][0][2], PIXELS[4])
     notes = reader.notes()
@@ -225,10 +216,10 @@ def test_leveldb_without_plyvel_says_how_to_install(tmp_path, monkeypatch):
 
 def test_shuffle_and_rand_skip_over_a_database(tmp_path):
     path = write_lmdb(tmp_path / "db", raw_records())
-    got, _ = read(data_layer(path, shuffle=True, batch_size=7), 3, seed=4)
+    got, _ = read_batches(data_layer(path, shuffle=True, batch_size=7), 3, seed=4)
     epochs = [b[1].astype(int).tolist() for b in got]
     assert all(sorted(e) == list(range(10, 17)) for e in epochs) and epochs[0] != epochs[1]
-    starts = {int(read(data_layer(path, rand_skip=7, batch_size=1), 1, seed=s)[0][0][1][0])
+    starts = {int(read_batches(data_layer(path, rand_skip=7, batch_size=1), 1, seed=s)[0][0][1][0])
               for s in range(10)}
     assert len(starts) > 2
 
@@ -236,10 +227,10 @@ def test_shuffle_and_rand_skip_over_a_database(tmp_path):
 def test_cifar_batches_read_directly(cifar_dir):
     test = data_layer(cifar_dir / "test_batch.bin", phase="TEST", batch_size=10)
     assert test.backend == "CIFAR" and test.top_shapes == [(10, 3, 32, 32), (10,)]
-    (data, label), = read(test, 1)[0]
+    (data, label), = read_batches(test, 1)[0]
     assert label.astype(int).tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     raw = np.fromfile(cifar_dir / "test_batch.bin", np.uint8, count=10 * 3073).reshape(10, 3073)
     np.testing.assert_array_equal(data, raw[:, 1:].reshape(10, 3, 32, 32))  # RGB planes as stored
     train = data_layer(str(cifar_dir / "data_batch_*.bin"), batch_size=5)
     assert train.backend == "CIFAR" and train.n == 50000 and len(train.paths) == 5
-    assert read(train, 1)[0][0][1].astype(int).tolist() == [6, 9, 9, 4, 1]
+    assert read_batches(train, 1)[0][0][1].astype(int).tolist() == [6, 9, 9, 4, 1]

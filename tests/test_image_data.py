@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reader_check import read_batches
 from trainnet.data.paths import data_config
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
@@ -39,16 +40,6 @@ def image_layer(folder, phase="TRAIN", transform=None, config="net.yaml", **para
         return cls("images", p, phase, [], common=common)
 
 
-def read(layer, count, seed=0):
-    reader = layer.make_state(np.random.default_rng(seed))
-    out = []
-    for _ in range(count):
-        tops = [np.empty(s, np.float32) for s in layer.top_shapes]
-        reader.next_batch(*tops)
-        out.append(tops)
-    return out, reader
-
-
 def bgr(hwc):
     return hwc[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
 
@@ -56,7 +47,7 @@ def bgr(hwc):
 def test_images_in_list_order_as_bgr(folder):
     layer = image_layer(folder)
     assert layer.top_shapes == [(4, 3, 10, 12), (4,)]
-    (data, label), (data2, label2) = read(layer, 2)[0]
+    (data, label), (data2, label2) = read_batches(layer, 2)[0]
     np.testing.assert_array_equal(data, [bgr(PIXELS[i]) for i in range(4)])
     assert label.tolist() == [0, 2, 4, 6] and label2.tolist() == [8, 10, 0, 2]  # wraps
 
@@ -65,17 +56,17 @@ def test_resize_grey_crop_and_mirror(folder):
     layer = image_layer(folder, new_height=8, new_width=6, is_color=False, phase="TEST",
                         transform={"crop_size": 4, "scale": 0.5})
     assert layer.top_shapes[0] == (4, 1, 4, 4)
-    (data, _), = read(layer, 1)[0]
+    (data, _), = read_batches(layer, 1)[0]
     for i in range(4):
         grey = np.asarray(Image.fromarray(PIXELS[i]).convert("L").resize((6, 8), Image.BILINEAR))
         np.testing.assert_array_equal(data[i, 0], grey[2:6, 1:5].astype(np.float32) * 0.5)
 
 
 def test_shuffle_and_rand_skip(folder):
-    got, _ = read(image_layer(folder, shuffle=True, batch_size=6, workers=2), 2, seed=3)
+    got, _ = read_batches(image_layer(folder, shuffle=True, batch_size=6, workers=2), 2, seed=3)
     first, second = (b[1].astype(int).tolist() for b in got)
     assert sorted(first) == sorted(second) == [0, 2, 4, 6, 8, 10] and first != second
-    starts = {int(read(image_layer(folder, rand_skip=6, batch_size=1), 1, seed=s)[0][0][1][0])
+    starts = {int(read_batches(image_layer(folder, rand_skip=6, batch_size=1), 1, seed=s)[0][0][1][0])
               for s in range(12)}
     assert len(starts) > 2
 
@@ -88,7 +79,7 @@ def test_relative_paths_yaml_and_prototxt(folder, tmp_path_factory, monkeypatch)
     Image.fromarray(PIXELS[1]).save(elsewhere / "img/0.png")
     caffe = image_layer(folder, config="net.prototxt", batch_size=1)  # Caffe: the cwd first
     assert caffe.image_root == elsewhere
-    np.testing.assert_array_equal(read(caffe, 1)[0][0][0][0], bgr(PIXELS[1]))
+    np.testing.assert_array_equal(read_batches(caffe, 1)[0][0][0][0], bgr(PIXELS[1]))
     rooted = image_layer(folder, root_folder=str(folder), config="net.prototxt")
     assert rooted.image_root == folder
 
@@ -97,8 +88,8 @@ def test_sizes_must_match_unless_cropped(folder):
     Image.fromarray(PIXELS[2][:8, :9]).save(folder / "img/2.png")
     with pytest.raises(TrainnetError, match=r"list.txt: line 3: image .*img/2.png: is 8x9, the "
                                             r"first record 10x12"):
-        read(image_layer(folder), 1)
-    got, _ = read(image_layer(folder, transform={"crop_size": 8}), 1)
+        read_batches(image_layer(folder), 1)
+    got, _ = read_batches(image_layer(folder, transform={"crop_size": 8}), 1)
     assert got[0][0].shape == (4, 3, 8, 8)
 
 
@@ -106,8 +97,8 @@ def test_missing_and_corrupt_images(folder):
     (folder / "img/1.png").unlink()
     (folder / "img/4.png").write_bytes(b"not a png")
     with pytest.raises(TrainnetError, match=r"list.txt: line 2: image .*img/1.png: no such file"):
-        read(image_layer(folder), 1)
-    got, reader = read(image_layer(folder, skip_bad=True, batch_size=6), 1)
+        read_batches(image_layer(folder), 1)
+    got, reader = read_batches(image_layer(folder, skip_bad=True, batch_size=6), 1)
     assert got[0][1].tolist() == [0, 4, 4, 6, 10, 10]
     notes = reader.notes()
     assert len(notes) == 2 and "line 2" in notes[0] and "not a readable image" in notes[1]

@@ -29,8 +29,7 @@ from trainnet.data.datum import RecordError, datum_array, parse_datum
 from trainnet.data.db import detect_backend, open_database
 from trainnet.data.idx import read_idx, read_idx_header
 from trainnet.data.paths import caffe_paths, resolve_data_glob, resolve_data_path
-from trainnet.data.pipeline import ArrayFeeder, BatchReader, RecordFeeder
-from trainnet.data.sampler import Sampler
+from trainnet.data.pipeline import ArrayFeeder, RecordFeeder
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import register
 from trainnet.layers.data_base import DataLayer
@@ -182,17 +181,10 @@ class Data(DataLayer):
 
     # --- the reader ----------------------------------------------------------------------
     def make_reader(self, rng):
-        p = self.p
         if self.backend in ("LMDB", "LEVELDB"):
-            feeder = self._db_feeder()
-        else:
-            images, labels = self._arrays()
-            feeder = ArrayFeeder(images, labels, self.transform)
-        reader_rng = self.reader_seed(rng)
-        # Caffe skips a random number of items in [0, rand_skip) so that parallel runs differ.
-        skip = int(reader_rng.integers(p.rand_skip)) if p.rand_skip else 0
-        sampler = Sampler(feeder.n, reader_rng, shuffle=p.shuffle, skip=skip)
-        return BatchReader(feeder, sampler, self.top_shapes, workers=p.workers, prefetch=p.prefetch)
+            return self.batch_reader(self._db_feeder(), rng)
+        images, labels = self._arrays()
+        return self.batch_reader(ArrayFeeder(images, labels, self.transform), rng)
 
     def _arrays(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
         if self.backend == "CIFAR":

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from trainnet.data.paths import resolve_data_path
+from trainnet.data.pipeline import BatchReader, Feeder
+from trainnet.data.sampler import Sampler
 from trainnet.data.transform import Transformer, check_param
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_mean
@@ -63,8 +65,16 @@ class DataLayer(Layer):
         except ValueError as exc:
             raise self.error(str(exc)) from None
 
-    def reader_seed(self, rng: np.random.Generator) -> np.random.Generator:
-        return np.random.default_rng(int(rng.integers(2**63)))
+    def batch_reader(self, feeder: Feeder, rng: np.random.Generator) -> BatchReader:
+        """A reader of ``feeder`` seeded from the net's ``rng``, with the layer's shuffle,
+        rand_skip (Caffe skips a random number of items in [0, rand_skip) at the start, so that
+        parallel runs differ), workers and prefetch."""
+        p = self.p
+        reader_rng = np.random.default_rng(int(rng.integers(2**63)))
+        rand_skip = getattr(p, "rand_skip", 0)
+        skip = int(reader_rng.integers(rand_skip)) if rand_skip else 0
+        sampler = Sampler(feeder.n, reader_rng, shuffle=p.shuffle, skip=skip, blocks=feeder.blocks)
+        return BatchReader(feeder, sampler, self.top_shapes, workers=p.workers, prefetch=p.prefetch)
 
     def make_reader(self, rng: np.random.Generator) -> Any:
         """The host-side reader filling this layer's tops (a ``BatchReader``)."""

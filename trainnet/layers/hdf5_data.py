@@ -12,8 +12,6 @@ from pydantic import Field
 
 from trainnet.data.hdf5 import HDF5Feeder, HDF5Source, read_file_list
 from trainnet.data.paths import list_base, resolve_data_path
-from trainnet.data.pipeline import BatchReader
-from trainnet.data.sampler import Sampler
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import register
 from trainnet.layers.data_base import DataLayer
@@ -48,8 +46,4 @@ class HDF5Data(DataLayer):
         return [(self.p.batch_size,) + self.source.item_shapes[n] for n in names]
 
     def make_reader(self, rng):
-        feeder = HDF5Feeder(self.source)
-        sampler = Sampler(feeder.n, self.reader_seed(rng), shuffle=self.p.shuffle,
-                          blocks=feeder.blocks)
-        return BatchReader(feeder, sampler, self.top_shapes, workers=self.p.workers,
-                           prefetch=self.p.prefetch)
+        return self.batch_reader(HDF5Feeder(self.source), rng)

@@ -21,8 +21,7 @@ from pydantic import Field
 
 from trainnet.data.datum import RecordError, decode_image
 from trainnet.data.paths import list_base, resolve_data_path
-from trainnet.data.pipeline import BatchReader, RecordFeeder
-from trainnet.data.sampler import Sampler
+from trainnet.data.pipeline import RecordFeeder
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import register
 from trainnet.layers.data_base import DataLayer
@@ -114,15 +113,12 @@ class ImageData(DataLayer):
         return decode_image(str(path), color=p.is_color, size=size)
 
     def make_reader(self, rng):
-        p, entries = self.p, self.entries
+        entries = self.entries
 
         def load(i: int) -> tuple[np.ndarray, int]:
             return self._decode(i), entries[i][1]
 
         feeder = RecordFeeder(str(self.list_path), len(entries), load,
                               lambda i: f"line {entries[i][2]}: image {self.image_root / entries[i][0]}",
-                              self.transform, skip_bad=p.skip_bad)
-        reader_rng = self.reader_seed(rng)
-        skip = int(reader_rng.integers(p.rand_skip)) if p.rand_skip else 0
-        sampler = Sampler(len(entries), reader_rng, shuffle=p.shuffle, skip=skip)
-        return BatchReader(feeder, sampler, self.top_shapes, workers=p.workers, prefetch=p.prefetch)
+                              self.transform, skip_bad=self.p.skip_bad)
+        return self.batch_reader(feeder, rng)
