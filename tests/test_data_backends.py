@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from datum_writer import datum_bytes, write_leveldb, write_lmdb
-from trainnet.data.db import forget_database
 from reader_check import read_batches
+from trainnet.data.db import forget_database
 from trainnet.data.paths import data_config
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
