@@ -212,3 +212,14 @@ def test_cifar10_with_a_mean_file_as_caffe_has_it(tmp_path, monkeypatch, cifar_d
     assert last_test(examples / "cifar10_quick")["accuracy"] > 0.2, out
     assert (examples / "cifar10_quick_iter_60.caffemodel.h5").is_file()
     assert (examples / "cifar10_quick_iter_60.solverstate.h5").is_file()
+
+
+def test_converting_for_caffe_says_what_caffe_would_not_read(tmp_path):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    code, out = run("convert", configs / "cifar10/cifar10_quick_train_test.yaml", tmp_path / "q.prototxt")
+    assert code == 0 and "layer 'cifar' (Data): backend CIFAR is trainnet's own" in out, out
+    code, out = run("convert", configs / "lenet/lenet_train_test.yaml", tmp_path / "l.prototxt")
+    assert "layer 'mnist' (Data): shuffle is trainnet's own: Caffe's parser refuses them" in out
+    assert "no backend is written" in out
+    code, out = run("convert", configs / "cifar10/cifar10_quick_solver.yaml", tmp_path / "s.prototxt")
+    assert "a prototxt solver snapshots in Caffe's BINARYPROTO" in out

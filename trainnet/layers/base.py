@@ -98,6 +98,8 @@ class Layer(ABC):
     # LayerParameter sub-message name -> the Params fields it holds, None for every field that no
     # other message of the type claims.  ``{"softmax_param": ("axis",), "loss_param": None}``.
     caffe_params: ClassVar[dict[str, Optional[tuple[str, ...]]]] = {}
+    # Params fields trainnet adds to Caffe's message (Caffe's parser would refuse them).
+    beyond_caffe: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: Strict, phase: str, bottom_shapes: list[Shape],
                  common: Any = None):
@@ -149,6 +151,15 @@ class Layer(ABC):
         """Runtime state this layer keeps (a data reader), made when a Net is built on
         ``device`` (None: the CPU)."""
         return None
+
+    @classmethod
+    def caffe_notes(cls, params: Strict) -> list[str]:
+        """What Caffe would not read as trainnet does in a prototxt written from ``params``."""
+        extra = [f for f in cls.beyond_caffe if f in params.model_fields_set]
+        if not extra:
+            return []
+        return [f"{', '.join(extra)} {'is' if len(extra) == 1 else 'are'} trainnet's own: Caffe's "
+                "parser refuses them (remove them for Caffe)"]
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(message, layer=self.name, layer_type=self.type)

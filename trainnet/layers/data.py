@@ -73,6 +73,18 @@ class Data(DataLayer):
     Params = DataParams
     caffe_params = {"data_param": None}
     num_tops = (1, 2)
+    beyond_caffe = ("label_source", "shuffle", "workers", "skip_bad")
+
+    @classmethod
+    def caffe_notes(cls, params):
+        notes = super().caffe_notes(params)
+        if params.backend is None:
+            notes.append("no backend is written (trainnet detects it from the source); Caffe reads "
+                         "LEVELDB unless told: set backend")
+        elif params.backend in ("IDX", "CIFAR"):
+            notes.append(f"backend {params.backend} is trainnet's own: Caffe reads LMDB or LEVELDB "
+                         "(`trainnet data mnist|cifar10 --lmdb` makes them)")
+        return notes
 
     def setup(self, bottom_shapes):
         p, tp = self.p, self.transform_param

@@ -30,6 +30,7 @@ class HDF5DataParams(Strict):
 class HDF5Data(DataLayer):
     Params = HDF5DataParams
     caffe_params = {"hdf5_data_param": None}
+    beyond_caffe = ("prefetch", "workers")
     num_tops = (1, None)
     transforms = False
 

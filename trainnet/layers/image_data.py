@@ -71,6 +71,7 @@ def read_list(path: Path) -> list[tuple[str, int, int]]:
 class ImageData(DataLayer):
     Params = ImageDataParams
     caffe_params = {"image_data_param": None}
+    beyond_caffe = ("prefetch", "workers", "skip_bad")
     num_tops = (1, 2)
 
     def setup(self, bottom_shapes):

@@ -145,3 +145,12 @@ def dump_solver_prototxt(cfg: SolverConfig) -> str:
         for net in values:
             lines += [f"{key} {{", *_net(net, 1), "}"]
     return "\n".join(lines) + "\n"
+
+
+def caffe_notes(net: NetConfig) -> list[str]:
+    """Per layer, what Caffe would not read in the prototxt as trainnet does (fields and values
+    trainnet adds to Caffe's), to tell the user converting the net for Caffe."""
+    from trainnet.layers.base import layer_class
+
+    return [f"layer '{layer.name}' ({layer.type}): {note}" for layer in net.layer
+            for note in layer_class(layer.type).caffe_notes(layer.params)]

@@ -23,7 +23,7 @@ from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_so
 from trainnet.netcfg.common import Preprocess
 from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file
 from trainnet.netcfg.text_format import parse_text
-from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
+from trainnet.netcfg.to_prototxt import caffe_notes, dump_net_prototxt, dump_solver_prototxt
 from trainnet.formats.atomic import atomic_write
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -78,6 +78,11 @@ def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None
             raise TrainnetError("preprocessing belongs to a net, not to a solver")
         cfg = load_solver(src)
         text = dump_solver_prototxt(cfg) if to_prototxt else yaml_text(solver_dict(cfg))
+        if to_prototxt and cfg.snapshot_kind == "SAFETENSORS":
+            out.notes.append("snapshot_format: SAFETENSORS is trainnet's own; Caffe snapshots in "
+                             "BINARYPROTO or HDF5" if cfg.snapshot_format else
+                             "without snapshot_format a prototxt solver snapshots in Caffe's "
+                             "BINARYPROTO (this YAML solver used trainnet's safetensors)")
         for key in ("net", "train_net", "test_net"):
             for name in getattr(cfg, key) if key == "test_net" else [getattr(cfg, key)]:
                 if name is not None and is_prototxt(name) != to_prototxt:
@@ -89,6 +94,7 @@ def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None
             net = net.model_copy(update={"preprocess": preprocess})
         if to_prototxt:
             text = dump_net_prototxt(net)
+            out.notes += caffe_notes(net)
             if net.preprocess is not None:
                 out.notes.append("prototxt has no field for the preprocessing record; it stays in "
                                  "the YAML only")
