@@ -234,3 +234,26 @@ def test_cifar_batches_read_directly(cifar_dir):
     train = data_layer(str(cifar_dir / "data_batch_*.bin"), batch_size=5)
     assert train.backend == "CIFAR" and train.n == 50000 and len(train.paths) == 5
     assert read_batches(train, 1)[0][0][1].astype(int).tolist() == [6, 9, 9, 4, 1]
+
+
+def test_skipped_records_reach_the_training_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    records = dict(raw_records())
+    records[key(5)] = b"\x00garbage"
+    write_lmdb(tmp_path / "db", records.items())
+    (tmp_path / "net.yaml").write_text(
+        "layer:\n"
+        "  - {name: d, type: Data, top: [data, label], source: db, batch_size: 7, skip_bad: true}\n"
+        "  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 20,\n"
+        "     weight_filler: {type: xavier}}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}\n")
+    (tmp_path / "solver.yaml").write_text("net: net.yaml\nbase_lr: 0.001\ndisplay: 1\nmax_iter: 3\n"
+                                          "snapshot_after_train: false\nsnapshot_prefix: run\n")
+    from trainnet.netcfg import load_solver
+    from trainnet.solver.solver import Solver
+    lines: list[str] = []
+    Solver(load_solver(tmp_path / "solver.yaml"), log=lines.append).solve()
+    noted = [l for l in lines if "data:" in l]
+    assert len(noted) == 1 and "skipped key '00000005': not a Caffe Datum" in noted[0], lines
+    log = (tmp_path / "run_log.jsonl").read_text()
+    assert '"event": "data"' in log and "00000005" in log
