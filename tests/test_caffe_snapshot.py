@@ -111,7 +111,7 @@ def test_hdf5_files_as_caffe_writes_them(tmp_path):
         np.testing.assert_array_equal(f["data/side/0"][()], named["side.0"])
     with h5py.File(tmp_path / "o_iter_3.solverstate.h5", "r") as f:
         assert f["iter"].dtype == np.int32 and f["iter"].shape == (1,) and f["iter"][0] == 3
-        assert f["current_step"][0] == 2   # stepvalues 1 and 2 reached
+        assert f["current_step"][0] == 2   # stepvalues 1 and 2 reached by iteration 2, the last
         learned = f["learned_net"]
         assert learned.shape == () and learned.dtype.kind == "S"
         assert learned.id.get_type().get_strpad() == h5py.h5t.STR_NULLTERM
@@ -296,10 +296,12 @@ def test_hdf5_weights_load_and_a_binaryproto_reader_points_to_them(tmp_path):
 
 
 @pytest.mark.parametrize("policy, it, expected", [
-    ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 9, 0),
-    ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 10, 1),
+    ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 0, 0),
+    ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 10, 0),  # iteration 9's rate was the last
+    ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 11, 1),
     ({"lr_policy": "multistep", "stepvalue": [10, 20]}, 25, 2),
-    ({"lr_policy": "step", "stepsize": 7}, 20, 2),
+    ({"lr_policy": "step", "stepsize": 7}, 14, 1),
+    ({"lr_policy": "step", "stepsize": 7}, 15, 2),
     ({"lr_policy": "inv"}, 20, 0),
 ])
 def test_current_step(policy, it, expected):

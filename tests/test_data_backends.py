@@ -257,3 +257,24 @@ def test_skipped_records_reach_the_training_log(tmp_path, monkeypatch):
     assert len(noted) == 1 and "skipped key '00000005': not a Caffe Datum" in noted[0], lines
     log = (tmp_path / "run_log.jsonl").read_text()
     assert '"event": "data"' in log and "00000005" in log
+
+
+def test_with_a_mean_file_every_record_has_the_means_size(tmp_path):
+    """Caffe CHECKs each datum against the mean's shape; cropping does not lift that."""
+    from trainnet.formats.blobproto import save_blob
+
+    save_blob(tmp_path / "mean.binaryproto", np.full((1, 3, 5, 6), 7, np.float32))
+    records = raw_records() + [(key(9), datum_bytes(RNG.integers(0, 256, (3, 8, 8), np.uint8), 9))]
+    path = write_lmdb(tmp_path / "db", records)
+    layer = data_layer(path, transform={"crop_size": 4, "mean_file": str(tmp_path / "mean.binaryproto")})
+    with pytest.raises(TrainnetError, match=r"key '00000009': is 3x8x8, but the mean_file is 3x5x6"):
+        read_batches(layer, 3)
+
+
+def test_a_truncated_lmdb_is_refused_not_a_crash(tmp_path):
+    path = write_lmdb(tmp_path / "db", [(key(i), datum_bytes(PIXELS[i % 7], i)) for i in range(60)])
+    size = (path / "data.mdb").stat().st_size
+    with open(path / "data.mdb", "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(ConfigError, match="a truncated LMDB database"):
+        data_layer(path)

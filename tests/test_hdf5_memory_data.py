@@ -99,12 +99,13 @@ def test_hdf5_output_appends_every_batch(files, monkeypatch):
     n = net(files, HDF5 % ", batch_size: 3" + OUTPUT)
     run(n, 3, "x")
     with h5py.File(files / "out/feat.h5") as f:  # flushed after every batch, readable now
-        np.testing.assert_array_equal(f["data"][()], X[:9])
-        np.testing.assert_array_equal(f["label"][()], Y[:9].astype(np.float32))
+        # 4-D as Caffe writes them: num, channels, height, width
+        np.testing.assert_array_equal(f["data"][()], X[:9, :, :, None])
+        np.testing.assert_array_equal(f["label"][()], Y[:9].astype(np.float32).reshape(9, 1, 1, 1))
     del n  # its file closes with it
     net(files, HDF5 % ", batch_size: 3" + OUTPUT)  # a new net starts the file afresh, as Caffe
     with h5py.File(files / "out/feat.h5") as f:
-        assert f["data"].shape == (0, 2, 3)
+        assert f["data"].shape == (0, 2, 3, 1)
 
 
 MEMORY = "  - {name: m, type: MemoryData, top: [x, y], batch_size: 2, channels: 1, height: 2, width: 3}\n"
@@ -162,3 +163,31 @@ def test_on_the_gpu(files, gpu_device, monkeypatch):
     memory.set_input_arrays(data * 2, [3, 4])  # replaced between passes: no stale read-ahead
     memory.forward()
     np.testing.assert_array_equal(gpu_device.to_host(memory.data("x")), data * 2)
+
+
+def test_a_solver_with_hdf5_output_snapshots_and_resumes(files, monkeypatch):
+    """The writer is not part of a snapshot; the data cursor is, so the resume is exact."""
+    from trainnet.netcfg import load_solver
+    from trainnet.solver.solver import Solver
+
+    monkeypatch.chdir(files)
+    (files / "net.yaml").write_text(
+        "layer:\n" + HDF5 % ", batch_size: 3" +
+        "  - {name: ip, type: InnerProduct, bottom: x, top: ip, num_output: 11,\n"
+        "     weight_filler: {type: xavier}}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, y], top: loss}\n"
+        "  - {name: o, type: HDF5Output, bottom: [ip, y], file_name: out/ip.h5,\n"
+        "     include: {phase: TEST}}\n")
+    solver_text = ("net: net.yaml\ntest_iter: 2\ntest_interval: 2\nbase_lr: 0.1\nmax_iter: 4\n"
+                   "snapshot: 2\nsnapshot_prefix: run\nrandom_seed: 3\n")
+    (files / "solver.yaml").write_text(solver_text)
+    whole = Solver(load_solver(files / "solver.yaml"))
+    whole.solve()
+    want = whole.net.params.data.copy()
+    del whole  # closes its output file
+    resumed = Solver(load_solver(files / "solver.yaml"))
+    resumed.restore(files / "run_iter_2.solverstate")
+    resumed.solve()
+    np.testing.assert_array_equal(resumed.net.params.data, want)
+    with h5py.File(files / "out/ip.h5") as f:
+        assert f["data"].shape == (4 * 3, 11, 1, 1)  # the resumed run's two tests of 2 batches

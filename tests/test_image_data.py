@@ -106,8 +106,8 @@ def test_missing_and_corrupt_images(folder):
 
 @pytest.mark.parametrize("text, message", [
     ("img/0.png\n", "list.txt:1: expected 'path label'"),
-    ("img/0.png 1\nimg/1.png x\n", "list.txt:2: expected 'path label'"),
-    ("\n\n", "names no images"),
+    ("img/0.png 1\nimg/1.png x\n", "list.txt:2: the label 'x' (after the last space) is not an integer"),
+    ("\n\n", "lists no images"),
     ("nowhere.png 1\n", "first entry nowhere.png is in neither"),
 ])
 def test_bad_list_files(folder, text, message):

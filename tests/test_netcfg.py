@@ -302,6 +302,9 @@ def test_solver_unknown_key_and_missing_net():
     assert solver_error("net: n.yaml\ntype: SDG\n").startswith(
         "s.yaml:2: unknown solver type 'SDG' (did you mean 'SGD'?)")
     assert solver_error("net: n.yaml\nbase_lr: -1\n") == "s.yaml:2: base_lr: must be >= 0.0, got -1"
+    assert solver_error("net: n.yaml\ntest_iter: [5, 5]\n") == (
+        "s.yaml:2: gives 2 test nets but test_interval is 0, so none would ever run: set "
+        "test_interval (Caffe requires it > 0 when there are test nets)")
 
 
 # --- round trips -------------------------------------------------------------------------------

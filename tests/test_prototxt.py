@@ -94,24 +94,30 @@ layers {
 
 
 def test_deprecated_transformation_fields_move_to_transform_param():
-    """Caffe's UpgradeNetDataTransformation, for V1 and current layers alike."""
+    """Caffe's UpgradeNetDataTransformation, which upgrades V1 layers only."""
     cfg = load_net_text(V1_DATA, "d.prototxt")
     data = cfg.layer[0]
     assert data.transform_param == TransformationParameter(scale=0.00390625, mirror=True, crop_size=24,
                                                            mean_file="mean.binaryproto")
     assert (data.params.source, data.params.batch_size) == ("mnist/train-images-idx3-ubyte.gz", 64)
+    assert "scale" not in dump_net_prototxt(cfg).split("data_param")[1]
+
+
+def test_deprecated_fields_in_a_current_layer_are_refused():
+    """Caffe ignores them there (its data layers read transform_param alone): refused, not
+    silently dropped or silently applied."""
     current = ('layer { name: "d" type: "Data" top: "data"\n'
                '  transform_param { mean_value: 33 }\n'
                '  data_param { source: "s" batch_size: 2 scale: 0.5 } }\n')
-    layer = load_net_text(current, "c.prototxt").layer[0]
-    assert layer.transform_param == TransformationParameter(mean_value=[33], scale=0.5)
-    assert "scale" not in dump_net_prototxt(load_net_text(current, "c.prototxt")).split("data_param")[1]
+    assert net_error(current) == (
+        "n.prototxt:3: layer 'd' (Data): data_param.scale: deprecated, and Caffe ignores it in a "
+        "current-format layer (it upgrades only V1 'layers'): give it in transform_param")
 
 
-@pytest.mark.parametrize("type_name, message", [("ImageData", "image_data_param"),
-                                                ("WindowData", "window_data_param")])
-def test_image_and_window_data_fields_move_before_any_params_model_reads_them(type_name, message):
-    text = (f'layer {{ name: "d" type: "{type_name}" top: "data"\n'
+@pytest.mark.parametrize("v1_type, message", [("IMAGE_DATA", "image_data_param"),
+                                              ("WINDOW_DATA", "window_data_param")])
+def test_image_and_window_data_fields_move_before_any_params_model_reads_them(v1_type, message):
+    text = (f'layers {{ name: "d" type: {v1_type} top: "data"\n'
             f'  {message} {{ source: "list.txt" crop_size: 227\n mirror: true }} }}\n')
     data, src = read_net(text, "i.prototxt")
     layer = data["layer"][0]
@@ -122,9 +128,9 @@ def test_image_and_window_data_fields_move_before_any_params_model_reads_them(ty
 
 
 def test_moved_field_keeps_its_line_and_a_field_in_both_places_is_an_error():
-    bad_value = 'layer { name: "d" type: "Data" top: "x"\n data_param { source: "s" batch_size: 2\n crop_size: -1 } }\n'
+    bad_value = 'layers { name: "d" type: DATA top: "x"\n data_param { source: "s" batch_size: 2\n crop_size: -1 } }\n'
     assert net_error(bad_value) == "n.prototxt:3: layer 'd' (Data): transform_param.crop_size: must be >= 0, got -1"
-    both = ('layer { name: "d" type: "Data" top: "x"\n  transform_param { scale: 2 }\n'
+    both = ('layers { name: "d" type: DATA top: "x"\n  transform_param { scale: 2 }\n'
             '  data_param { source: "s" batch_size: 2\n    scale: 0.5 } }\n')
     assert net_error(both) == (
         "n.prototxt:4: layer 'd' (Data): data_param.scale: also given in transform_param (line 2); "

@@ -56,6 +56,13 @@ class Database:
                                       max_readers=512)
             except lmdb.Error as exc:
                 raise TrainnetError(f"{path}: cannot open as an LMDB database ({exc})") from None
+            # a truncated data.mdb would fault (SIGBUS) when a missing page is touched
+            need = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+            size = (Path(path) / "data.mdb").stat().st_size
+            if size < need:
+                self._env.close()
+                raise TrainnetError(f"{path}: a truncated LMDB database (data.mdb holds {size} bytes, "
+                                    f"its pages reach {need}); copy or convert it again")
         else:
             plyvel = _plyvel()
             try:

@@ -22,18 +22,12 @@ from PIL import Image, UnidentifiedImageError
 
 from trainnet.data.datum import RecordError, decode_image, encode_datum
 from trainnet.data.db import create_database
+from trainnet.data.lists import ListEntry, read_list
 from trainnet.data.progress import Log, Progress, quiet_log, track
 from trainnet.errors import TrainnetError
 
 ENCODE_TYPES = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG"}  # --encode-type -> Pillow format
 JPEG_QUALITY = 95  # OpenCV's imencode default
-
-
-@dataclass(frozen=True)
-class ListEntry:
-    path: str
-    label: int
-    line: int  # 1-based line of the list file
 
 
 @dataclass(frozen=True)
@@ -50,33 +44,6 @@ class ImagesetOptions:
 class ImagesetResult:
     written: int = 0
     skipped: list[str] = field(default_factory=list)  # "list:line: path: why", one per image
-
-
-def read_list(list_file: Path) -> list[ListEntry]:
-    """The entries of a ``path label`` list; a line that is not one is an error naming it."""
-    list_file = Path(list_file)
-    try:
-        text = list_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TrainnetError(f"{list_file}: no such list file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainnetError(f"{list_file}: cannot read the list ({exc})") from None
-    entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.rstrip()
-        if not line:
-            continue
-        path, space, label = line.rpartition(" ")
-        if not space or not path.strip():
-            raise TrainnetError(f"{list_file}:{number}: expected 'path label', got {line!r}")
-        try:
-            entries.append(ListEntry(path, int(label), number))
-        except ValueError:
-            raise TrainnetError(f"{list_file}:{number}: the label {label!r} (after the last space) "
-                                "is not an integer") from None
-    if not entries:
-        raise TrainnetError(f"{list_file}: lists no images (one 'path label' per line)")
-    return entries
 
 
 def _format_of(payload: bytes) -> str:

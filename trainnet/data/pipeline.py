@@ -14,7 +14,6 @@ lets threads overlap them with training.
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -92,6 +91,10 @@ class RecordFeeder(Feeder):
         c, h, w = self.transformer.item_shape
         if image.shape[0] != c:
             raise RecordError(f"has {image.shape[0]} channels, the first record {c}")
+        mean = self.transformer.mean_image
+        if mean is not None and image.shape != mean.shape:  # Caffe CHECKs this too
+            raise RecordError(f"is {'x'.join(map(str, image.shape))}, but the mean_file is "
+                              f"{'x'.join(map(str, mean.shape))}: they must agree")
         crop = self.transformer.crop
         if crop and min(image.shape[1:]) < crop:
             raise RecordError(f"is {image.shape[1]}x{image.shape[2]}, smaller than crop_size {crop}")
@@ -145,7 +148,6 @@ class BatchReader:
         self.inflight: deque = deque()         # (buffers, futures, checkpoint) in batch order
         self.free: list[list[np.ndarray]] = []
         self.pool: Optional[ThreadPoolExecutor] = None
-        self.wait_seconds = 0.0                # time next_batch spent waiting for a batch
 
     def _plan(self) -> tuple[np.ndarray, Any]:
         idx = self.sampler.next_indices(self.batch)
@@ -176,15 +178,15 @@ class BatchReader:
         while len(self.inflight) < self.prefetch:
             self._submit()
         buffers, futures, checkpoint = self.inflight.popleft()
-        start = time.perf_counter()
         try:
             for future in futures:
                 future.result()
         except BaseException:
+            wait(futures)  # the batch's other slices may still be writing into its buffers
             self.free.append(buffers)
             self._drain()
+            self.sampler.set_state(Sampler.state_at(self.handed))  # as if nothing was read ahead
             raise
-        self.wait_seconds += time.perf_counter() - start
         for out, buffer in zip(outs, buffers):
             np.copyto(out, buffer)
         self.free.append(buffers)
@@ -218,8 +220,11 @@ class BatchReader:
         return self.feeder.notes()
 
     def close(self) -> None:
+        """Stop the workers; a later ``next_batch`` starts them again where the reader stands."""
+        self._drain()
+        self.sampler.set_state(Sampler.state_at(self.handed))
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=True)
             self.pool = None
 
     def __del__(self):

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from trainnet.data.datum import RecordError, decode_image
+from trainnet.data.lists import read_list
 from trainnet.data.paths import list_base, resolve_data_path
 from trainnet.data.pipeline import RecordFeeder
 from trainnet.errors import TrainnetError
@@ -42,31 +43,6 @@ class ImageDataParams(Strict):
     skip_bad: bool = False              # skip (and log) unreadable images instead of failing
 
 
-def read_list(path: Path) -> list[tuple[str, int, int]]:
-    """The (path, label, line number) entries of a list file; a line without an integer label
-    is an error naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainnetError(f"{path}: cannot read the list file ({exc})") from None
-    entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        name, _, label = line.rpartition(" ")
-        try:
-            entries.append((name, int(label), number))
-        except ValueError:
-            raise TrainnetError(f"{path}:{number}: expected 'path label' (the label an integer "
-                                f"after the last space), got {line!r}") from None
-        if not name:
-            raise TrainnetError(f"{path}:{number}: no image path before the label")
-    if not entries:
-        raise TrainnetError(f"{path}: the list file names no images")
-    return entries
-
-
 @register("ImageData")
 class ImageData(DataLayer):
     Params = ImageDataParams
@@ -87,7 +63,7 @@ class ImageData(DataLayer):
             self.image_root = self._image_root()
         except TrainnetError as exc:
             raise self.error(str(exc)) from None
-        first = self.entries[0][0]
+        first = self.entries[0].path
         try:
             image = self._decode(0)
         except RecordError as exc:
@@ -101,14 +77,14 @@ class ImageData(DataLayer):
         if self.p.root_folder:
             return resolve_data_path(self.p.root_folder, what="root_folder")
         try:
-            return list_base(self.entries[0][0], self.list_path)
+            return list_base(self.entries[0].path, self.list_path)
         except TrainnetError as exc:
             raise TrainnetError(f"{exc} (set root_folder to the folder the paths start from)") from None
 
     def _decode(self, i: int) -> np.ndarray:
         p = self.p
         size = (p.new_height, p.new_width) if p.new_height else None
-        path = self.image_root / self.entries[i][0]
+        path = self.image_root / self.entries[i].path
         if not path.is_file():
             raise RecordError("no such file")
         return decode_image(str(path), color=p.is_color, size=size)
@@ -117,9 +93,10 @@ class ImageData(DataLayer):
         entries = self.entries
 
         def load(i: int) -> tuple[np.ndarray, int]:
-            return self._decode(i), entries[i][1]
+            return self._decode(i), entries[i].label
 
         feeder = RecordFeeder(str(self.list_path), len(entries), load,
-                              lambda i: f"line {entries[i][2]}: image {self.image_root / entries[i][0]}",
+                              lambda i: f"line {entries[i].line}: image "
+                              f"{self.image_root / entries[i].path}",
                               self.transform, skip_bad=self.p.skip_bad)
         return self.batch_reader(feeder, rng)

@@ -187,8 +187,9 @@ def _read_layer(f: Field, file: str) -> list[Field]:
     """One ``layer``/``layers`` entry: upgraded to the current form, parameters flattened."""
     if not f.message:
         raise ConfigError(f"{f.key}: expects a message {{ ... }}", file=file, line=f.line)
-    body = _upgrade_v1(f.value, file) if f.key == "layers" else f.value
-    return _flatten_params(upgrade_data_transformation(body, file), file)
+    v1 = f.key == "layers"
+    body = _upgrade_v1(f.value, file) if v1 else f.value
+    return _flatten_params(upgrade_data_transformation(body, file, v1), file)
 
 
 def read_net_fields(fields: list[Field], file: str, errors: dict, path: tuple = (),

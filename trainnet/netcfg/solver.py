@@ -157,6 +157,10 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
         cfg = SolverConfig.model_validate({**_inline_nets(data, src), "file": src.file})
     except ValidationError as exc:
         raise located(exc, src, known_keys=SOLVER_KEYS) from None
+    if cfg.test_iter and not cfg.test_interval:
+        raise src.error(("test_iter",), f"gives {_count(len(cfg.test_iter), 'test net')} but "
+                        "test_interval is 0, so none would ever run: set test_interval (Caffe "
+                        "requires it > 0 when there are test nets)")
     from trainnet.solver.lr_policy import check_policy, lr_policy
     from trainnet.solver.update import update_rule
 

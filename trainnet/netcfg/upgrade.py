@@ -2,9 +2,11 @@
 
 Old data layers set their preprocessing in their own message: ``scale``, ``mean_file``,
 ``crop_size`` and ``mirror`` in ``data_param``, ``image_data_param`` or ``window_data_param``.
-Caffe moves them into the layer's ``transform_param``; the reader does the same, for V1 and
-current layers alike, before a layer's parameter messages are flattened, so no data layer's
-Params model ever sees them.  A field given in both places is an error (Caffe would keep the
+Caffe moves them into the layer's ``transform_param`` in V1 nets (``layers { }``) and only
+there: a current-format layer's data layer reads ``transform_param`` alone and ignores them.  The
+reader upgrades V1 layers the same way, before a layer's parameter messages are flattened, so no
+data layer's Params model ever sees them; in a current layer they are an error, since Caffe would
+silently train without them.  A field given in both places is an error too (Caffe would keep the
 deprecated value silently).
 """
 
@@ -17,8 +19,16 @@ DEPRECATED_TRANSFORM = ("scale", "mean_file", "crop_size", "mirror")
 DATA_MESSAGES = ("data_param", "image_data_param", "window_data_param")
 
 
-def upgrade_data_transformation(layer: list[Field], file: str) -> list[Field]:
-    """``layer``'s fields with the deprecated transformation fields moved to ``transform_param``."""
+def _refuse(message: str, g: Field, layer: list[Field], file: str, why: str) -> ConfigError:
+    name = next((f.value for f in layer if f.key == "name" and not f.message), None)
+    type_name = next((f.value for f in layer if f.key == "type" and not f.message), None)
+    return ConfigError(why, file=file, line=g.line, layer=name, layer_type=type_name,
+                       field=f"{message}.{g.key}")
+
+
+def upgrade_data_transformation(layer: list[Field], file: str, v1: bool = True) -> list[Field]:
+    """``layer``'s fields with the deprecated transformation fields moved to ``transform_param``
+    (a V1 layer), or refused (a current one)."""
     moved: list[tuple[str, Field]] = []   # (the data message, the field moved out of it)
     out: list[Field] = []
     for f in layer:
@@ -29,15 +39,16 @@ def upgrade_data_transformation(layer: list[Field], file: str) -> list[Field]:
         out.append(f)
     if not moved:
         return layer
+    if not v1:
+        message, g = moved[0]
+        raise _refuse(message, g, layer, file, "deprecated, and Caffe ignores it in a current-format "
+                      "layer (it upgrades only V1 'layers'): give it in transform_param")
     given = {g.key: g for t in out if t.key == "transform_param" and t.message for g in t.value}
     for message, g in moved:
         if g.key in given:
-            name = next((f.value for f in layer if f.key == "name" and not f.message), None)
-            type_name = next((f.value for f in layer if f.key == "type" and not f.message), None)
-            raise ConfigError(f"also given in transform_param (line {given[g.key].line}); the "
-                              f"deprecated {message} field moves there (as Caffe upgrades it): "
-                              "give it once, in transform_param", file=file, line=g.line,
-                              layer=name, layer_type=type_name, field=f"{message}.{g.key}")
+            raise _refuse(message, g, layer, file, f"also given in transform_param (line "
+                          f"{given[g.key].line}); the deprecated {message} field moves there (as "
+                          "Caffe upgrades it): give it once, in transform_param")
     fields = [g for _, g in moved]
     at = next((i for i, f in enumerate(out) if f.key == "transform_param" and f.message), None)
     if at is None:

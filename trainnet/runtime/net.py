@@ -52,7 +52,10 @@ class Net:
         self.shadow = device.zeros(plan.shadow_arena, dtype=np.float32)
         self.ios: list[StepIO] = []
         self.shadow_sums: list[tuple[Any, Any]] = []   # (shadow gradient, owner gradient)
-        self.states: dict[str, Any] = {}
+        self.states: dict[str, Any] = {}         # every layer's runtime state, by layer name
+        # those a snapshot keeps (get_state/set_state): data cursors, Dropout's and DummyData's
+        # generators; not an output file's writer or a loaded matrix
+        self.resume_states: dict[str, Any] = {}
         for step in plan.steps:
             self.ios.append(self._bind(step))
         self.backward_steps = [(s, io) for s, io in zip(plan.steps, self.ios) if s.need_backward][::-1]
@@ -108,6 +111,8 @@ class Net:
         state = layer.make_state(self.rng, self.device if self.device.is_gpu else None)
         if state is not None:
             self.states[step.name] = state
+            if hasattr(state, "get_state"):
+                self.resume_states[step.name] = state
         return StepIO(
             bottom=[self.data(b) for b in step.bottoms],
             top=[self.data(t) for t in step.tops],

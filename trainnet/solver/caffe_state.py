@@ -42,12 +42,16 @@ def caffe_order(solver) -> list[int]:
 
 
 def current_step(cfg, it: int) -> int:
-    """Caffe's current_step_ at iteration ``it``: multistep's count of stepvalues reached, step's
-    ``it // stepsize``; 0 for the other policies."""
+    """Caffe's current_step_ in a snapshot taken after ``it`` iterations.  Caffe updates it when
+    it computes an iteration's rate, before counting the iteration, so it is the value of
+    iteration it - 1: multistep's count of stepvalues reached, step's (it - 1) // stepsize; 0
+    before any iteration and for the other policies."""
+    if it == 0:
+        return 0
     if cfg.lr_policy == "multistep":
-        return sum(1 for value in cfg.stepvalue if value <= it)
+        return sum(1 for value in cfg.stepvalue if value <= it - 1)
     if cfg.lr_policy == "step":
-        return it // cfg.stepsize
+        return (it - 1) // cfg.stepsize
     return 0
 
 

@@ -243,7 +243,7 @@ class Solver:
         type and parameter layout a resuming solver must match."""
         tensors = {}
         for tag, net in self._nets():
-            for layer, st in net.states.items():
+            for layer, st in net.resume_states.items():
                 for key, value in st.get_state().items():
                     tensors[f"data/{tag}/{layer}/{key}"] = value
         meta = {"type": self.cfg.type, "rng": snap.rng_to_json(self.rng),
@@ -265,7 +265,7 @@ class Solver:
 
     def apply_record(self, tensors: dict[str, np.ndarray], meta: dict, state_path: Path) -> None:
         for tag, net in self._nets():
-            for layer, st in net.states.items():
+            for layer, st in net.resume_states.items():
                 prefix = f"data/{tag}/{layer}/"
                 st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         try:
