@@ -120,8 +120,9 @@ def data_cifar10(dest, mirror, out, images, backend):
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--resize", nargs=2, type=click.IntRange(min=1), metavar="H W",
-              help="Resize every image to H x W (Pillow's bilinear; values differ slightly "
-              "from Caffe's OpenCV INTER_LINEAR).")
+              help="Resize every image to H x W (Pillow's bilinear filter smooths as it "
+              "shrinks, where Caffe's OpenCV INTER_LINEAR samples: pixels differ, most when "
+              "shrinking a lot).")
 @click.option("--shuffle", is_flag=True, help="Shuffle the list before writing.")
 @click.option("--seed", type=int, help="Seed of --shuffle (default: a random one).")
 @click.option("--gray", is_flag=True, help="Store grey images (one channel).")

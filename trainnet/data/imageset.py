@@ -4,7 +4,8 @@ The list has one ``path label`` per line, split at the last space (a path may ho
 images are read from ``root/path``.  Records are keyed ``%08d_<path>`` by their position in
 the list (after the optional seeded shuffle), so a skipped image leaves a gap, as in Caffe.
 A raw record holds the CHW pixels in BGR order (one grey channel with ``gray``), resized
-bilinearly by Pillow when asked (values differ slightly from OpenCV's INTER_LINEAR).  An
+bilinearly by Pillow when asked (Pillow smooths as it shrinks where OpenCV's INTER_LINEAR
+samples, so pixels differ from Caffe's, most when shrinking a lot).  An
 encoded record holds the file's own bytes when nothing changes the pixels and the file's format
 is the one asked for; otherwise the image is re-encoded (JPEG at OpenCV's default quality 95).
 """

@@ -6,7 +6,8 @@ after; ``root_folder`` is put before every path; ``new_height``/``new_width`` re
 without a crop every image must have the first one's size.  ``shuffle`` draws a new order at
 each epoch's start; ``rand_skip`` skips a random number of images at the start.
 
-Where relative image paths point: ``root_folder`` (itself found like any data path) when given;
+Where relative image paths point: ``root_folder`` (itself found like any data path, and joined
+to each path as a folder, where Caffe pastes the two strings together) when given;
 otherwise, for a Caffe prototxt, the working directory (as Caffe) then the list file's folder,
 and for a YAML config the list file's folder then the working directory.  The first image decides
 which base holds them all.
