@@ -6,8 +6,9 @@ A Datum holds one image as raw uint8 pixels (``data``, channel-major: C, H, W), 
 colour images are BGR; Pillow decodes here and the channels are reordered to match.  Images
 keep their pixel order as stored (no EXIF rotation), as Caffe's OpenCV 2 builds read them.
 
-Decoding returns CHW arrays that may be strided views (an HWC decode transposed), which the
-transformer reads directly: no copy is made that the transform would make anyway.
+Decoding returns CHW arrays that may be strided views (an HWC decode transposed; a colour JPEG
+decoded in place, its pixels 4 bytes apart as Pillow lays them out), which the transformer reads
+directly: no copy is made that the transform would make anyway.
 """
 
 from __future__ import annotations
@@ -53,8 +54,12 @@ def decode_image(payload: bytes | str, color: Optional[bool] = None,
     source = io.BytesIO(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
     try:
         with Image.open(source) as img:
+            if color is not False and size is None:
+                rgbx = _decode_rgb_jpeg(img)
+                if rgbx is not None:
+                    return rgbx[..., 2::-1].transpose(2, 0, 1)
             if color is True:
-                img = img.convert("RGB")
+                img = img.convert("RGB") if img.mode != "RGB" else img  # to its own mode: a copy
             elif color is False:
                 img = img.convert("L")
             else:
@@ -64,6 +69,29 @@ def decode_image(payload: bytes | str, color: Optional[bool] = None,
             return _as_chw(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise RecordError(f"not a readable image ({exc})") from None
+
+
+_MAP_BUFFER = getattr(Image.core, "map_buffer", None)
+
+
+def _decode_rgb_jpeg(img: Image.Image) -> Optional[np.ndarray]:
+    """A colour JPEG not yet decoded, decoded straight into a new (H, W, 4) uint8 array (R, G, B
+    and a padding byte), or None for any other image.
+
+    Pillow keeps RGB pixels 4 bytes wide, so an array of that layout can be its image memory
+    (as ``Image.frombuffer`` maps one): the decoder writes there, and the two copies that reading
+    a decoded image as an array makes (``tobytes`` in chunks, then joined) are not made.  The
+    pixels are the decoder's own, unchanged.  Should a Pillow release put its own memory in
+    place of the array while loading, that is seen, and the caller reads the image as usual.
+    """
+    if _MAP_BUFFER is None or img.format != "JPEG" or img.mode != "RGB" or not img.tile:
+        return None
+    w, h = img.size
+    rgbx = np.empty((h, w, 4), np.uint8)
+    mapped = _MAP_BUFFER(rgbx, (w, h), "raw", 0, ("RGB", 4 * w, 1))
+    img.im = mapped
+    img.load()
+    return rgbx if img.im is mapped else None
 
 
 def _native(img: Image.Image) -> Image.Image:
