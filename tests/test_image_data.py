@@ -125,3 +125,22 @@ def test_bad_list_files(folder, text, message):
 def test_bad_settings(folder, params, message):
     with pytest.raises(ConfigError, match=message):
         image_layer(folder, **params)
+
+
+def test_sixteen_bit_images_keep_their_high_byte(folder):
+    """As OpenCV reads them in colour or grey; Pillow alone would clip every value to 255."""
+    wide = (np.arange(10 * 12, dtype=np.uint16).reshape(10, 12) * 541)
+    Image.fromarray(wide).save(folder / "img/0.png")
+    for is_color, channels in ((True, 3), (False, 1)):
+        layer = image_layer(folder, is_color=is_color, batch_size=1)
+        got = read_batches(layer, 1)[0][0][0][0]
+        assert got.shape == (channels, 10, 12)
+        np.testing.assert_array_equal(got, np.broadcast_to(wide >> 8, got.shape).astype(np.float32))
+
+
+def test_an_image_too_large_to_decode_is_a_bad_record(folder, monkeypatch):
+X
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "img/2.png")
+    layer = image_layer(folder, transform={"crop_size": 8}, skip_bad=True, batch_size=3)
+    got, reader = read_batches(layer, 1)
+    assert got[0][1].tolist() == [0, 2, 6] and "img/2.png" in reader.notes()[0]

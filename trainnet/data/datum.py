@@ -58,6 +58,8 @@ def decode_image(payload: bytes | str, color: Optional[bool] = None,
                 rgbx = _decode_rgb_jpeg(img)
                 if rgbx is not None:
                     return rgbx[..., 2::-1].transpose(2, 0, 1)
+            if color is not None and img.mode in WIDE_GREY:
+                img = _to_8_bits(img)
             if color is True:
                 img = img.convert("RGB") if img.mode != "RGB" else img  # to its own mode: a copy
             elif color is False:
@@ -67,8 +69,21 @@ def decode_image(payload: bytes | str, color: Optional[bool] = None,
             if size is not None and (img.height, img.width) != tuple(size):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             return _as_chw(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         raise RecordError(f"not a readable image ({exc})") from None
+
+
+WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # 16-bit grey (PNG, TIFF), as Pillow opens it
+
+
+def _to_8_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image in 8 bits as OpenCV's IMREAD_COLOR/GRAYSCALE read one: the high byte
+    of each value (Pillow's own conversion would clip every value above 255 to 255)."""
+    wide = np.asarray(img).astype(np.uint32)
+    if wide.max(initial=0) > 0xFFFF:
+        raise RecordError(f"a {img.mode} image with values above 16 bits")
+    return Image.fromarray((wide >> 8).astype(np.uint8), "L")
 
 
 _MAP_BUFFER = getattr(Image.core, "map_buffer", None)

@@ -51,7 +51,7 @@ def _format_of(payload: bytes) -> str:
     try:
         with Image.open(io.BytesIO(payload)) as img:
             return img.format
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise RecordError(f"not a readable image ({exc})") from None
 
 
