@@ -19,7 +19,7 @@ from PIL import Image
 
 from trainnet.data.cifar import read_cifar
 from trainnet.data.cifar_download import META_FILE, TEST_FILE, TRAIN_FILES
-from trainnet.data.output import staged_folder
+from trainnet.data.output import StagedFolder
 from trainnet.data.progress import Progress, track
 from trainnet.errors import TrainnetError
 
@@ -71,7 +71,7 @@ def export_cifar10_images(cifar_dir: Path, out: Path, progress: Optional[Progres
     names = class_names(cifar_dir / META_FILE)
     workers = workers or min(8, os.cpu_count() or 1)
     splits = {"train": [cifar_dir / f for f in TRAIN_FILES], "test": [cifar_dir / TEST_FILE]}
-    with staged_folder(Path(out)) as folder:
+    with StagedFolder(Path(out)) as folder:
         counts = {split: _export_split(folder, split, batches, names, progress, workers)
                   for split, batches in splits.items()}
         (folder / "labels.txt").write_text("".join(f"{name}\n" for name in names))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Optional
 
+from trainnet.data.output import StagedFolder
 from trainnet.errors import TrainnetError
 
 BACKENDS = ("LMDB", "LEVELDB")
@@ -159,26 +159,23 @@ class DatabaseWriter:
         if backend not in BACKENDS:
             raise TrainnetError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.path, self.backend = Path(path), backend
-        if self.path.exists():
-            raise TrainnetError(f"{self.path}: already exists; remove it or choose another output "
-                                "(a database is never written over)")
-        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        try:
-            self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise TrainnetError(f"{self.path.parent}: cannot create the folder ({exc.strerror})") from None
+        self.stage = StagedFolder(self.path)
+        self.tmp = self.stage.tmp
         self.pending: list[tuple[bytes, bytes]] = []
         self.count = 0
-        if backend == "LMDB":
-            import lmdb
+        try:
+            if backend == "LMDB":
+                import lmdb
 
-            self._lmdb = lmdb
-            self._map_size = 1 << 30
-            self._env = lmdb.open(str(self.tmp), map_size=self._map_size, subdir=True)
-        else:
-            self._db = _plyvel().DB(str(self.tmp), create_if_missing=True, error_if_exists=True,
-                                    write_buffer_size=256 << 20)
+                self._lmdb = lmdb
+                self._map_size = 1 << 30
+                self._env = lmdb.open(str(self.tmp), map_size=self._map_size, subdir=True)
+            else:
+                self._db = _plyvel().DB(str(self.tmp), create_if_missing=True,
+                                        error_if_exists=True, write_buffer_size=256 << 20)
+        except BaseException:
+            self.stage.abort()
+            raise
 
     def put(self, key: bytes, value: bytes) -> None:
         self.pending.append((key, value))
@@ -209,14 +206,11 @@ class DatabaseWriter:
         """Commit what is pending and move the finished database to ``path``."""
         self.commit()
         self._close_handle()
-        if self.path.exists():
-            raise TrainnetError(f"{self.path}: appeared while writing; the new database is left "
-                                f"in {self.tmp}")
-        os.replace(self.tmp, self.path)
+        self.stage.finish()
 
     def abort(self) -> None:
         self._close_handle()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.stage.abort()
 
     def _close_handle(self) -> None:
         if self.backend == "LMDB":

@@ -1,16 +1,15 @@
 """Where the dataset tools write: never over an existing output, and never a half-written one.
 
-A database is staged by ``create_database``; a folder of files (CIFAR-10 as PNGs) by
-``staged_folder``, which fills a hidden folder beside the target and renames it into place.
+A database (``create_database``) and a folder of files (CIFAR-10 as PNGs) are written into a
+``StagedFolder``: a hidden folder beside the target, renamed into place when complete.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from trainnet.errors import TrainnetError
 
@@ -23,21 +22,33 @@ def refuse_existing(paths: Iterable[Path]) -> None:
                                 "(an output is never written over)")
 
 
-@contextlib.contextmanager
-def staged_folder(path: Path) -> Iterator[Path]:
-    """A fresh hidden folder beside ``path``, renamed to ``path`` when the block ends normally
-    and removed when it raises."""
-    path = Path(path)
-    refuse_existing([path])
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as exc:
-        raise TrainnetError(f"{path.parent}: cannot create a folder there ({exc.strerror})") from None
-    try:
-        yield tmp
-        refuse_existing([path])
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+class StagedFolder:
+    """A fresh hidden folder beside ``path`` (``tmp``), renamed to ``path`` by ``finish`` and
+    removed by ``abort``.  As a context manager it gives ``tmp`` and finishes when the block ends
+    normally, aborts when it raises."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        refuse_existing([self.path])
+        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise TrainnetError(f"{self.path.parent}: cannot create a folder there ({exc.strerror})") from None
+
+    def finish(self) -> None:
+        try:
+            refuse_existing([self.path])
+            os.replace(self.tmp, self.path)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.finish() if kind is None else self.abort()

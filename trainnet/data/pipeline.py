@@ -79,7 +79,7 @@ class RecordFeeder(Feeder):
                  where: Callable[[int], str], transformer: Transformer, skip_bad: bool = False):
         self.name, self.n, self.load, self.where = name, n, load, where
         self.transformer, self.skip_bad = transformer, skip_bad
-        self.bad: dict[int, str] = {}
+        self.bad: set[int] = set()  # records found unreadable, skipped from then on
         self._notes: list[str] = []
         self._lock = threading.Lock()
 
@@ -114,7 +114,7 @@ class RecordFeeder(Feeder):
                         raise TrainnetError(f"{self.name}: {self.where(i)}: {exc}") from None
                     with self._lock:
                         if i not in self.bad:
-                            self.bad[i] = str(exc)
+                            self.bad.add(i)
                             self._notes.append(f"{self.name}: skipped {self.where(i)}: {exc} "
                                                f"({len(self.bad)} bad so far)")
             i = (i + 1) % self.n
@@ -218,14 +218,6 @@ class BatchReader:
 
     def notes(self) -> list[str]:
         return self.feeder.notes()
-
-    def close(self) -> None:
-        """Stop the workers; a later ``next_batch`` starts them again where the reader stands."""
-        self._drain()
-        self.sampler.set_state(Sampler.state_at(self.handed))
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
 
     def __del__(self):
         pool = getattr(self, "pool", None)

@@ -111,16 +111,12 @@ class Data(DataLayer):
             hint = "the layer gives no backend, so Caffe would read a LevelDB database there"
         elif p.backend in ("LMDB", "LEVELDB"):
             hint = "`trainnet data mnist|cifar10 --lmdb DIR` and `trainnet data imageset` make them"
-
-        try:
-            if p.backend == "CIFAR" or (p.backend is None and any(c in p.source for c in "*?[")):
-                paths = resolve_data_glob(p.source, what="CIFAR batch files")
-            else:
-                what = {"LMDB": "LMDB database", "LEVELDB": "LevelDB database",
-                        "IDX": "IDX file"}.get(p.backend, "data source")
-                paths = [resolve_data_path(p.source, what=what, hint=hint)]
-        except TrainnetError as exc:
-            raise self.error(str(exc)) from None
+        if p.backend == "CIFAR" or (p.backend is None and any(c in p.source for c in "*?[")):
+            paths = self._read(resolve_data_glob, p.source, what="CIFAR batch files")
+        else:
+            what = {"LMDB": "LMDB database", "LEVELDB": "LevelDB database",
+                    "IDX": "IDX file"}.get(p.backend, "data source")
+            paths = [self._read(resolve_data_path, p.source, what=what, hint=hint)]
         backend = p.backend or _sniff(paths[0])
         if backend is None:
             kind = "folder" if paths[0].is_dir() else "file"
@@ -129,11 +125,8 @@ class Data(DataLayer):
         return backend, paths
 
     def _open_db(self) -> tuple[tuple[int, int, int], int]:
-        try:
-            self.db = open_database(self.paths[0], self.backend)
-            first = self.db.first()
-        except TrainnetError as exc:
-            raise self.error(str(exc)) from None
+        self.db = self._read(open_database, self.paths[0], self.backend)
+        first = self.db.first()
         if first is None:
             raise self.error(f"{self.paths[0]}: the {self.backend} database holds no records")
         key, value = first

@@ -10,7 +10,8 @@ side stream while the device computes on the current one.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from abc import abstractmethod
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,7 +32,6 @@ class DataLayer(Layer):
     is_data = True
     has_backward = False
     backward_reads_bottom = False
-    transforms: ClassVar[bool] = True  # takes transform_param (HDF5Data and MemoryData do not)
 
     @property
     def transform_param(self) -> TransformationParameter:
@@ -76,9 +76,9 @@ class DataLayer(Layer):
         sampler = Sampler(feeder.n, reader_rng, shuffle=p.shuffle, skip=skip, blocks=feeder.blocks)
         return BatchReader(feeder, sampler, self.top_shapes, workers=p.workers, prefetch=p.prefetch)
 
+    @abstractmethod
     def make_reader(self, rng: np.random.Generator) -> Any:
         """The host-side reader filling this layer's tops (a ``BatchReader``)."""
-        raise NotImplementedError
 
     def make_state(self, rng: np.random.Generator, device=None):
         reader = self.make_reader(rng)

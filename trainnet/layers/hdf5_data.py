@@ -32,7 +32,6 @@ class HDF5Data(DataLayer):
     caffe_params = {"hdf5_data_param": None}
     beyond_caffe = ("prefetch", "workers")
     num_tops = (1, None)
-    transforms = False
 
     def setup(self, bottom_shapes):
         self.check_no_transform()

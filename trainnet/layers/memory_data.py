@@ -85,7 +85,6 @@ class MemoryData(DataLayer):
     Params = MemoryDataParams
     caffe_params = {"memory_data_param": None}
     num_tops = (1, 2)
-    transforms = False
 
     def setup(self, bottom_shapes):
         self.check_no_transform()
