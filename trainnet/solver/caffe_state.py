@@ -23,7 +23,6 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate
 from trainnet.formats.solverstate import CaffeState
-from trainnet.solver import snapshot as snap
 from trainnet.zoo.caffemodel import trainnet_to_caffe, write_caffemodel
 from trainnet.zoo.caffemodel_h5 import write_caffemodel_h5
 
@@ -61,7 +60,7 @@ def history_blobs(solver) -> list[np.ndarray]:
     return [store.view(history[name], i) for name in solver.rule.history_names for i in order]
 
 
-def snapshot(solver, kind: str) -> tuple[Path, Path]:
+def snapshot(solver, kind: str, record: bytes) -> tuple[Path, Path]:
     """Write the weights and state of ``solver`` at its iteration in ``kind``'s files."""
     model_suffix, state_suffix = SUFFIXES[kind]
     weights = Path(f"{solver.prefix}_iter_{solver.iter}{model_suffix}")
@@ -71,49 +70,12 @@ def snapshot(solver, kind: str) -> tuple[Path, Path]:
         write_caffemodel_h5(weights, [layer.name for layer in solver.train_cfg.layer], named)
     else:
         write_caffemodel(weights, solver.net.plan.net_name, trainnet_to_caffe(named, solver.train_cfg))
-    record = snap.record_bytes(*solver.resume_record())
     WRITERS[kind](state, CaffeState(solver.iter, str(weights), history_blobs(solver),
                                     current_step(solver.cfg, solver.iter), record))
     return weights, state
 
 
-def restore(solver, path: Path) -> None:
-    """Resume ``solver`` from a Caffe-format state (Caffe's own, or trainnet's with its record)."""
-    state = solverstate.read_state(path)
-    record = snap.record_from_bytes(state.extra, path) if state.extra is not None else None
-    if record is not None:
-        solver.check_record(record[1], path)
-    weights = _learned_net(state.learned_net, path)
-    if record is not None and weights is None:
-        raise TrainnetError(f"{path}: damaged solver state (it names no weights file)")
-    if record is not None:
-        solver.load_snapshot_weights(weights, path)
-    elif weights is not None:
-        loaded, _ = snap.load_weights(weights, solver.net.params)
-        missing = sorted({slot.key[0] for slot in solver.net.params.slots} - set(loaded))
-        if missing:
-            solver.log(f"Layers not in {weights} (left as their fillers made them): "
-                       f"{', '.join(missing)}")
-    else:
-        solver.log(f"{path} names no weights file (learned_net): the weights are the fillers'")
-    _set_history(solver, state.history, path)
-    solver.iter = state.iter
-    if record is not None:
-        solver.apply_record(*record, path)
-        solver.log(f"Resumed from {path} at iteration {solver.iter}")
-        return
-    expected = current_step(solver.cfg, state.iter)
-    if state.current_step != expected:
-        solver.log(f"The state's current_step is {state.current_step}, but lr_policy "
-                   f"{solver.cfg.lr_policy} gives {expected} at iteration {state.iter}: trainnet "
-                   "derives the learning rate from the iteration")
-    solver.log(f"Resumed from {path} (a Caffe solver state) at iteration {solver.iter}. It cannot "
-               "carry the data cursor (the data starts from the beginning of its source), the "
-               "random generators (they go on from this run's seed) or the smoothed loss (it "
-               "starts empty)")
-
-
-def _learned_net(name: str, path: Path) -> Optional[Path]:
+def learned_net(name: str, path: Path) -> Optional[Path]:
     """The weights file a state names: against the working directory (where Caffe wrote it
     from), then beside the state file."""
     if not name:
@@ -127,7 +89,7 @@ def _learned_net(name: str, path: Path) -> Optional[Path]:
                         + " and ".join(str(p) for p in dict.fromkeys(tried)))
 
 
-def _set_history(solver, blobs: list[np.ndarray], path: Path) -> None:
+def set_history(solver, blobs: list[np.ndarray], path: Path) -> None:
     store, rule = solver.net.params, solver.rule
     order, sets = caffe_order(solver), len(rule.history_names)
     if len(blobs) != sets * len(order):

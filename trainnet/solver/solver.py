@@ -6,7 +6,7 @@ import json
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from trainnet.plan.compile import compile_net
 from trainnet.plan.filter import filter_layers
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.net import Net
-from trainnet.solver import caffe_state, snapshot as snap
+from trainnet.solver import resume
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.update import update_rule
 
@@ -218,87 +218,11 @@ class Solver:
             self.log(f"Iteration {self.iter}, data: {note}")
             self.record(event="data", iter=self.iter, message=note)
 
-    # --- snapshots --------------------------------------------------------------------------
+    # --- snapshots ---------------------------------------------------------------------------
     def snapshot(self) -> Path:
         """Weights and state for this iteration in snapshot_format; returns the state's path."""
-        kind = self.cfg.snapshot_kind
-        if kind != "SAFETENSORS":
-            weights, state = caffe_state.snapshot(self, kind)
-        else:
-            weights = Path(f"{self.prefix}_iter_{self.iter}.safetensors")
-            state = Path(f"{self.prefix}_iter_{self.iter}.solverstate")
-            snap.save_weights(weights, self.net.params, self.net.plan.net_name, self.iter)
-            tensors, meta = self.resume_record()
-            tensors.update({f"history/{k}": v for k, v in self.rule.history_host().items()})
-            snap.save_state(state, tensors, {**meta, "iter": self.iter, "weights": weights.name})
-        self.log(f"Snapshotting to {weights} and {state}")
-        return state
-
-    def _nets(self):
-        return (("train", self.net), *((f"test{i}", n) for i, n in enumerate(self.test_nets)))
-
-    def resume_record(self) -> tuple[dict[str, np.ndarray], dict]:
-        """What a snapshot holds besides weights, history and iteration, for an exact resume:
-        the data readers' cursors and permutations, the RNGs, the loss window, and the solver
-        type and parameter layout a resuming solver must match."""
-        tensors = {}
-        for tag, net in self._nets():
-            for layer, st in net.resume_states.items():
-                for key, value in st.get_state().items():
-                    tensors[f"data/{tag}/{layer}/{key}"] = value
-        meta = {"type": self.cfg.type, "rng": snap.rng_to_json(self.rng),
-                "test_rng": snap.rng_to_json(self.test_rng), "losses": list(self.losses),
-                "layout": self._layout()}
-        return tensors, meta
-
-    def _layout(self) -> list:
-        return [[key, list(view.shape)] for key, view in self.net.params.named().items()]
-
-    def check_record(self, meta: dict, state_path: Path) -> None:
-        """Refuse a state of another solver type or another net."""
-        if meta["type"] != self.cfg.type:
-            raise TrainnetError(f"{state_path}: the state is of a {meta['type']} solver, this solver "
-                                f"is {self.cfg.type}")
-        if meta["layout"] != self._layout():
-            raise TrainnetError(f"{state_path}: the state is of another net (its parameter blobs "
-                                "differ in names or shapes from this net's)")
-
-    def apply_record(self, tensors: dict[str, np.ndarray], meta: dict, state_path: Path) -> None:
-        for tag, net in self._nets():
-            for layer, st in net.resume_states.items():
-                prefix = f"data/{tag}/{layer}/"
-                st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        try:
-            snap.rng_from_json(self.rng, meta["rng"])
-            snap.rng_from_json(self.test_rng, meta["test_rng"])
-        except (ValueError, TypeError, KeyError) as exc:
-            raise TrainnetError(f"{state_path}: damaged solver state (random generator: {exc})") from None
-        self.losses.clear()
-        self.losses.extend(meta["losses"])
-
-    def load_snapshot_weights(self, weights: Path, state_path: Path) -> None:
-        """The weights of a snapshot: every parameter blob of the net, nothing else."""
-        loaded, skipped = snap.load_weights(weights, self.net.params)
-        missing = {slot.key[0] for slot in self.net.params.slots} - set(loaded)
-        extra = set(skipped) - {layer.name for layer in self.train_cfg.layer}  # sharers: no own blobs
-        if missing or extra:
-            raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
-                                f"{sorted(missing)}, extra {sorted(extra)})")
+        return resume.snapshot(self)
 
     def restore(self, state_path: Path) -> None:
         """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""
-        state_path = Path(state_path)
-        if not snap.is_safetensors(state_path):
-            caffe_state.restore(self, state_path)
-            return
-        tensors, meta = snap.load_state(state_path)
-        self.check_record(meta, state_path)
-        self.load_snapshot_weights(Path(state_path).parent / meta["weights"], state_path)
-        try:
-            self.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
-                                    if k.startswith("history/")})
-        except ValueError as exc:
-            raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
-        self.apply_record(tensors, meta, state_path)
-        self.iter = int(meta["iter"])
-        self.log(f"Resumed from {state_path} at iteration {self.iter}")
+        resume.restore(self, Path(state_path))

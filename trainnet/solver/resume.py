@@ -1,0 +1,140 @@
+"""Snapshots of a Solver and resuming from them: what a state holds besides the weights and
+the update history (the data readers' positions, the generators, the loss window), and the
+checks that a state belongs to the solver resuming from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from trainnet.errors import TrainnetError
+from trainnet.formats import solverstate
+from trainnet.solver import caffe_state, snapshot as snap
+
+
+def snapshot(solver) -> Path:
+    """Weights and state for the solver's iteration in snapshot_format; returns the state's path."""
+    kind = solver.cfg.snapshot_kind
+    if kind != "SAFETENSORS":
+        weights, state = caffe_state.snapshot(solver, kind, snap.record_bytes(*resume_record(solver)))
+    else:
+        weights = Path(f"{solver.prefix}_iter_{solver.iter}.safetensors")
+        state = Path(f"{solver.prefix}_iter_{solver.iter}.solverstate")
+        snap.save_weights(weights, solver.net.params, solver.net.plan.net_name, solver.iter)
+        tensors, meta = resume_record(solver)
+        tensors.update({f"history/{k}": v for k, v in solver.rule.history_host().items()})
+        snap.save_state(state, tensors, {**meta, "iter": solver.iter, "weights": weights.name})
+    solver.log(f"Snapshotting to {weights} and {state}")
+    return state
+
+
+def _nets(solver):
+    return (("train", solver.net), *((f"test{i}", n) for i, n in enumerate(solver.test_nets)))
+
+
+def resume_record(solver) -> tuple[dict[str, np.ndarray], dict]:
+    """What a snapshot holds besides weights, history and iteration, for an exact resume:
+    the data readers' cursors and permutations, the RNGs, the loss window, and the solver
+    type and parameter layout a resuming solver must match."""
+    tensors = {}
+    for tag, net in _nets(solver):
+        for layer, st in net.resume_states.items():
+            for key, value in st.get_state().items():
+                tensors[f"data/{tag}/{layer}/{key}"] = value
+    meta = {"type": solver.cfg.type, "rng": snap.rng_to_json(solver.rng),
+            "test_rng": snap.rng_to_json(solver.test_rng), "losses": list(solver.losses),
+            "layout": _layout(solver)}
+    return tensors, meta
+
+
+def _layout(solver) -> list:
+    return [[key, list(view.shape)] for key, view in solver.net.params.named().items()]
+
+
+def check_record(solver, meta: dict, state_path: Path) -> None:
+    """Refuse a state of another solver type or another net."""
+    if meta["type"] != solver.cfg.type:
+        raise TrainnetError(f"{state_path}: the state is of a {meta['type']} solver, this solver "
+                            f"is {solver.cfg.type}")
+    if meta["layout"] != _layout(solver):
+        raise TrainnetError(f"{state_path}: the state is of another net (its parameter blobs "
+                            "differ in names or shapes from this net's)")
+
+
+def apply_record(solver, tensors: dict[str, np.ndarray], meta: dict, state_path: Path) -> None:
+    for tag, net in _nets(solver):
+        for layer, st in net.resume_states.items():
+            prefix = f"data/{tag}/{layer}/"
+            st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    try:
+        snap.rng_from_json(solver.rng, meta["rng"])
+        snap.rng_from_json(solver.test_rng, meta["test_rng"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrainnetError(f"{state_path}: damaged solver state (random generator: {exc})") from None
+    solver.losses.clear()
+    solver.losses.extend(meta["losses"])
+
+
+def load_snapshot_weights(solver, weights: Path, state_path: Path) -> None:
+    """The weights of a snapshot: every parameter blob of the net, nothing else."""
+    loaded, skipped = snap.load_weights(weights, solver.net.params)
+    missing = {slot.key[0] for slot in solver.net.params.slots} - set(loaded)
+    extra = set(skipped) - {layer.name for layer in solver.train_cfg.layer}  # sharers: no own blobs
+    if missing or extra:
+        raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
+                            f"{sorted(missing)}, extra {sorted(extra)})")
+
+
+def restore(solver, state_path: Path) -> None:
+    """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""
+    if not snap.is_safetensors(state_path):
+        restore_caffe(solver, state_path)
+        return
+    tensors, meta = snap.load_state(state_path)
+    check_record(solver, meta, state_path)
+    load_snapshot_weights(solver, state_path.parent / meta["weights"], state_path)
+    try:
+        solver.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
+                                  if k.startswith("history/")})
+    except ValueError as exc:
+        raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
+    apply_record(solver, tensors, meta, state_path)
+    solver.iter = int(meta["iter"])
+    solver.log(f"Resumed from {state_path} at iteration {solver.iter}")
+
+
+def restore_caffe(solver, path: Path) -> None:
+    """Resume ``solver`` from a Caffe-format state (Caffe's own, or trainnet's with its record)."""
+    state = solverstate.read_state(path)
+    record = snap.record_from_bytes(state.extra, path) if state.extra is not None else None
+    if record is not None:
+        check_record(solver, record[1], path)
+    weights = caffe_state.learned_net(state.learned_net, path)
+    if record is not None and weights is None:
+        raise TrainnetError(f"{path}: damaged solver state (it names no weights file)")
+    if record is not None:
+        load_snapshot_weights(solver, weights, path)
+    elif weights is not None:
+        loaded, _ = snap.load_weights(weights, solver.net.params)
+        missing = sorted({slot.key[0] for slot in solver.net.params.slots} - set(loaded))
+        if missing:
+            solver.log(f"Layers not in {weights} (left as their fillers made them): "
+                       f"{', '.join(missing)}")
+    else:
+        solver.log(f"{path} names no weights file (learned_net): the weights are the fillers'")
+    caffe_state.set_history(solver, state.history, path)
+    solver.iter = state.iter
+    if record is not None:
+        apply_record(solver, *record, path)
+        solver.log(f"Resumed from {path} at iteration {solver.iter}")
+        return
+    expected = caffe_state.current_step(solver.cfg, state.iter)
+    if state.current_step != expected:
+        solver.log(f"The state's current_step is {state.current_step}, but lr_policy "
+                   f"{solver.cfg.lr_policy} gives {expected} at iteration {state.iter}: trainnet "
+                   "derives the learning rate from the iteration")
+    solver.log(f"Resumed from {path} (a Caffe solver state) at iteration {solver.iter}. It cannot "
+               "carry the data cursor (the data starts from the beginning of its source), the "
+               "random generators (they go on from this run's seed) or the smoothed loss (it "
+               "starts empty)")
