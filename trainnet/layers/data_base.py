@@ -151,10 +151,14 @@ class StagedReader:
         else:
             self.primed = False
 
-    def get_state(self) -> dict[str, np.ndarray]:
+    def checkpoint(self) -> Any:
+        """The reader's position as of the batches consumed (not the one read ahead)."""
         if not self.primed or self.consumed_at is None:
-            return self.reader.get_state()
-        return self.reader.state_at(self.consumed_at)
+            return self.reader.checkpoint()
+        return self.consumed_at
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return self.reader.state_at(self.checkpoint())
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self.reader.set_state(state)
