@@ -54,7 +54,10 @@ class SolverConfig(Strict):
     regularization_type: Literal["L2", "L1"] = "L2"
     clip_gradients: float = -1.0
     snapshot: int = Field(0, ge=0)
-    snapshot_prefix: str = ""   # empty: the solver file's path without its extension (Caffe)
+    # a path prefix, not a folder (Caffe): "out/" writes out/_iter_N.caffemodel; empty: the
+    # solver file's path without its extension
+    snapshot_prefix: str = ""
+    snapshot_keep: int = Field(0, ge=0)   # keep only the newest N snapshots (0: all); not Caffe's
     # BINARYPROTO (.caffemodel + .solverstate) or HDF5 (.caffemodel.h5 + .solverstate.h5) as
     # Caffe writes them, or trainnet's SAFETENSORS pair; unset: BINARYPROTO for a prototxt
     # solver (Caffe's default), SAFETENSORS for a YAML one.

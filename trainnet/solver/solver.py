@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from pathlib import Path
@@ -15,21 +14,15 @@ from trainnet.netcfg.solver import SolverConfig
 from trainnet.netcfg.solver_nets import SolverNet, solver_test_nets, solver_train_net
 from trainnet.plan.compile import compile_net
 from trainnet.plan.filter import filter_layers
+from trainnet.runtime import locate
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.net import Net
 from trainnet.solver import resume
+from trainnet.solver.caffe_state import SUFFIXES
+from trainnet.solver.outputs import LogWriteError, RunFiles
+from trainnet.solver.testing import Diverged, Interrupted, average_outputs
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.update import update_rule
-
-
-def average_outputs(net: Net, iterations: int) -> dict[str, float | np.ndarray]:
-    """Run ``iterations`` forward passes and average each output (as Caffe's test does)."""
-    totals: dict = {}
-    for _ in range(iterations):
-        net.forward()
-        for name, value in net.outputs().items():
-            totals[name] = totals.get(name, 0) + value
-    return {k: v / iterations for k, v in totals.items()}
 
 
 class Solver:
@@ -69,9 +62,14 @@ class Solver:
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=cfg.average_loss)
         self.stop_requested = False
+        self.snapshot_requested = False
         self.last_test: dict = {}
         self.test_results: list[dict] = []   # the last test's outputs, one dict per test net
         self.prefix = self._prefix()
+        self.files = RunFiles(self.prefix)
+        if not self.net.loss_tops:
+            log(f"Warning: the training net '{self.net.plan.net_name}' has no loss (no top with "
+                "a loss_weight): training would change nothing but weight decay")
         self._acc = device.zeros(self.net.params.diff.shape) if cfg.iter_size > 1 else None
         self._t0 = time.perf_counter()
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
@@ -81,35 +79,64 @@ class Solver:
         return compile_net(net.cfg, phase, level=net.state.level, stages=list(net.state.stage),
                            gpu=device.is_gpu)
 
-    def _prefix(self) -> Path:
+    def _prefix(self) -> str:
+        """Caffe's snapshot prefix: a path prefix ("out/" names out/_iter_N...), by default the
+        solver file's path without its extension."""
         if self.cfg.snapshot_prefix:
-            return Path(self.cfg.snapshot_prefix)
+            return self.cfg.snapshot_prefix
         solver_file = Path(self.cfg.file) if self.cfg.file else Path("trainnet")
-        return solver_file.with_suffix("")
+        return str(solver_file.with_suffix(""))
 
     @property
     def log_path(self) -> Path:
-        return Path(f"{self.prefix}_log.jsonl")
+        return self.files.log_path
 
     def record(self, **fields) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(fields) + "\n")
+        self.files.record(**fields)
 
     # --- the loop ---------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Finish the current iteration, snapshot, and return from ``solve`` (Ctrl-C)."""
+        """Finish the current iteration (or interrupt a test), snapshot, and return from
+        ``solve`` (Ctrl-C, SIGTERM)."""
         self.stop_requested = True
 
+    def request_snapshot(self) -> None:
+        """Snapshot after the current iteration and go on (SIGHUP)."""
+        self.snapshot_requested = True
+
     def solve(self) -> dict:
+        """Train to max_iter; the run's files (log, lock) are taken first, so that every output
+        problem is reported before any work is done."""
+        self.files.open()
+        try:
+            with np.errstate(all="ignore"):  # divergence is caught and located, not warned of
+                return self._solve()
+        except LogWriteError as exc:
+            self.log(f"Iteration {self.iter}: the log cannot be written; snapshotting and stopping")
+            try:
+                self.snapshot()
+            except TrainnetError as failed:
+                raise TrainnetError(f"{exc}; the snapshot failed too: {failed}") from None
+            raise TrainnetError(f"{exc}; stopped at iteration {self.iter} after a snapshot") from None
+        finally:
+            self.files.close()
+
+    def _solve(self) -> dict:
         cfg = self.cfg
         self.log(f"Solving {self.net.plan.net_name} on {self.device}: {self.net.plan.param_count:,} "
                  f"parameters, iterations {self.iter} -> {cfg.max_iter}")
+        if cfg.snapshot == 1 and cfg.max_iter - self.iter > 1:
+            self.log("Warning: snapshot: 1 writes the weights and the solver state at every "
+                     f"iteration ({self.net.params.data.nbytes * 2:,} bytes or more each time)"
+                     + ("" if cfg.snapshot_keep else "; snapshot_keep: N keeps only the newest N"))
         self._t0 = time.perf_counter()
         self._window = (self._t0, self.iter)
         while self.iter < cfg.max_iter and not self.stop_requested:
             self.step_once()
-            if cfg.snapshot and self.iter % cfg.snapshot == 0:
+            if self.stop_requested:
+                break
+            if (cfg.snapshot and self.iter % cfg.snapshot == 0) or self.snapshot_requested:
+                self.snapshot_requested = False
                 self.snapshot()
         if self.stop_requested:
             self.log(f"Stopped at iteration {self.iter}")
@@ -121,19 +148,25 @@ class Solver:
             self.losses.append(self.net.forward())
             self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.6g}")
         if cfg.test_interval and self.iter % cfg.test_interval == 0:
-            self.test_all()
+            try:
+                self.test_all()
+            except Interrupted:
+                self.log(f"Iteration {self.iter}: test interrupted")
         self.log("Optimization Done.")
         return self.last_test
 
     def step_once(self) -> None:
         cfg, it = self.cfg, self.iter
         if cfg.test_interval and it % cfg.test_interval == 0 and (it > 0 or cfg.test_initialization):
-            self.test_all()
+            try:
+                self.test_all()
+            except Interrupted:
+                self.log(f"Iteration {it}: test interrupted")
+                return
         rate = learning_rate(cfg, it)
-        loss = self._iteration_gpu(rate, it) if self.device.is_gpu else self._iteration_cpu(rate, it)
-        if not np.isfinite(loss):
-            raise TrainnetError(f"iteration {it}: the loss is {loss} (diverged); lower base_lr or "
-                                "check the data")
+        marked = (locate.mark(self.net), self.rng.bit_generator.state)
+        loss = self._iteration_gpu(rate, it, marked) if self.device.is_gpu else \
+            self._iteration_cpu(rate, it, marked)
         self.losses.append(loss)
         smoothed = sum(self.losses) / len(self.losses)
         if cfg.display and it % cfg.display == 0:
@@ -146,8 +179,9 @@ class Solver:
             self._report_data(self.net)
         self.iter += 1
 
-    def _iteration_cpu(self, rate: float, it: int) -> float:
-        """iter_size forward/backward passes and the update; returns the mean loss."""
+    def _iteration_cpu(self, rate: float, it: int, marked) -> float:
+        """iter_size forward/backward passes, the divergence check, and the update; returns
+        the mean loss."""
         params, cfg = self.net.params, self.cfg
         if self._acc is None:
             loss = self.net.forward_backward()
@@ -159,26 +193,54 @@ class Solver:
                 self._acc += params.diff
             params.diff[...] = self._acc
             loss /= cfg.iter_size
-        self.rule.apply(params.data, params.diff, rate, it)
+        grads = params.diff
+        # a dot product is one fast pass; it can overflow only for gradients near 1e19
+        if not np.isfinite(loss) or not (np.isfinite(np.dot(grads, grads)) or np.isfinite(grads).all()):
+            self._diverged(it, loss, marked)
+        self.rule.apply(params.data, grads, rate, it)
         return loss
 
-    def _iteration_gpu(self, rate: float, it: int) -> float:
-        """The same on the GPU: the host uploads the batch and this iteration's rates, then
-        the device work runs as one graph (two with iter_size > 1: passes, then the update)."""
+    def _iteration_gpu(self, rate: float, it: int, marked) -> float:
+        """The same on the GPU: the host uploads the batch and this iteration's rates; the
+        passes run as one graph and, once the host has checked the loss, the update as another
+        (the gradients are not checked on the device: a finite loss with a non-finite gradient
+        is caught at the next iteration)."""
         net, rule, device = self.net, self.rule, self.device
         w, g, acc = net.params.data, net.params.diff, self._acc
         rule.prepare(rate, it)
-        if acc is None:
-            net.forward_host()
-            self._run("iteration", lambda: (net.forward_device(), net.backward(), rule.apply_gpu(w, g)))
-            return net.loss()
         loss = 0.0
         for _ in range(self.cfg.iter_size):
             net.forward_host()
-            self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g)))
+            if acc is None:
+                self._run("pass", lambda: (net.forward_device(), net.backward()))
+            else:
+                self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g)))
             loss += net.loss()
-        self._run("update", lambda: (device.copy(g, acc), device.fill(acc, 0), rule.apply_gpu(w, g)))
-        return loss / self.cfg.iter_size
+        loss /= self.cfg.iter_size
+        if not np.isfinite(loss):
+            self._diverged(it, loss, marked)
+        if acc is None:
+            self._run("update", lambda: rule.apply_gpu(w, g))
+        else:
+            self._run("update", lambda: (device.copy(g, acc), device.fill(acc, 0), rule.apply_gpu(w, g)))
+        return loss
+
+    def _diverged(self, it: int, loss: float, marked) -> None:
+        """Stop on a non-finite loss or gradient, before the update: re-run the iteration's
+        first pass to say where it went non-finite, then snapshot the state it started from
+        (weights and history untouched, the data readers rewound), and raise Diverged."""
+        states, rng_state = marked
+        locate.rewind(self.net, states)
+        self.rng.bit_generator.state = rng_state
+        where = locate.locate_nonfinite(self.net, backward=True)
+        locate.rewind(self.net, states)
+        self.rng.bit_generator.state = rng_state
+        what = f"the loss is {loss}" if not np.isfinite(loss) else "a gradient is not finite"
+        where = where or "not found again on a re-run"
+        saved = self.snapshot()
+        raise Diverged(f"iteration {it}: {what} (diverged); first non-finite: {where}; the state "
+                       f"before this iteration is saved as {saved}: lower base_lr (or set "
+                       "clip_gradients) or check the data, then resume from it")
 
     def _run(self, name: str, work: Callable[[], object]) -> None:
         """Run ``work`` eagerly the first time (kernels compile), then as a captured graph."""
@@ -194,10 +256,11 @@ class Solver:
             self._graphs[name] = None
 
     def test_all(self) -> dict:
-        """Test every test net with its test_iter; returns (and keeps) test net #0's outputs."""
+        """Test every test net with its test_iter; returns (and keeps) test net #0's outputs.
+        A stop requested meanwhile raises Interrupted."""
         results = []
         for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
-            outputs = average_outputs(net, n)
+            outputs = average_outputs(net, n, stop=lambda: self.stop_requested)
             parts = []
             for name, value in outputs.items():
                 if np.ndim(value) == 0:
@@ -220,8 +283,15 @@ class Solver:
 
     # --- snapshots ---------------------------------------------------------------------------
     def snapshot(self) -> Path:
-        """Weights and state for this iteration in snapshot_format; returns the state's path."""
-        return resume.snapshot(self)
+        """Weights and state for this iteration in snapshot_format; returns the state's path.
+        With snapshot_keep, the older snapshots beyond the newest N go."""
+        state = resume.snapshot(self)
+        if self.cfg.snapshot_keep:
+            kind = self.cfg.snapshot_kind
+            suffixes = SUFFIXES.get(kind, (".safetensors", ".solverstate"))
+            for path in self.files.keep_newest(self.cfg.snapshot_keep, suffixes):
+                self.log(f"Removed {path} (snapshot_keep: {self.cfg.snapshot_keep})")
+        return state
 
     def restore(self, state_path: Path) -> None:
         """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""

@@ -1,0 +1,179 @@
+"""Nothing lost while training: divergence stops with a located message and a snapshot of the
+last good state; the snapshot prefix is Caffe's, locked for one run, pruned on request; the log
+is checked before the first iteration and its failure mid-run snapshots and stops."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hostile import assert_one_error, cli
+from synthetic import write_project
+from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
+from trainnet.netcfg import load_solver
+from trainnet.solver import snapshot as snap
+from trainnet.solver.outputs import RunFiles
+from trainnet.solver.solver import Solver
+
+
+def project(tmp_path: Path, replace: dict[str, str] = {}, **kw) -> Path:
+    solver = write_project(tmp_path, **kw)
+    text = solver.read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    solver.write_text(text)
+    return solver
+
+
+def test_divergence_stops_located_with_the_state_before_it(tmp_path):
+    solver = project(tmp_path, {"base_lr: 0.05": "base_lr: 1000000"}, max_iter=50)
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        with pytest.raises(TrainnetError) as exc:
+            Solver(load_solver(solver), log=lines.append).solve()
+    message = str(exc.value)
+    assert "iteration 2: the loss is nan (diverged)" in message
+    assert "first non-finite: layer 'ip2' (InnerProduct) forward: its top 'ip2'" in message
+    state = tmp_path / "out/tiny_iter_2.solverstate"
+    assert str(state) in message and len(message.splitlines()) == 1
+    weights = snap.read_tensors(tmp_path / "out/tiny_iter_2.safetensors", "weights")
+    assert all(np.isfinite(w).all() for w in weights.values())  # the update was not applied
+    # the state is exactly the one before iteration 2: resuming diverges there again, the same way
+    again = Solver(load_solver(solver))
+    again.restore(state)
+    with pytest.raises(TrainnetError, match="iteration 2: the loss is nan"):
+        again.solve()
+
+
+def test_divergence_in_the_data_names_the_data_layer(tmp_path):
+    x = np.random.default_rng(0).random((64, 1, 4, 4), dtype=np.float32)
+    x[37, 0, 1, 2] = np.nan  # batch 2 (batch_size 16) holds a NaN
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["data"], f["label"] = x, (np.arange(64) % 3).astype(np.float32)
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'd.h5'}\n")
+    (tmp_path / "net.yaml").write_text(
+        "name: H\nlayer:\n"
+        "  - {name: h, type: HDF5Data, top: [data, label], source: list.txt, batch_size: 16}\n"
+        "  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 3,"
+        " weight_filler: {type: xavier}}\n"
+        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}\n")
+    (tmp_path / "solver.yaml").write_text(f"net: net.yaml\nbase_lr: 0.1\nmax_iter: 10\n"
+                                          f"snapshot_prefix: {tmp_path}/run\n")
+    outcome = cli("train", tmp_path / "solver.yaml")
+    assert_one_error(outcome, "iteration 2: the loss is nan",
+                     "first non-finite: layer 'h' (HDF5Data) forward: its top 'data'")
+    assert (tmp_path / "run_iter_2.solverstate").is_file()
+
+
+def test_a_net_without_a_loss_is_reported(tmp_path):
+    solver = write_project(tmp_path, max_iter=1)
+    net = tmp_path / "net.yaml"
+    net.write_text(net.read_text().replace("type: SoftmaxWithLoss", "type: Softmax")
+                   .replace("bottom: [ip2, label], top: loss", "bottom: ip2, top: loss"))
+    solver.write_text(solver.read_text().replace("test_interval: 50", "test_interval: 0")
+                      .replace("test_iter: 4\n", ""))
+    lines = []
+    Solver(load_solver(solver), log=lines.append)
+    assert any("has no loss" in line for line in lines)
+
+
+def test_a_folder_prefix_writes_as_caffe_does(tmp_path):
+    solver = project(tmp_path, {f"snapshot_prefix: {tmp_path}/out/tiny": f"snapshot_prefix: {tmp_path}/snaps/"},
+                     max_iter=4, snapshot=2)
+    Solver(load_solver(solver)).solve()
+    names = sorted(p.name for p in (tmp_path / "snaps").iterdir())
+    assert names == ["_iter_2.safetensors", "_iter_2.solverstate", "_iter_4.safetensors",
+                     "_iter_4.solverstate", "_log.jsonl"]  # no lock left behind
+
+
+def test_snapshot_keep_keeps_the_newest(tmp_path):
+    solver = project(tmp_path, {"random_seed: 7": "random_seed: 7\nsnapshot_keep: 2"},
+                     max_iter=10, snapshot=2)
+    lines = []
+    Solver(load_solver(solver), log=lines.append).solve()
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["tiny_iter_10.safetensors", "tiny_iter_10.solverstate", "tiny_iter_8.safetensors",
+                     "tiny_iter_8.solverstate", "tiny_log.jsonl"]
+    assert sum("Removed" in line for line in lines) == 6
+
+
+def test_snapshot_every_iteration_warns(tmp_path):
+    lines = []
+    Solver(load_solver(write_project(tmp_path, max_iter=3, snapshot=1)), log=lines.append).solve()
+    assert any(line.startswith("Warning: snapshot: 1 writes") for line in lines)
+
+
+def test_a_prefix_is_locked_for_one_run(tmp_path):
+    first = RunFiles(str(tmp_path / "out/run"))
+    first.open()
+    try:
+        with pytest.raises(TrainnetError, match=f"in use by another run .pid {os.getpid()}"):
+            RunFiles(str(tmp_path / "out/run")).open()
+        solver = write_project(tmp_path, max_iter=2, prefix="out/run")
+        assert_one_error(cli("train", solver), "is in use by another run")
+        assert not (tmp_path / "out/run_iter_2.safetensors").exists()
+    finally:
+        first.close()
+    assert not (tmp_path / "out/run.lock").exists()
+    assert cli("train", solver).code == 0
+
+
+@pytest.mark.parametrize("prefix, message", [
+    ("afile/run", "cannot create the folder"),       # a file where a folder should be
+    ("x" * 300, "File name too long"),
+])
+def test_an_unusable_prefix_is_one_error_before_training(tmp_path, prefix, message):
+    (tmp_path / "afile").write_text("")
+    solver = write_project(tmp_path, max_iter=2, prefix=prefix)
+    outcome = cli("train", solver)
+    assert_one_error(outcome, message)
+    assert "Iteration" not in outcome.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_error_before_training(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    solver = write_project(tmp_path, max_iter=2, prefix="ro/run")
+    assert_one_error(cli("train", solver), "Permission denied")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_log_that_fills_the_disk_stops_with_a_snapshot(tmp_path):
+    solver = write_project(tmp_path, max_iter=30)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/tiny_log.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
+    outcome = cli("train", solver)
+    assert_one_error(outcome, "tiny_log.jsonl: cannot write the run's log (No space left on device)",
+                     "stopped at iteration 0 after a snapshot")
+    assert (tmp_path / "out/tiny_iter_0.solverstate").is_file()
+
+
+def test_concurrent_atomic_writes_never_clobber(tmp_path):
+    target = tmp_path / "f.bin"
+    payloads = [bytes([i]) * 200_000 for i in range(4)]
+    errors = []
+
+    def write(p):
+        try:
+            for _ in range(25):
+                atomic_write(target, p)
+        except TrainnetError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and target.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]

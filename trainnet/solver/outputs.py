@@ -1,0 +1,150 @@
+"""A training run's files under its snapshot prefix: the JSON log, the lock that keeps a
+second run off the same prefix, and the snapshots kept.
+
+The prefix is Caffe's: a path prefix, not a folder, so ``snapshot_prefix: "out/"`` writes
+``out/_iter_100.caffemodel`` and ``out/_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+from pathlib import Path
+from typing import IO, Optional
+
+from trainnet.errors import TrainnetError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: the pid in the lock file is then the only guard
+    fcntl = None
+
+
+class LogWriteError(TrainnetError):
+    """The run's log could not be written mid-run: the solver snapshots and stops."""
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class RunFiles:
+    """The files a run writes beside its snapshots, all named ``{prefix}...``."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.log_path = Path(f"{prefix}_log.jsonl")
+        self.lock_path = Path(f"{prefix}.lock")
+        self._log: Optional[IO[str]] = None
+        self._lock: Optional[int] = None
+
+    def snapshot_path(self, iteration: int, suffix: str) -> Path:
+        return Path(f"{self.prefix}_iter_{iteration}{suffix}")
+
+    # --- before the first iteration -------------------------------------------------------
+    def open(self) -> None:
+        """Take the prefix for this run and open the log: every output problem (a read-only
+        folder, a file where a folder should be, a name too long, another run on the same
+        prefix) is one error here, before any work is done."""
+        where = self.log_path.parent
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrainnetError(f"snapshot prefix {self.prefix}: cannot create the folder {where} "
+                                f"({_why(exc)})") from None
+        self._take_lock()
+        try:
+            self._open_log()
+        except TrainnetError:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise TrainnetError(f"snapshot prefix {self.prefix}: cannot write in "
+                                    f"{self.lock_path.parent} ({_why(exc)})") from None
+            if fcntl is None:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise TrainnetError(f"{self.lock_path}: cannot lock ({_why(exc)})") from None
+                raise TrainnetError(f"snapshot prefix {self.prefix} is in use by another run "
+                                    f"({self._holder()}, lock file {self.lock_path}): give this "
+                                    "run another snapshot_prefix, or wait for that one") from None
+            # the holder before us may have removed the file between our open and our lock
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino:
+                    break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock = fd
+
+    def _holder(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            return f"pid {int(self.lock_path.read_text().split()[0])}"
+        return "pid unknown"
+
+    def _open_log(self) -> None:
+        try:
+            self._log = open(self.log_path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise TrainnetError(f"{self.log_path}: cannot write the run's log ({_why(exc)})") from None
+
+    def close(self) -> None:
+        """Close the log and give the prefix back (the lock file goes with it)."""
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()  # while still holding it: a waiter re-checks the inode
+            os.close(self._lock)
+            self._lock = None
+
+    # --- while running --------------------------------------------------------------------
+    def record(self, **fields) -> None:
+        """One JSON line in the log, flushed; a failure is a LogWriteError."""
+        try:
+            if self._log is None:  # records outside ``open`` (a solver driven step by step)
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._open_log()
+            self._log.write(json.dumps(fields) + "\n")
+            self._log.flush()
+        except (OSError, TrainnetError) as exc:
+            why = _why(exc) if isinstance(exc, OSError) else str(exc)
+            if self._log is not None:
+                with contextlib.suppress(OSError):
+                    self._log.close()
+                self._log = None
+            raise LogWriteError(f"{self.log_path}: cannot write the run's log ({why})") from None
+
+    def keep_newest(self, keep: int, suffixes: tuple[str, str]) -> list[Path]:
+        """Delete all but the ``keep`` newest snapshots of this prefix (states first, so that
+        a state never outlives its weights); returns what was deleted."""
+        pattern = re.compile(re.escape(Path(self.prefix + "_iter_").name) + r"(\d+)"
+                             + "(" + "|".join(re.escape(s) for s in suffixes) + ")$")
+        folder = Path(self.prefix + "_iter_").parent
+        found: dict[int, list[Path]] = {}
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                m = pattern.match(entry.name)
+                if m:
+                    found.setdefault(int(m.group(1)), []).append(entry)
+        deleted = []
+        for it in sorted(found)[:-keep] if keep > 0 else []:
+            for path in sorted(found[it], key=lambda p: not p.name.endswith(suffixes[1])):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    deleted.append(path)
+        return deleted
