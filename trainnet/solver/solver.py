@@ -61,8 +61,8 @@ class Solver:
             self.rule.to_device(device)
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=cfg.average_loss)
-        self.stop_requested = False
-        self.snapshot_requested = False
+        self.stop_requested = self.snapshot_requested = False
+        self.stop_reason = self.snapshot_reason = ""
         self.last_test: dict = {}
         self.test_results: list[dict] = []   # the last test's outputs, one dict per test net
         self.prefix = self._prefix()
@@ -95,14 +95,14 @@ class Solver:
         self.files.record(**fields)
 
     # --- the loop ---------------------------------------------------------------------------
-    def request_stop(self) -> None:
+    def request_stop(self, why: str = "") -> None:
         """Finish the current iteration (or interrupt a test), snapshot, and return from
-        ``solve`` (Ctrl-C, SIGTERM)."""
-        self.stop_requested = True
+        ``solve`` (Ctrl-C, SIGTERM); ``why`` is said in the log.  Safe in a signal handler."""
+        self.stop_requested, self.stop_reason = True, why
 
-    def request_snapshot(self) -> None:
+    def request_snapshot(self, why: str = "") -> None:
         """Snapshot after the current iteration and go on (SIGHUP)."""
-        self.snapshot_requested = True
+        self.snapshot_requested, self.snapshot_reason = True, why
 
     def solve(self) -> dict:
         """Train to max_iter; the run's files (log, lock) are taken first, so that every output
@@ -135,11 +135,14 @@ class Solver:
             self.step_once()
             if self.stop_requested:
                 break
+            if self.snapshot_requested and self.snapshot_reason:
+                self.log(f"{self.snapshot_reason}: snapshot at iteration {self.iter}")
             if (cfg.snapshot and self.iter % cfg.snapshot == 0) or self.snapshot_requested:
                 self.snapshot_requested = False
                 self.snapshot()
         if self.stop_requested:
-            self.log(f"Stopped at iteration {self.iter}")
+            self.log(f"Stopped at iteration {self.iter}"
+                     + (f" ({self.stop_reason})" if self.stop_reason else ""))
             self.snapshot()
             return self.last_test
         if cfg.snapshot_after_train and (not cfg.snapshot or self.iter % cfg.snapshot != 0):
