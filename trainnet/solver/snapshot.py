@@ -8,33 +8,29 @@ data readers' cursors and permutations, and JSON metadata (iteration, RNG state,
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load, load_file, save
 
 from trainnet.errors import TrainnetError
-from trainnet.formats.atomic import atomic_write
-from trainnet.formats.hdf5 import is_hdf5
+from trainnet.formats import tensorfile
+from trainnet.formats.atomic import atomic_write  # noqa: F401  (tests reach it here)
 from trainnet.runtime.params import ParamStore
-from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
-from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5
+from trainnet.solver.weights import FINETUNE, is_safetensors, load_weights as load_blobs  # noqa: F401
 
 
-def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    atomic_write(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata))
+def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
+    """Write a safetensors file with each tensor's digest; returns the digests."""
+    return tensorfile.write(path, tensors, metadata)
 
 
 def read_tensors(path: Path, what: str) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise TrainnetError(f"{path}: no such {what} file")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TrainnetError(f"{path}: not a readable {what} file (safetensors): {exc}") from None
+    """The tensors of a safetensors file, checked against their recorded digests; weights
+    (``what`` "weights") must be floating point and come back as float32."""
+    return tensorfile.read(path, what, floats=lambda name: what == "weights").tensors
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -47,51 +43,17 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise TrainnetError(f"{path}: not a readable solver state file: {exc}") from None
 
 
-def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -> None:
-    save_tensors(path, store.named_host(), {"format": "trainnet-weights", "net": net_name,
-                                       "iter": str(iteration)})
-
-
-def is_safetensors(path: Path) -> bool:
-    """A safetensors file starts with its header's 8-byte length, then the JSON header."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{"
+def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -> dict[str, str]:
+    """Write the store's blobs; returns their digests."""
+    return save_tensors(path, store.named_host(), {"format": "trainnet-weights", "net": net_name,
+                                                   "iter": str(iteration)})
 
 
 def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
-    """Copy blobs by layer name into ``store`` from trainnet weights (safetensors), a Caffe
-    .caffemodel (by suffix, else by content) or an HDF5 .caffemodel.h5 (by content), whose
-    legacy shapes are fitted to the net's.
-    Returns (loaded layers, skipped layers of the file with no match here); a shape mismatch
-    is an error naming the layer and both shapes."""
-    path = Path(path)
-    targets = store.named()
-    shapes = {k: v.shape for k, v in targets.items()}
-    if is_hdf5(path):
-        tensors = read_caffemodel_h5(path, shapes)
-    elif path.is_file() and (path.suffix.lower() == ".caffemodel" or
-                             (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
-        tensors = caffe_to_trainnet(read_caffemodel(path), shapes)
-    else:
-        tensors = read_tensors(path, "weights")
-    loaded, skipped = [], []
-    for key, value in tensors.items():
-        layer = key.rsplit(".", 1)[0]
-        if key not in targets:
-            if layer not in skipped:
-                skipped.append(layer)
-            continue
-        if value.shape != targets[key].shape:
-            raise TrainnetError(f"{path}: layer '{layer}' blob {key.rsplit('.', 1)[-1]}: shape "
-                                f"{tuple(value.shape)} in the file but {targets[key].shape} in the net")
-        store.assign(key, value)
-        if layer not in loaded:
-            loaded.append(layer)
-    return loaded, [s for s in skipped if s not in loaded]
+    """Fine-tuning load answered by layer: (layers with blobs loaded, layers of the file with
+    no match here).  ``weights.load_weights`` gives the blob-by-blob report."""
+    report = load_blobs(path, store, FINETUNE)
+    return report.loaded_layers, report.skipped
 
 
 def rng_to_json(rng: np.random.Generator) -> str:
@@ -106,21 +68,65 @@ def save_state(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any])
     save_tensors(path, tensors, {"format": "trainnet-solverstate", "meta": json.dumps(meta)})
 
 
+def _history(name: str) -> bool:
+    return name.startswith("history/")
+
+
 def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A trainnet solver state: its tensors (checked against their digests; the history
+    floating point) and its metadata, every field checked."""
     path = Path(path)
-    tensors = read_tensors(path, "solver state")
-    meta = read_metadata(path)
-    if meta.get("format") != "trainnet-solverstate":
+    read = tensorfile.read(path, "solver state", floats=_history)
+    if read.metadata.get("format") != "trainnet-solverstate":
         raise TrainnetError(f"{path}: not a trainnet solver state (a weights file? resume with the "
                             ".solverstate file written beside it)")
-    return tensors, _meta(meta, path, {"iter", "weights"})
+    return read.tensors, _meta(read.metadata, path, {"iter", "weights"})
 
 
 RECORD_KEYS = {"type", "rng", "test_rng", "losses", "layout"}
 
 
+def _rng_state(value) -> bool:
+    try:
+        state = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return False
+    return isinstance(state, dict) and isinstance(state.get("bit_generator"), str)
+
+
+def _number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def file_name(value) -> bool:
+    """A plain file name: the state's weights lie in the state's own folder."""
+    return (isinstance(value, str) and value not in ("", ".", "..")
+            and not any(c in value for c in "/\\\0"))
+
+
+# each field of a state's metadata: (its check, what it must be)
+FIELDS = {
+    "type": (lambda v: isinstance(v, str), "a solver type"),
+    "rng": (_rng_state, "a random generator's state"),
+    "test_rng": (_rng_state, "a random generator's state"),
+    "losses": (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of finite numbers"),
+    "layout": (lambda v: isinstance(v, list) and all(
+        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], list)
+        and all(map(_count, e[1])) for e in v), "a list of [blob, shape]"),
+    "iter": (_count, "a non-negative integer"),
+    "weights": (file_name, "a file name in the state's folder"),
+    "weights_sha256": (lambda v: isinstance(v, str) and len(v) == 64
+                       and all(c in "0123456789abcdef" for c in v), "a SHA-256 digest"),
+}
+
+
 def _meta(metadata: dict[str, str], path: Path, keys: set[str] = frozenset()) -> dict[str, Any]:
-    """The JSON ``meta`` of a state's metadata, with RECORD_KEYS and ``keys`` present."""
+    """The JSON ``meta`` of a state's metadata, with RECORD_KEYS and ``keys`` present and every
+    field of FIELDS it holds well-formed."""
     try:
         info = json.loads(metadata["meta"])
         missing = (RECORD_KEYS | keys) - set(info)
@@ -128,20 +134,23 @@ def _meta(metadata: dict[str, str], path: Path, keys: set[str] = frozenset()) ->
         missing = {"meta"}
     if missing:
         raise TrainnetError(f"{path}: damaged solver state (lacks {', '.join(sorted(missing))})")
+    for key, (check, want) in FIELDS.items():
+        if key in info and not check(info[key]):
+            shown = json.dumps(info[key])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise TrainnetError(f"{path}: damaged solver state ({key}: {shown} is not {want})")
     return info
 
 
 def record_bytes(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
     """A resume record (Solver.resume_record) as safetensors bytes, for a Caffe-format state."""
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                {"format": "trainnet-resume", "meta": json.dumps(meta)})
+    return tensorfile.encode(tensors, {"format": "trainnet-resume", "meta": json.dumps(meta)})[0]
 
 
 def record_from_bytes(data: bytes, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
-        tensors = load(data)
-        size = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + size])["__metadata__"]
-    except (SafetensorError, ValueError, KeyError, TypeError) as exc:
-        raise TrainnetError(f"{path}: damaged solver state (trainnet's resume record: {exc})") from None
-    return tensors, _meta(metadata, path)
+        read = tensorfile.decode(bytearray(data), path, "trainnet resume record")
+    except TrainnetError as exc:
+        raise TrainnetError(f"{path}: damaged solver state (trainnet's resume record: "
+                            f"{str(exc).partition(': ')[2]})") from None
+    return read.tensors, _meta(read.metadata, path)
