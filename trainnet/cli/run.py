@@ -47,21 +47,16 @@ def train(solver, weights, state, device, tf32, no_graph):
     """Train the net that SOLVER (a solver YAML or prototxt file) names."""
     from trainnet.netcfg import load_solver
     from trainnet.runtime.device import get_device
-    from trainnet.solver.snapshot import load_weights
     from trainnet.solver.solver import Solver
+    from trainnet.solver.weights import FINETUNE, load_weights
 
     if weights and state:
         raise TrainnetError("give --weights or --snapshot, not both")
     cfg = load_solver(solver)
     s = Solver(cfg, get_device(device, tf32=tf32), log=echo, graph=not no_graph)
     if weights:
-        loaded, skipped = load_weights(Path(weights), s.net.params)
-        echo(f"Loaded weights for {len(loaded)} layers from {weights}: {', '.join(loaded) or 'none'}")
-        if skipped:
-            echo(f"Skipped layers not in this net: {', '.join(skipped)}")
-        missing = sorted({slot.key[0] for slot in s.net.params.slots} - set(loaded))
-        if missing:
-            echo(f"Layers not in the weights file (initialised by their fillers): {', '.join(missing)}")
+        for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
+            echo(line)
     if state:
         s.restore(Path(state))
 
@@ -94,18 +89,14 @@ def test(model, weights, iterations, phase, stages, level, device, tf32, no_grap
     from trainnet.netcfg import load_net
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
-    from trainnet.solver.snapshot import load_weights
     from trainnet.solver.solver import average_outputs
+    from trainnet.solver.weights import EXACT, load_weights
 
     dev = get_device(device, tf32=tf32)
     plan = compile_for(load_net(model), phase, stages, level, backward=False, gpu=dev.is_gpu)
     net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
-    loaded, skipped = load_weights(Path(weights), net.params)
-    missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
-    if missing:
-        raise TrainnetError(f"{weights}: no weights for layers {', '.join(missing)}")
-    if skipped:
-        echo(f"Skipped layers of the weights file not in this net: {', '.join(skipped)}")
+    for line in load_weights(Path(weights), net.params, EXACT).lines():
+        echo(line)
     outputs = average_outputs(net, iterations)
     for name, value in outputs.items():
         if np.ndim(value) == 0:
