@@ -12,7 +12,8 @@ from trainnet.errors import TrainnetError
 
 def user_errors(fn):
     """A user's mistake ends in one line on stderr (one per error when a file has several) and
-    exit status 1, never a traceback."""
+    exit status 1, never a traceback; Ctrl-C outside training's own handling is one line and
+    exit status 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -22,6 +23,10 @@ def user_errors(fn):
             for line in str(exc).splitlines() or [""]:  # several located errors: one line each
                 click.echo(f"error: {line}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as exc:
+            why = f" ({exc.args[0]})" if exc.args else ""
+            click.echo(f"error: interrupted{why}", err=True)
+            sys.exit(130)
 
     return wrapper
 

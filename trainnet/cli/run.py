@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from trainnet.cli.common import device_options, echo, main, user_errors
+from trainnet.cli.signals import handled, signal_options
 from trainnet.errors import TrainnetError
 
 
@@ -42,9 +43,12 @@ def compile_for(cfg, phase, stages, level, **options):
               help="Resume from this solver state: trainnet's .solverstate (exactly), or Caffe's "
               ".solverstate or .solverstate.h5 (weights, history and iteration).")
 @device_options(graph=True)
+@signal_options
 @user_errors
-def train(solver, weights, state, device, tf32, no_graph):
-    """Train the net that SOLVER (a solver YAML or prototxt file) names."""
+def train(solver, weights, state, device, tf32, no_graph, sigint_effect, sighup_effect):
+    """Train the net that SOLVER (a solver YAML or prototxt file) names.  SIGINT (Ctrl-C),
+    SIGTERM and SIGQUIT stop it after the current iteration with a snapshot; SIGHUP and
+    SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect)."""
     from trainnet.netcfg import load_solver
     from trainnet.runtime.device import get_device
     from trainnet.solver.solver import Solver
@@ -59,19 +63,10 @@ def train(solver, weights, state, device, tf32, no_graph):
             echo(line)
     if state:
         s.restore(Path(state))
-
-    def stop(signum, frame):
-        echo("Interrupted: finishing this iteration, then snapshotting (Ctrl-C again to abort)")
-        s.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
+    with handled(s, sigint_effect, sighup_effect):
         s.solve()
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if s.stop_requested:
-        sys.exit(130)
+        sys.exit(128 + getattr(signal.Signals, s.stop_reason, signal.SIGINT))
 
 
 @main.command()
@@ -94,6 +89,11 @@ def test(model, weights, iterations, phase, stages, level, device, tf32, no_grap
 
     dev = get_device(device, tf32=tf32)
     plan = compile_for(load_net(model), phase, stages, level, backward=False, gpu=dev.is_gpu)
+    unfilled = [top for step in plan.steps if step.layer.filled_by_user for top in step.tops]
+    if unfilled:
+        raise TrainnetError(f"{model}: nothing fills the input blob{'s' * (len(unfilled) > 1)} "
+                            f"{', '.join(unfilled)} (Input layers, a deploy net): test needs a net "
+                            "that reads its data (a train_val net); classify runs a deploy net")
     net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
     for line in load_weights(Path(weights), net.params, EXACT).lines():
         echo(line)
