@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from hostile import assert_one_error, cli
 from synthetic import write_project
@@ -177,3 +178,26 @@ def test_concurrent_atomic_writes_never_clobber(tmp_path):
         t.join()
     assert not errors and target.read_bytes() in payloads
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_test_refuses_non_finite_outputs_naming_the_first_blob(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    assert cli("train", solver).code == 0
+    net = tmp_path / "net.yaml"
+    net.write_text(net.read_text() + "  - {name: shift, type: Power, bottom: ip2, top: shifted, "
+                   "shift: -1000}\n  - {name: log, type: Log, bottom: shifted, top: logged}\n")
+    outcome = cli("test", "--model", net, "--weights", tmp_path / "out/tiny_iter_2.safetensors",
+                  "--iterations", 2)
+    assert_one_error(outcome, "output 'logged' is not finite",
+                     "first non-finite: layer 'log' (Log) forward: its top 'logged'")
+
+
+def test_test_refuses_a_deploy_net_whose_inputs_nothing_fills(tmp_path):
+    net = tmp_path / "deploy.yaml"
+    net.write_text("name: D\nlayer:\n  - {name: data, type: Input, top: data, shape: {dim: [1, 3]}}\n"
+                   "  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 2}\n"
+                   "  - {name: prob, type: Softmax, bottom: ip, top: prob}\n")
+    weights = tmp_path / "w.safetensors"
+    save_file({"ip.0": np.ones((2, 3), np.float32), "ip.1": np.zeros(2, np.float32)}, str(weights))
+    assert_one_error(cli("test", "--model", net, "--weights", weights),
+                     "nothing fills the input blob data", "classify runs a deploy net")
