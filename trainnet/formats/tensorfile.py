@@ -74,8 +74,8 @@ def write(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) 
 
 
 class TensorFile:
-    """A read file: ``tensors`` by name, ``metadata``, and ``digests`` of every tensor as read
-    (the recorded ones are checked)."""
+    """A read file: ``tensors`` by name, ``metadata``, and the ``digests`` the file records,
+    each checked against its tensor as read."""
 
     def __init__(self, path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str],
                  digests: dict[str, str]):
@@ -167,12 +167,20 @@ def decode(data: bytearray, path: Path, what: str,
                                 "not read")
         begin, stop = info["data_offsets"]
         raw = view[start + begin:start + stop]
-        digests[name] = digest(dtype, shape, raw)
+        if name in recorded:
+            digests[name] = digest(dtype, shape, raw)
         if name in recorded and recorded[name] != digests[name]:
             raise TrainnetError(f"{path}: file damaged: blob {name} does not match its recorded "
                                 "digest")
         array = _array(raw, dtype, shape)
-        tensors[name] = array.astype(np.float32) if floats(name) and dtype != "F32" else array
+        if floats(name) and dtype != "F32":
+            with np.errstate(over="ignore"):
+                converted = array.astype(np.float32)
+            if dtype == "F64" and np.isinf(converted).sum() != np.isinf(array).sum():
+                raise TrainnetError(f"{path}: blob {name} holds float64 values beyond float32's "
+                                    "range")
+            array = converted
+        tensors[name] = array
     return TensorFile(path, tensors, metadata, digests)
 
 

@@ -102,6 +102,10 @@ def _count(value) -> bool:
     return type(value) is int and value >= 0
 
 
+def _sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def file_name(value) -> bool:
     """A plain file name: the state's weights lie in the state's own folder."""
     return (isinstance(value, str) and value not in ("", ".", "..")
@@ -119,8 +123,8 @@ FIELDS = {
         and all(map(_count, e[1])) for e in v), "a list of [blob, shape]"),
     "iter": (_count, "a non-negative integer"),
     "weights": (file_name, "a file name in the state's folder"),
-    "weights_sha256": (lambda v: isinstance(v, str) and len(v) == 64
-                       and all(c in "0123456789abcdef" for c in v), "a SHA-256 digest"),
+    "weights_sha256": (_sha256, "a SHA-256 digest"),
+    "history_sha256": (_sha256, "a SHA-256 digest"),
 }
 
 
