@@ -23,6 +23,8 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate
 from trainnet.formats.solverstate import CaffeState
+from trainnet.formats.tensorfile import array_digest, digest_of_set
+from trainnet.solver.snapshot import record_bytes
 from trainnet.zoo.caffemodel import trainnet_to_caffe, write_caffemodel
 from trainnet.zoo.caffemodel_h5 import write_caffemodel_h5
 
@@ -60,19 +62,46 @@ def history_blobs(solver) -> list[np.ndarray]:
     return [store.view(history[name], i) for name in solver.rule.history_names for i in order]
 
 
-def snapshot(solver, kind: str, record: bytes) -> tuple[Path, Path]:
-    """Write the weights and state of ``solver`` at its iteration in ``kind``'s files."""
+def snapshot(solver, kind: str, tensors: dict[str, np.ndarray], meta: dict) -> tuple[Path, Path]:
+    """Write the weights and state of ``solver`` at its iteration in ``kind``'s files, with
+    trainnet's resume record (``tensors``, ``meta``) completed by what binds the state to its
+    files: the iteration, the weights file's name and the digests of its blobs and of the
+    history."""
     model_suffix, state_suffix = SUFFIXES[kind]
     weights = Path(f"{solver.prefix}_iter_{solver.iter}{model_suffix}")
     state = Path(f"{solver.prefix}_iter_{solver.iter}{state_suffix}")
     named = solver.net.params.named_host()
+    history = history_blobs(solver)
+    meta = {**meta, "iter": solver.iter, "weights": weights.name,
+            "weights_sha256": digest_of_set({k: array_digest(v) for k, v in named.items()}),
+            "history_sha256": _history_digest(history)}
     if kind == "HDF5":
         write_caffemodel_h5(weights, [layer.name for layer in solver.train_cfg.layer], named)
     else:
         write_caffemodel(weights, solver.net.plan.net_name, trainnet_to_caffe(named, solver.train_cfg))
-    WRITERS[kind](state, CaffeState(solver.iter, str(weights), history_blobs(solver),
-                                    current_step(solver.cfg, solver.iter), record))
+    WRITERS[kind](state, CaffeState(solver.iter, str(weights), history,
+                                    current_step(solver.cfg, solver.iter),
+                                    record_bytes(tensors, meta)))
     return weights, state
+
+
+def _history_digest(blobs: list[np.ndarray]) -> str:
+    return digest_of_set({str(i): array_digest(np.asarray(b, np.float32)) for i, b in enumerate(blobs)})
+
+
+def check_history(blobs: list[np.ndarray], meta: dict, path: Path) -> None:
+    """The history blobs of a state trainnet wrote are those it recorded the digest of."""
+    if "history_sha256" in meta and _history_digest(blobs) != meta["history_sha256"]:
+        raise TrainnetError(f"{path}: file damaged: its history blobs do not match their "
+                            "recorded digest")
+
+
+def weights_of(state: CaffeState, meta: dict, path: Path) -> Optional[Path]:
+    """The weights file of a state: the one its trainnet record names beside it, else
+    ``learned_net`` as Caffe finds it."""
+    if "weights" in meta and (Path(path).parent / meta["weights"]).is_file():
+        return Path(path).parent / meta["weights"]
+    return learned_net(state.learned_net, path)
 
 
 def learned_net(name: str, path: Path) -> Optional[Path]:

@@ -10,21 +10,26 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate
+from trainnet.formats.tensorfile import digest_of_set
 from trainnet.solver import caffe_state, snapshot as snap
+from trainnet.solver.weights import EXACT, WeightsReport, assign, read_weights
 
 
 def snapshot(solver) -> Path:
-    """Weights and state for the solver's iteration in snapshot_format; returns the state's path."""
+    """Weights and state for the solver's iteration in snapshot_format; returns the state's path.
+    The state names its weights file (beside it), the iteration, and a digest of the weights'
+    blobs, so that resuming binds the two."""
     kind = solver.cfg.snapshot_kind
     if kind != "SAFETENSORS":
-        weights, state = caffe_state.snapshot(solver, kind, snap.record_bytes(*resume_record(solver)))
+        weights, state = caffe_state.snapshot(solver, kind, *resume_record(solver))
     else:
         weights = Path(f"{solver.prefix}_iter_{solver.iter}.safetensors")
         state = Path(f"{solver.prefix}_iter_{solver.iter}.solverstate")
-        snap.save_weights(weights, solver.net.params, solver.net.plan.net_name, solver.iter)
+        digests = snap.save_weights(weights, solver.net.params, solver.net.plan.net_name, solver.iter)
         tensors, meta = resume_record(solver)
         tensors.update({f"history/{k}": v for k, v in solver.rule.history_host().items()})
-        snap.save_state(state, tensors, {**meta, "iter": solver.iter, "weights": weights.name})
+        snap.save_state(state, tensors, {**meta, "iter": solver.iter, "weights": weights.name,
+                                         "weights_sha256": digest_of_set(digests)})
     solver.log(f"Snapshotting to {weights} and {state}")
     return state
 
@@ -76,14 +81,24 @@ def apply_record(solver, tensors: dict[str, np.ndarray], meta: dict, state_path:
     solver.losses.extend(meta["losses"])
 
 
-def load_snapshot_weights(solver, weights: Path, state_path: Path) -> None:
-    """The weights of a snapshot: every parameter blob of the net, nothing else."""
-    loaded, skipped = snap.load_weights(weights, solver.net.params)
-    missing = {slot.key[0] for slot in solver.net.params.slots} - set(loaded)
-    extra = set(skipped) - {layer.name for layer in solver.train_cfg.layer}  # sharers: no own blobs
-    if missing or extra:
-        raise TrainnetError(f"{weights}: does not match the net of {state_path} (missing "
-                            f"{sorted(missing)}, extra {sorted(extra)})")
+def snapshot_weights(solver, weights: Path, meta: dict, state_path: Path) -> WeightsReport:
+    """Load the weights of a snapshot: every parameter blob of the net, nothing else, and (when
+    the state records them) the very blobs the state was saved with."""
+    bound = "weights_sha256" in meta
+    report, blobs = read_weights(weights, solver.net.params, EXACT, digests=bound)
+    extra = set(report.skipped) - {layer.name for layer in solver.train_cfg.layer}  # sharers: no own blobs
+    if extra:
+        raise TrainnetError(f"{weights}: does not match the net of {state_path} (it holds layers "
+                            f"the net lacks: {', '.join(sorted(extra))})")
+    held = report.metadata.get("iter")
+    if "iter" in meta and held is not None and held != str(meta["iter"]):
+        raise TrainnetError(f"{state_path}: its weights file {weights} holds the weights of "
+                            f"iteration {held}, the state is of iteration {meta['iter']}")
+    if bound and digest_of_set(report.digests) != meta["weights_sha256"]:
+        raise TrainnetError(f"{state_path}: {weights} is not the weights file this state was saved "
+                            "with (its blobs differ: another run's, or changed since)")
+    assign(solver.net.params, blobs)
+    return report
 
 
 def restore(solver, state_path: Path) -> None:
@@ -93,34 +108,42 @@ def restore(solver, state_path: Path) -> None:
         return
     tensors, meta = snap.load_state(state_path)
     check_record(solver, meta, state_path)
-    load_snapshot_weights(solver, state_path.parent / meta["weights"], state_path)
+    snapshot_weights(solver, state_path.parent / meta["weights"], meta, state_path)
     try:
         solver.rule.load_history({k[len("history/"):]: v for k, v in tensors.items()
                                   if k.startswith("history/")})
     except ValueError as exc:
         raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
     apply_record(solver, tensors, meta, state_path)
-    solver.iter = int(meta["iter"])
+    solver.iter = meta["iter"]
     solver.log(f"Resumed from {state_path} at iteration {solver.iter}")
 
 
 def restore_caffe(solver, path: Path) -> None:
-    """Resume ``solver`` from a Caffe-format state (Caffe's own, or trainnet's with its record)."""
+    """Resume ``solver`` from a Caffe-format state (Caffe's own, or trainnet's with its record,
+    which binds the state to its weights and history as trainnet's own states are)."""
     state = solverstate.read_state(path)
+    if state.iter < 0:
+        raise TrainnetError(f"{path}: damaged solver state (iter: {state.iter} is not a "
+                            "non-negative integer)")
     record = snap.record_from_bytes(state.extra, path) if state.extra is not None else None
+    meta = record[1] if record is not None else {}
     if record is not None:
-        check_record(solver, record[1], path)
-    weights = caffe_state.learned_net(state.learned_net, path)
+        check_record(solver, meta, path)
+        if meta.get("iter", state.iter) != state.iter:
+            raise TrainnetError(f"{path}: damaged solver state (iteration {state.iter}, but its "
+                                f"record says {meta['iter']})")
+    weights = caffe_state.weights_of(state, meta, path)
     if record is not None and weights is None:
         raise TrainnetError(f"{path}: damaged solver state (it names no weights file)")
     if record is not None:
-        load_snapshot_weights(solver, weights, path)
+        snapshot_weights(solver, weights, meta, path)
+        caffe_state.check_history(state.history, meta, path)
     elif weights is not None:
-        loaded, _ = snap.load_weights(weights, solver.net.params)
-        missing = sorted({slot.key[0] for slot in solver.net.params.slots} - set(loaded))
-        if missing:
-            solver.log(f"Layers not in {weights} (left as their fillers made them): "
-                       f"{', '.join(missing)}")
+        report, blobs = read_weights(weights, solver.net.params, EXACT)
+        assign(solver.net.params, blobs)
+        for line in report.lines():
+            solver.log(line)
     else:
         solver.log(f"{path} names no weights file (learned_net): the weights are the fillers'")
     caffe_state.set_history(solver, state.history, path)
