@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+import math
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+INT32 = (-2**31, 2**31 - 1)
+INT64 = (-2**63, 2**63 - 1)
+INT64_FIELDS = frozenset({"dim", "random_seed"})  # int64 in caffe.proto; every other is 32-bit
 
 
 def _as_list(value):
@@ -15,9 +21,29 @@ def _as_list(value):
 
 
 class Strict(BaseModel):
-    """Base of every config model: unknown keys and wrong types are errors; models are immutable."""
+    """Base of every config model: unknown keys and wrong types are errors; models are immutable.
+
+    Numbers are held to what caffe.proto can carry: an integer field is 32-bit (``dim`` and
+    ``random_seed`` 64-bit), so ``num_output: 2**61`` is refused where it would otherwise wrap or
+    overflow further on (Caffe's blobs are int-indexed too); a float field must be finite
+    (``1e400`` reads as inf).  A float for an integer field is refused, as Caffe's prototxt
+    parser refuses it (``num_output: 1e9`` must be written ``1000000000``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _caffe_number_ranges(cls, value, info: ValidationInfo):
+        for item in value if isinstance(value, list) else (value,):
+            if type(item) is float and not math.isfinite(item):
+                raise ValueError(f"must be a finite number, got {item}")
+            if type(item) is int:
+                lo, hi = INT64 if info.field_name in INT64_FIELDS else INT32
+                if not lo <= item <= hi:
+                    bits = 64 if hi == INT64[1] else 32
+                    raise ValueError(f"{item} is out of range: Caffe's field is a {bits}-bit "
+                                     f"integer ({lo:,} to {hi:,})")
+        return value
 
 
 # A repeated field that accepts a scalar too (`top: conv1` or `top: [conv1]`).

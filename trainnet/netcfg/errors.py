@@ -32,6 +32,11 @@ def _message(err: dict, known_keys: Iterable[str]) -> str:
     kinds = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
              "string_type": "a string", "list_type": "a list", "model_type": "a mapping",
              "dict_type": "a mapping", "int_from_float": "an integer"}
+    if kind in ("int_type", "int_from_float") and isinstance(value, float):
+        whole = value.is_integer()  # 1e9: a float in YAML and prototxt alike
+        return (f"expects an integer, got float {value!r}" + (
+            f" (Caffe refuses a float for an integer field too: write {int(value)})" if whole
+            else ""))
     if kind in kinds:
         return f"expects {kinds[kind]}, got {type(value).__name__} {value!r}"
     if kind == "too_short":

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Union
 
 from trainnet.errors import ConfigError
-from trainnet.netcfg.source import SourceMap
+from trainnet.netcfg.source import SourceMap, read_config_text
 from trainnet.netcfg.text_format import Field, parse_text, to_data
 from trainnet.netcfg.upgrade import upgrade_data_transformation
 
@@ -263,10 +263,5 @@ def is_prototxt(path: Union[str, Path]) -> bool:
 
 
 def read_file(path: Union[str, Path]) -> str:
-    path = Path(path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+    """A prototxt file's text (bounded, refused unread when not a regular file)."""
+    return read_config_text(path)

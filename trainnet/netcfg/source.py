@@ -1,20 +1,23 @@
 """Reading YAML while remembering where every value came from.
 
 ``load_yaml`` returns plain Python data plus a ``SourceMap`` that maps a path of keys and
-indices (the same tuples pydantic reports as an error's ``loc``) to its 1-based line.
+indices (the same tuples pydantic reports as an error's ``loc``) to its 1-based line (the reader
+itself is ``yaml_reader``).  ``read_config_text`` reads any config file, YAML or prototxt, with a
+bound on what it reads.
 """
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from trainnet.errors import ConfigError
+from trainnet.netcfg.yaml_reader import read_yaml
 
 Path_ = tuple  # a path of keys (str) and list indices (int)
+MAX_CONFIG_BYTES = 256 * 2**20  # a config file larger than this is refused unread
 
 
 @dataclass
@@ -46,58 +49,53 @@ class SourceMap:
         return ConfigError(message, file=self.file, line=self.line(path), **context)
 
 
-def _to_python(node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            key = _to_python(key_node, path + ("<key>",), {}, file)
-            if not isinstance(key, str):
-                raise ConfigError(f"keys must be strings, got {key!r}", file=file,
-                                  line=key_node.start_mark.line + 1)
-            if key in out:
-                raise ConfigError(f"duplicate key '{key}'", file=file, line=key_node.start_mark.line + 1)
-            out[key] = _to_python(value_node, path + (key,), lines, file)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(v, path + (i,), lines, file) for i, v in enumerate(node.value)]
-    return _scalar(node, file)
-
-
-def _scalar(node: yaml.ScalarNode, file: str) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:  # e.g. a bad timestamp
-        raise ConfigError(f"bad value: {exc}", file=file, line=node.start_mark.line + 1) from None
-    finally:
-        loader.dispose()
-
-
 def load_yaml_text(text: str, file: str = "<string>") -> tuple[Any, SourceMap]:
-    """Parse YAML text into plain data and its source map; syntax errors become ConfigError."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(f"YAML syntax error: {exc.problem or exc}", file=file, line=line) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", file=file) from None
-    lines: dict[Path_, int] = {}
-    if node is None:
-        raise ConfigError("the file is empty", file=file)
-    data = _to_python(node, (), lines, file)
+    """Parse YAML text into plain data and its source map; every problem is a ConfigError."""
+    data, lines = read_yaml(text, file)
     return data, SourceMap(file, lines)
 
 
 def load_yaml(path: str | Path) -> tuple[Any, SourceMap]:
+    return load_yaml_text(read_config_text(path), str(path))
+
+
+def read_config_text(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
+    """A config file's text, refused before reading when it is not a regular file (a FIFO,
+    ``/dev/zero``, a folder) or holds more than ``limit`` bytes, and read no further than that."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
         raise ConfigError("no such file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
-    return load_yaml_text(text, str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError("is a folder, not a config file", file=str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"is not a regular file ({_file_kind(info.st_mode)}): a config is read "
+                          "from a file", file=str(path))
+    if info.st_size > limit:
+        raise ConfigError(f"is {info.st_size / 2**20:,.0f} MiB; a config file may hold at most "
+                          f"{limit / 2**20:,.0f} MiB", file=str(path))
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    if len(raw) > limit:  # it grew while being read
+        raise ConfigError(f"holds more than {limit / 2**20:,.0f} MiB, the most a config file may",
+                          file=str(path))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}): not a config file",
+                          file=str(path), line=line) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"

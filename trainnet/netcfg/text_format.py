@@ -69,9 +69,13 @@ def _number(raw: str) -> Union[int, float]:
     return float(text)
 
 
+MAX_DEPTH = 100  # messages nest a handful of levels in any real config
+
+
 class _Parser:
     def __init__(self, text: str, file: str):
         self.toks, self.i, self.file = _tokens(text, file), 0, file
+        self.depth = 0
 
     def error(self, message: str) -> ConfigError:
         line = self.toks[min(self.i, len(self.toks) - 1)][2] if self.toks else None
@@ -121,7 +125,12 @@ class _Parser:
                 return items
         if kind == "symbol" and value in "{<":
             self.i += 1
-            return [Field(key, self.message("}" if value == "{" else ">"), line, message=True)]
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise self.error(f"messages nested deeper than {MAX_DEPTH} levels: not a config")
+            fields = self.message("}" if value == "{" else ">")
+            self.depth -= 1
+            return [Field(key, fields, line, message=True)]
         if kind in ("string", "number"):
             self.i += 1
             return [Field(key, value, line)]
