@@ -10,6 +10,7 @@ refused: its inputs would be a guess.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -22,16 +23,21 @@ from trainnet.netcfg.common import Preprocess
 
 
 def load_image(path: Path, gray: bool) -> np.ndarray:
-    """An image as float32 (H, W, C) in [0, 1], RGB (or one gray channel)."""
+    """An image as float32 (H, W, C) in [0, 1], RGB (or one gray channel).  An image over
+    Pillow's decompression-bomb limit (its warning as well as its error) is refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if gray else "RGB")
-            return np.asarray(img, np.float32).reshape(img.height, img.width, -1) / 255.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = img.convert("L" if gray else "RGB")
+                return np.asarray(img, np.float32).reshape(img.height, img.width, -1) / 255.0
     except FileNotFoundError:
         raise TrainnetError(f"{path}: no such image") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise TrainnetError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise TrainnetError(f"{path}: not a readable image ({exc})") from None
 
 
@@ -100,8 +106,16 @@ def with_batch(cfg: NetConfig, n: int) -> tuple[NetConfig, str, tuple]:
 
 def read_labels(path: Path) -> list[str]:
     """Class names, one per line; a leading WordNet id (``n01440764 tench``) is dropped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrainnetError(f"{path}: no such labels file") from None
+    except OSError as exc:
+        raise TrainnetError(f"{path}: cannot read the labels file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise TrainnetError(f"{path}: the labels file is not UTF-8 text (byte {exc.start})") from None
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         head, _, rest = line.strip().partition(" ")
         names.append(rest if head[:1] == "n" and head[1:].isdigit() and rest else line.strip())
     return names
@@ -112,8 +126,9 @@ def classify(cfg: NetConfig, weights: Path, images: list[Path], device, *, top: 
     """Per image, the ``top`` classes as (probability, index, name), most probable first."""
     from trainnet.data.paths import resolve_data_path
     from trainnet.plan import compile_net
+    from trainnet.runtime.locate import locate_nonfinite
     from trainnet.runtime.net import Net
-    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.weights import EXACT, load_weights
 
     pre = cfg.preprocess
     if pre is None:
@@ -124,17 +139,20 @@ def classify(cfg: NetConfig, weights: Path, images: list[Path], device, *, top: 
     batch = prepare([load_image(p, shape[0] == 1) for p in images], pre, shape, cfg.base_dir)
     net = Net(compile_net(cfg, "TEST", backward=False, gpu=device.is_gpu), device,
               rng=np.random.default_rng(0), graph=False)
-    loaded, _ = load_weights(weights, net.params)
-    missing = sorted({slot.key[0] for slot in net.params.slots} - set(loaded))
-    if missing:
-        raise TrainnetError(f"{weights}: no weights for layers {', '.join(missing)}")
+    load_weights(weights, net.params, EXACT)
     net.set_input(blob, batch)
-    net.forward()
+    with np.errstate(all="ignore"):
+        net.forward()
     outputs = {k: v for k, v in net.outputs().items() if np.ndim(v) == 2}
     if len(outputs) != 1:
         raise TrainnetError(f"classify needs one (N, classes) output; the net has "
                             f"{', '.join(net.plan.outputs) or 'none'}")
-    probs = next(iter(outputs.values()))
+    name, probs = next(iter(outputs.items()))
+    if not np.isfinite(probs).all():
+        net.set_input(blob, batch)   # the forward-only plan reuses the input's memory
+        where = locate_nonfinite(net, backward=False) or f"the output '{name}'"
+        raise TrainnetError(f"{weights}: the net's output '{name}' is not finite; the first "
+                            f"non-finite blob: {where}")
     label_file = labels or pre.labels
     names = read_labels(resolve_data_path(label_file, cfg.base_dir)) if label_file else []
     if names and len(names) != probs.shape[1]:
