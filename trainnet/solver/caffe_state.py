@@ -86,7 +86,8 @@ def snapshot(solver, kind: str, tensors: dict[str, np.ndarray], meta: dict) -> t
 
 
 def _history_digest(blobs: list[np.ndarray]) -> str:
-    return digest_of_set({str(i): array_digest(np.asarray(b, np.float32)) for i, b in enumerate(blobs)})
+    return digest_of_set({str(i): array_digest(np.asarray(b, np.float32))
+                          for i, b in enumerate(blobs)})
 
 
 def check_history(blobs: list[np.ndarray], meta: dict, path: Path) -> None:

@@ -25,7 +25,8 @@ def snapshot(solver) -> Path:
     else:
         weights = Path(f"{solver.prefix}_iter_{solver.iter}.safetensors")
         state = Path(f"{solver.prefix}_iter_{solver.iter}.solverstate")
-        digests = snap.save_weights(weights, solver.net.params, solver.net.plan.net_name, solver.iter)
+        digests = snap.save_weights(weights, solver.net.params, solver.net.plan.net_name,
+                                    solver.iter)
         tensors, meta = resume_record(solver)
         tensors.update({f"history/{k}": v for k, v in solver.rule.history_host().items()})
         snap.save_state(state, tensors, {**meta, "iter": solver.iter, "weights": weights.name,
@@ -86,7 +87,8 @@ def snapshot_weights(solver, weights: Path, meta: dict, state_path: Path) -> Wei
     the state records them) the very blobs the state was saved with."""
     bound = "weights_sha256" in meta
     report, blobs = read_weights(weights, solver.net.params, EXACT, digests=bound)
-    extra = set(report.skipped) - {layer.name for layer in solver.train_cfg.layer}  # sharers: no own blobs
+    # a layer of the net in the file's skipped ones shares its blobs (no own blobs here)
+    extra = set(report.skipped) - {layer.name for layer in solver.train_cfg.layer}
     if extra:
         raise TrainnetError(f"{weights}: does not match the net of {state_path} (it holds layers "
                             f"the net lacks: {', '.join(sorted(extra))})")

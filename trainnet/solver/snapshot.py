@@ -22,7 +22,8 @@ from trainnet.runtime.params import ParamStore
 from trainnet.solver.weights import FINETUNE, is_safetensors, load_weights as load_blobs  # noqa: F401
 
 
-def save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> dict[str, str]:
+def save_tensors(path: Path, tensors: dict[str, np.ndarray],
+                 metadata: dict[str, str]) -> dict[str, str]:
     """Write a safetensors file with each tensor's digest; returns the digests."""
     return tensorfile.write(path, tensors, metadata)
 
@@ -103,7 +104,8 @@ def _count(value) -> bool:
 
 
 def _sha256(value) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
 
 
 def file_name(value) -> bool:

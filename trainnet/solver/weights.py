@@ -120,12 +120,9 @@ def _read_file(path: Path, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarr
         return read_caffemodel_h5(path, shapes), {}, {}
     if path.is_file() and (path.suffix.lower() == ".caffemodel" or
                            (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
-        try:
-            return caffe_to_trainnet(read_caffemodel(path), shapes), {}, {}
-        except TrainnetError:
-            if is_solver_state(path):
-                raise _refuse_state(path) from None
-            raise
+        if is_solver_state(path):
+            raise _refuse_state(path)
+        return caffe_to_trainnet(read_caffemodel(path), shapes), {}, {}
     if is_solver_state(path, tensorfile.peek_metadata(path)):
         raise _refuse_state(path)
     read = tensorfile.read(path, "weights", floats=lambda name: True)
@@ -155,9 +152,8 @@ def read_weights(path: Path, store: ParamStore, mode: str = FINETUNE,
     path = Path(path)
     shapes = {weight_key(*s.key): tuple(s.shape) for s in store.slots}
     tensors, metadata, stored = _read_file(path, shapes)
-    counts: dict[str, int] = {}
-    for key in shapes:
-        layer, index = key.rpartition(".")[0], int(key.rpartition(".")[2])
+    counts: dict[str, int] = {}   # parameter blobs per layer of the net
+    for layer, index in (s.key for s in store.slots):
         counts[layer] = max(counts.get(layer, 0), index + 1)
     skipped: list[str] = []
     for key, value in tensors.items():
