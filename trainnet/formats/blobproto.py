@@ -46,9 +46,29 @@ def parse(message, data: bytes, path: Path, what: str):
     """``message`` filled from ``data``; a decode failure names the file and what it should be."""
     try:
         message.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise TrainnetError(f"{path}: not a {what}, or a truncated or corrupt one ({exc})") from None
+    except (DecodeError, RuntimeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = " ".join(str(exc).split())[:300]
+        raise TrainnetError(f"{path}: not a {what}, or a truncated or corrupt one "
+                            f"({reason})") from None
     return message
+
+
+def unknown_fields(message) -> list[tuple[int, int]]:
+    """(field number, wire type) of each field of ``message`` (not of its sub-messages) that
+    its schema lacks."""
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+    except ImportError:  # protobuf < 4.22
+        return [(f.field_number, f.wire_type) for f in message.UnknownFields()]
+    return [(f.field_number, f.wire_type) for f in UnknownFieldSet(message)]
+
+
+def text(value: str | bytes, where: str) -> str:
+    """A string field's value.  Some protobuf runtimes (upb) hand back a proto2 string that is
+    not valid UTF-8 as bytes instead of refusing the message; such a field is refused here."""
+    if isinstance(value, bytes):
+        raise TrainnetError(f"{where} is not valid UTF-8 text ({value[:40]!r}): a corrupt file")
+    return value
 
 
 def blob_shape(blob) -> tuple[int, ...]:
@@ -83,7 +103,11 @@ def load_blob(path: str | Path) -> np.ndarray:
     if not (len(blob.data) or len(blob.double_data) or blob.HasField("shape")
             or blob.HasField("num")):
         raise TrainnetError(f"{path}: holds no blob: not a binaryproto blob file, or a corrupt one")
-    return blob_array(blob, str(path))
+    array = blob_array(blob, str(path))
+    if not array.size:
+        raise TrainnetError(f"{path}: the blob has shape {array.shape} and no values: a truncated "
+                            "or corrupt blob file")
+    return array
 
 
 def load_mean(path: str | Path) -> np.ndarray:

@@ -21,7 +21,8 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.atomic import atomic_write
-from trainnet.formats.blobproto import MAX_BYTES, blob_array, blob_proto, parse, read_bytes
+from trainnet.formats.blobproto import (MAX_BYTES, blob_array, blob_proto, parse, read_bytes, text,
+                                        unknown_fields)
 from trainnet.layers import known_types
 from trainnet.netcfg.prototxt import V1_TYPES
 
@@ -72,16 +73,16 @@ class CaffeModel:
 
 # --- reading -----------------------------------------------------------------------------------
 
-def _layer_type(layer, form: str) -> str:
+def _layer_type(layer, form: str, where: str) -> str:
     if form == "V0":
-        raw = layer.layer.type
+        raw = text(layer.layer.type, f"{where}: its type")
         v1 = V0_TYPE_NAMES.get(raw)
         return V1_TYPE_NAMES[v1] if v1 else raw
     if form == "V1":
         if not layer.HasField("type"):
             return ""
         return V1_TYPE_NAMES[V1_NAMES_BY_NUMBER[layer.type]]
-    return layer.type
+    return text(layer.type, f"{where}: its type")
 
 
 def read_caffemodel(path: str | Path) -> CaffeModel:
@@ -91,6 +92,7 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
         " (an HDF5 model, .caffemodel.h5, as snapshot_format: HDF5 writes: --weights of train "
         "and test reads it, and it resumes through its .solverstate.h5)"))
     net = parse(caffe_pb.NetParameter(), data, path, "Caffe model (.caffemodel)")
+    _refuse_foreign_fields(path, net)
     if not net.layer and not net.layers:
         raise TrainnetError(f"{path}: holds no layers: not a Caffe model (.caffemodel), or a "
                             "corrupt one")
@@ -106,12 +108,29 @@ def read_caffemodel(path: str | Path) -> CaffeModel:
     layers = []
     for i, entry in enumerate(entries):
         source = entry.layer if form == "V0" and entry.HasField("layer") else entry
-        name = source.name or f"#{i}"
+        name = text(source.name, f"{path}: the name of layer #{i}") or f"#{i}"
         where = f"{path}: layer '{name}'"
         blobs = [blob_array(b, f"{where} blob {j}") for j, b in enumerate(source.blobs)]
-        layers.append(CaffeLayer(name, _layer_type(entry, form), blobs, tuple(entry.bottom),
-                                 tuple(entry.top)))
-    return CaffeModel(net.name, layers, str(path), form)
+        bottom = tuple(text(b, f"{where}: a bottom") for b in entry.bottom)
+        top = tuple(text(t, f"{where}: a top") for t in entry.top)
+        layers.append(CaffeLayer(name, _layer_type(entry, form, where), blobs, bottom, top))
+    return CaffeModel(text(net.name, f"{path}: the net's name"), layers, str(path), form)
+
+
+# Caffe's NetParameter fields: name, layers (V1), input, input_dim, force_backward, state,
+# debug_info, input_shape, layer.
+NET_FIELDS = {1, 2, 3, 4, 5, 6, 7, 8, 100}
+LENGTH_DELIMITED = 2
+
+
+def _refuse_foreign_fields(path: Path, net) -> None:
+    """A message field a NetParameter has not: a layer whose tag a corrupt byte changed (it
+    would be dropped without a word), or a fork's extension; scalar settings of forks pass."""
+    for number, wire in unknown_fields(net):
+        if number not in NET_FIELDS and wire == LENGTH_DELIMITED:
+            raise TrainnetError(f"{path}: holds a field (number {number}) that Caffe's "
+                                "NetParameter has not: a corrupt Caffe model, or one of a Caffe "
+                                "fork trainnet does not read")
 
 
 # --- writing -----------------------------------------------------------------------------------

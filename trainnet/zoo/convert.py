@@ -141,8 +141,14 @@ def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
             if skipped:
                 out.notes.append(f"layers of the caffemodel not in the net, left out: {', '.join(skipped)}")
             if missing:
-                out.notes.append(f"layers of the net not in the caffemodel: {', '.join(missing)}")
+                out.notes.append("layers of the net not in the caffemodel (new layers, or a file "
+                                 f"cut short): {', '.join(missing)}")
             preprocess = preprocess or net.preprocess
+        elif caffe.layers[-1].blobs:
+            out.notes.append(f"the file's last layer, '{caffe.layers[-1].name}', holds weights, "
+                             "where a model Caffe saves ends in a layer without (a loss, a "
+                             "softmax): if the file may be cut short, give --model to check it "
+                             "against the net")
         layers = sorted({k.rsplit(".", 1)[0] for k in weights})
         out.notes.insert(0, f"{len(layers)} layers, {sum(v.size for v in weights.values()):,} "
                          "parameters")
