@@ -13,7 +13,9 @@ from trainnet.plan.plan import Blob, Step
 
 
 def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> dict[str, str]:
-    """Rewrites ``steps`` and ``blobs``; returns the aliases (old top name -> blob name)."""
+    """Rewrites ``steps`` and ``blobs``; returns the aliases (old top name -> blob name).  A
+    renamed top is renamed in the later steps as the walk reaches them (one pass, not a rewrite
+    of every later step per renaming)."""
     aliases: dict[str, str] = {}
     producer: dict[str, Step] = {}
     readers: dict[str, int] = {}
@@ -23,6 +25,9 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> d
         for t in s.tops:
             producer.setdefault(t, s)
     for s in steps:
+        if aliases:
+            s.bottoms = [aliases.get(x, x) for x in s.bottoms]
+            s.tops = [aliases.get(x, x) for x in s.tops]
         layer = s.layer
         if not (layer.in_place_ok and len(s.bottoms) == 1 and len(s.tops) == 1):
             continue
@@ -35,15 +40,14 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> d
         if backward and ((source.need_backward and source.layer.backward_reads_top)
                          or (s.need_backward and layer.backward_reads_bottom)):
             continue
-        for later in steps[s.index:]:
-            later.bottoms = [b if x == t else x for x in later.bottoms]
-            later.tops = [b if x == t else x for x in later.tops]
+        s.tops = [b]
         del blobs[t]
         producer[b] = s                      # later steps now read b as written by s
         readers[b] = readers.pop(t, 0)
         aliases[t] = b
-        for old, new in aliases.items():
-            if new == t:
-                aliases[old] = b
         s.auto_in_place = True
+    for old, new in aliases.items():   # a renamed blob renamed again: the name it ends as
+        while new in aliases:
+            new = aliases[new]
+        aliases[old] = new
     return aliases

@@ -8,6 +8,10 @@ offset free for the whole of its life.
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +29,7 @@ class Interval:
 
 
 def _size(shape, dtype=np.float32) -> int:
-    n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    n = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize  # Python ints: no wrap
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -83,24 +87,90 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
 
 
 def pack(intervals: list[Interval], reuse: bool = True) -> int:
-    """Assign offsets; returns the arena size in bytes."""
-    placed: list[Interval] = []
+    """Assign offsets; returns the arena size in bytes.  Each buffer, largest first, goes to the
+    lowest offset free for the whole of its life; the buffers it must avoid are found through a
+    segment tree over time (``_Timeline``), so packing stays near n log n where comparing each
+    buffer with every one placed before was quadratic (8 s for a 4,000-layer training net)."""
+    order = sorted(intervals, key=lambda v: (-v.nbytes, v.start, str(v.key)))
+    if not reuse:
+        top = 0
+        for iv in order:
+            iv.offset, top = top, top + iv.nbytes
+        return top
+    timeline = _Timeline(1 + max((iv.end for iv in intervals), default=0))
     top = 0
-    for iv in sorted(intervals, key=lambda v: (-v.nbytes, v.start, str(v.key))):
-        if not reuse:
-            iv.offset = top
-        else:
-            busy = sorted((p.offset, p.offset + p.nbytes) for p in placed
-                          if p.start <= iv.end and iv.start <= p.end)
-            offset = 0
-            for lo, hi in busy:
-                if offset + iv.nbytes <= lo:
-                    break
-                offset = max(offset, hi)
-            iv.offset = offset
-        placed.append(iv)
+    for iv in order:
+        iv.offset = timeline.lowest_free(iv.start, iv.end, iv.nbytes)
+        timeline.take(iv.start, iv.end, iv.offset, iv.offset + iv.nbytes)
         top = max(top, iv.offset + iv.nbytes)
     return top
+
+
+class _Timeline:
+    """The byte ranges taken at each time step, as a segment tree over time.
+
+    A buffer living over [start, end] is recorded, as a range of bytes, at the O(log T) nodes
+    that exactly cover [start, end] (``cover``) and, in ``within``, at those nodes and all their
+    ancestors.  The buffers alive at some moment of a query's span are then those recorded in
+    ``within`` at the query's own covering nodes plus those in ``cover`` at their ancestors.  Each
+    node keeps its ranges merged (touching ranges join), so a chain of buffers packed end to end
+    is one range however many buffers it holds."""
+
+    def __init__(self, horizon: int):
+        self.size = 1
+        while self.size < horizon:
+            self.size *= 2
+        self.cover: dict[int, tuple[list[int], list[int]]] = {}
+        self.within: dict[int, tuple[list[int], list[int]]] = {}
+
+    def _nodes(self, start: int, end: int) -> tuple[list[int], set[int]]:
+        lo, hi, span = start + self.size, end + self.size + 1, []
+        while lo < hi:
+            if lo & 1:
+                span.append(lo)
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                span.append(hi)
+            lo, hi = lo >> 1, hi >> 1
+        above: set[int] = set()
+        for node in span:
+            node >>= 1
+            while node and node not in above:
+                above.add(node)
+                node >>= 1
+        return span, above
+
+    def lowest_free(self, start: int, end: int, nbytes: int) -> int:
+        span, above = self._nodes(start, end)
+        taken = [zip(*self.within[n]) for n in span if n in self.within]
+        taken += [zip(*self.cover[n]) for n in above if n in self.cover]
+        offset = 0
+        for lo, hi in heapq.merge(*taken):
+            if offset + nbytes <= lo:
+                break
+            offset = max(offset, hi)
+        return offset
+
+    def take(self, start: int, end: int, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        span, above = self._nodes(start, end)
+        for node in span:
+            _add_range(self.cover.setdefault(node, ([], [])), lo, hi)
+        for node in itertools.chain(span, above):
+            _add_range(self.within.setdefault(node, ([], [])), lo, hi)
+
+
+def _add_range(ranges: tuple[list[int], list[int]], lo: int, hi: int) -> None:
+    """Add [lo, hi) to sorted, disjoint, non-touching ranges (starts, ends), merging."""
+    starts, ends = ranges
+    i = bisect.bisect_left(ends, lo)      # the first range ending at or after lo
+    j = bisect.bisect_right(starts, hi)   # past the last range starting at or before hi
+    if i < j:
+        lo, hi = min(lo, starts[i]), max(hi, ends[j - 1])
+    starts[i:j] = [lo]
+    ends[i:j] = [hi]
 
 
 def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,

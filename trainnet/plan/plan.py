@@ -7,6 +7,7 @@ each parameter blob lives in the flat parameter arena.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +31,7 @@ class Region:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(int(d) for d in self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -55,7 +56,7 @@ class ParamSlot:
 
     @property
     def count(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(int(d) for d in self.shape)  # Python ints: a huge blob cannot wrap
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,10 @@ class Plan:
         return self.blobs[self.aliases.get(name, name)]
 
     def step(self, name: str) -> Step:
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        by_name = self.__dict__.get("_steps_by_name")
+        if by_name is None or len(by_name) != len(self.steps):
+            by_name = self.__dict__["_steps_by_name"] = {s.name: s for s in reversed(self.steps)}
+        return by_name[name]
 
 
 def net_outputs(steps: list[Step]) -> list[str]:

@@ -36,7 +36,10 @@ def infer_shapes(layers: list[LayerConfig], phase: str, file: str | None) -> tup
                 raise cfg.error(msg, file)
         for b in cfg.bottom:
             if b not in blobs:
-                known = ", ".join(blobs) or "none"
+                names = list(blobs)
+                known = ", ".join(names[-20:]) or "none"
+                if len(names) > 20:
+                    known = f"{len(names)} of them, the last 20: {known}"
                 raise cfg.error(f"bottom '{b}': no layer before it produces it (blobs so far: {known})",
                                 file, "bottom")
         for j, t in enumerate(cfg.top):
