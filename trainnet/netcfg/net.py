@@ -18,6 +18,7 @@ from trainnet.errors import ConfigError, ConfigErrors
 from trainnet.netcfg.common import (BoolList, FloatList, NetState, NetStateRule, ParamSpec, Preprocess,
                                     Repeated, Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
+from trainnet.netcfg.kind import refuse_other_kind
 from trainnet.netcfg.prototxt import is_prototxt, read_file, read_net
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
 
@@ -146,12 +147,14 @@ def load_net(path: str | Path) -> NetConfig:
     if is_prototxt(path):
         return load_net_text(read_file(path), str(path))
     data, src = load_yaml(path)
+    refuse_other_kind(data, src, "net")
     return parse_net(data, src)
 
 
 def load_net_text(text: str, file: str = "<string>") -> NetConfig:
     """A net from text: prototxt when ``file`` has a prototxt suffix, else YAML."""
     data, src = read_net(text, file) if is_prototxt(file) else load_yaml_text(text, file)
+    refuse_other_kind(data, src, "net")
     return parse_net(data, src)
 
 
