@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 
 from trainnet.netcfg.common import NetState, Repeated, Strict, StrList, _as_list
 from trainnet.netcfg.errors import located
+from trainnet.netcfg.kind import refuse_other_kind
 from trainnet.netcfg.net import NetConfig, parse_net
 from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file, read_solver
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
@@ -152,6 +153,7 @@ SOLVER_KEYS = tuple(k for k in SolverConfig.model_fields if k != "file")
 def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
     if not isinstance(data, dict):
         raise src.error((), "a solver config is a mapping of Caffe's SolverParameter fields")
+    refuse_other_kind(data, src, "solver")  # a net file given as the solver: say so
     given = [k for k in TRAIN_NET_FIELDS if k in data]
     problem = train_net_problem(given)
     if problem:
