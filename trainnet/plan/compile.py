@@ -30,6 +30,7 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     layers = filter_layers(cfg.layer, state)
     if not layers:
         raise cfg.error(f"no layer is included in phase {phase}")
+    _refuse_duplicate_names(cfg, layers, phase)
     written = {l.name for l in layers}
     layers = insert_splits(layers, loss_weighted_tops(layers))
     steps, blobs = infer_shapes(layers, phase, cfg.file)
@@ -56,3 +57,17 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],
                 blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases, seeds=seeds,
                 file=cfg.file, gpu=gpu)
+
+
+def _refuse_duplicate_names(cfg: NetConfig, layers, phase: str) -> None:
+    """Two layers of one name in one phase's net: weights, snapshots and shared parameters are
+    matched by layer name, so the second would silently take the first's blobs.  (A TRAIN and a
+    TEST layer may share a name through include rules, as Caffe's data layers do.)"""
+    first: dict[str, int] = {}
+    for layer in layers:
+        if layer.name in first:
+            where = f" (also at line {first[layer.name]})" if first[layer.name] else ""
+            raise cfg.error(f"a second layer named '{layer.name}' in the {phase} net{where}: "
+                            "layer names must be unique in a net (weights are matched by name)",
+                            layer)
+        first[layer.name] = layer.line or 0
