@@ -18,6 +18,7 @@ from trainnet.layers.base import StepIO
 from trainnet.plan.plan import Plan, Region, Step
 from trainnet.errors import TrainnetError
 from trainnet.runtime.device import CPU, Device
+from trainnet.runtime.memory import check_fits
 from trainnet.runtime.params import ParamStore
 
 
@@ -42,6 +43,7 @@ class Net:
                 raise TrainnetError(f"layer type{'s' if len(missing) > 1 else ''} "
                                     f"{', '.join(missing)} {'have' if len(missing) > 1 else 'has'} "
                                     "no GPU implementation yet; run this net with --device cpu")
+        check_fits(plan, device, params)  # refuse, naming the largest blob, before allocating
         self.rng = rng if rng is not None else np.random.default_rng()
         self.params = params if params is not None else ParamStore(plan.params, self.rng, device)
         # Learnable layers of this net that the shared store lacks (a layer only in the TEST
