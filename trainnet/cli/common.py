@@ -13,7 +13,8 @@ from trainnet.errors import TrainnetError
 def user_errors(fn):
     """A user's mistake ends in one line on stderr (one per error when a file has several) and
     exit status 1, never a traceback; Ctrl-C outside training's own handling is one line and
-    exit status 130."""
+    exit status 130.  Memory the machine cannot give is one line too: a Net checks its plan
+    against the free memory first, so this is what slips past that check."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -27,15 +28,57 @@ def user_errors(fn):
             why = f" ({exc.args[0]})" if exc.args else ""
             click.echo(f"error: interrupted{why}", err=True)
             sys.exit(130)
+        except MemoryError as exc:  # NumPy's, or CuPy's OutOfMemoryError (derived from it)
+            detail = " ".join(str(exc).split()) or "an allocation failed"
+            click.echo(f"error: out of memory: {detail}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+class UsageLine(click.UsageError):
+    """A usage mistake shown as the one line every other error is: ``error: trainnet train:
+    No such option: --foo (trainnet train --help for usage)``, exit status 2."""
+
+    def __init__(self, original: click.UsageError):
+        super().__init__(original.format_message(), original.ctx)
+
+    def show(self, file=None) -> None:
+        path = self.ctx.command_path if self.ctx is not None else "trainnet"
+        message = " ".join(self.format_message().split())
+        click.echo(f"error: {path}: {message} ({path} --help for usage)", err=True)
+
+
+# A group run without a command shows its help (click raises this as a usage error).
+_SHOW_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    return exc if isinstance(exc, (UsageLine, _SHOW_HELP)) else UsageLine(exc)
+
+
+class Group(click.Group):
+    """The command group: click's usage errors (unknown option or command, missing argument,
+    bad choice), raised while parsing any command or subgroup below it, become ``UsageLine``."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
 
 def echo(line: str) -> None:
     click.echo(line)
 
 
-@click.group()
+@click.group(cls=Group)
 @click.version_option(package_name="trainnet")
 def main():
     """trainnet: train and test Caffe-style nets described in YAML config files."""

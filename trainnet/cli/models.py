@@ -11,22 +11,37 @@ from trainnet.errors import TrainnetError
 
 
 def _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels):
-    """The preprocessing the user states on the command line, or None when they state none."""
+    """The preprocessing the user states on the command line, or None when they state none.  A
+    bad value is one line naming its option (``preprocessing options: --raw-scale: must be > 0,
+    got -1.0``)."""
     from pydantic import ValidationError
 
     from trainnet.netcfg.common import Preprocess
+    from trainnet.netcfg.errors import first_message
 
     given = {k: v for k, v in dict(channel_order=channel_order, raw_scale=raw_scale,
                                    mean_file=mean_file, input_scale=input_scale,
                                    labels=labels).items() if v is not None}
+    for key, text, kind in (("mean_value", mean_value, float), ("resize", resize, int)):
+        if text:
+            given[key] = [_number(key, v, kind) for v in text.split(",")]
     try:
-        if mean_value:
-            given["mean_value"] = [float(v) for v in mean_value.split(",")]
-        if resize:
-            given["resize"] = [int(v) for v in resize.split(",")]
         return Preprocess.model_validate(given) if given else None
-    except (ValueError, ValidationError) as exc:
-        raise TrainnetError(f"preprocessing options: {exc}".splitlines()[0]) from None
+    except ValidationError as exc:
+        field, message = first_message(exc)
+        option = "--" + field.replace("_", "-")
+        raise TrainnetError(f"preprocessing options: {option}: {message}") from None
+
+
+def _number(key: str, text: str, kind):
+    try:
+        return kind(text.strip())
+    except ValueError:
+        what, example = ("a number", "104,117,123") if kind is float else ("a whole number",
+                                                                            "256,256")
+        option = "--" + key.replace("_", "-")
+        raise TrainnetError(f"preprocessing options: {option}: {text.strip()!r} is not {what} "
+                            f"(give comma-separated values, as {example})") from None
 
 
 def _preprocess_options(fn):

@@ -45,6 +45,15 @@ def _message(err: dict, known_keys: Iterable[str]) -> str:
     return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
 
 
+def first_message(exc: ValidationError) -> tuple[str, str]:
+    """The first error of ``exc`` as (its top-level field, a readable message): for values that
+    come from somewhere without lines (command-line options)."""
+    err = exc.errors()[0]
+    field = next((str(p) for p in err["loc"] if isinstance(p, str)), "")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return field, _message(err, ()) + more
+
+
 def _model_in(annotation) -> Optional[type[BaseModel]]:
     """The config model inside a field's annotation (``X``, ``list[X]``, ``Optional[X]``)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
