@@ -62,16 +62,16 @@ def largest_blob(plan) -> Optional[Largest]:
     return best
 
 
-def net_bytes(plan, shared=None, on_gpu: bool = False) -> tuple[int, int]:
-    """(activation bytes, parameter bytes) a Net allocates for ``plan``: its arena and shadow
-    gradients, and the parameters' data and diff (with a host copy filling them on the CPU) that
-    ``shared`` (a ParamStore the net borrows) does not already hold."""
+def net_bytes(plan, shared=None, on_gpu: bool = False) -> tuple[int, int, int]:
+    """(activation bytes, parameter bytes, copies of the parameters) a Net allocates for
+    ``plan``: its arena and shadow gradients, and the parameters that ``shared`` (a ParamStore
+    the net borrows) does not already hold, as data and diff (and, on the CPU, the host array
+    they are filled from)."""
     from trainnet.plan.params import aligned
 
     own = [s for s in plan.params if shared is None or s.key not in shared.index]
     elements = sum(aligned(s.count) for s in own)
-    copies = 2 if on_gpu else 3   # data, diff (and the host array they are filled from)
-    return plan.arena_bytes + 4 * plan.shadow_arena, 4 * elements * copies
+    return plan.arena_bytes + 4 * plan.shadow_arena, 4 * elements, 2 if on_gpu else 3
 
 
 def available_bytes(device) -> Optional[int]:
@@ -95,8 +95,8 @@ def parse_bytes(text: str) -> int:
 def check_fits(plan, device, shared=None, available: Optional[int] = None) -> None:
     """Refuse ``plan`` on ``device`` when what a Net would allocate for it exceeds ``available``
     (default: ``available_bytes(device)``); ``shared``: the ParamStore the net would borrow."""
-    activations, params = net_bytes(plan, shared, device.is_gpu)
-    need = activations + params
+    activations, params, copies = net_bytes(plan, shared, device.is_gpu)
+    need = activations + copies * params
     free = available_bytes(device) if available is None else available
     if free is None:
         if need <= BEYOND_ANY_MACHINE:
@@ -106,9 +106,10 @@ def check_fits(plan, device, shared=None, available: Optional[int] = None) -> No
         return
     big = largest_blob(plan)
     where = "the GPU" if device.is_gpu else "this machine"
-    message = (f"net '{plan.net_name}' ({plan.phase}) needs {human_bytes(need)} "
-               f"(activations {human_bytes(activations)}, parameters {human_bytes(params)}) but "
-               f"{where} has {human_bytes(free)} available")
+    held = "data, gradient" + ("" if device.is_gpu else " and the copy that fills them")
+    message = (f"net '{plan.net_name}' ({plan.phase}) needs {human_bytes(need)} (activations "
+               f"{human_bytes(activations)}, parameters {human_bytes(params)} {copies} times: "
+               f"{held}) but {where} has {human_bytes(free)} available")
     if big is None:
         raise TrainnetError(message)
     shape = "x".join(map(str, big.shape)) or "scalar"
