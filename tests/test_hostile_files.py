@@ -12,6 +12,7 @@ test_hostile_files_data.py.
 from __future__ import annotations
 
 import os
+import signal
 import tracemalloc
 from pathlib import Path
 from typing import Callable
@@ -40,10 +41,11 @@ layer:
 # --- the family -----------------------------------------------------------------------------------
 
 def family(good: bytes, seed: int, flips: int = 12) -> dict[str, bytes]:
-    """Damaged copies of ``good`` by name: empty, cut short at several offsets, and ``flips``
-    copies with one to three bytes flipped (seeded)."""
+    """Damaged copies of ``good`` by name: empty, its first four bytes (a magic number, a
+    header) inverted, cut short at several offsets, and ``flips`` copies with one to three
+    bytes flipped (seeded)."""
     n = len(good)
-    cases = {"empty": b""}
+    cases = {"empty": b"", "magic": bytes(b ^ 0xFF for b in good[:4]) + good[4:]}
     cuts = {1, 2, 4, 8, 16, n // 4, n // 3, n // 2, 2 * n // 3, 3 * n // 4, n - 4, n - 1}
     for cut in sorted(cuts):
         cases[f"cut{cut}"] = good[:cut]
@@ -67,8 +69,9 @@ def refused(load: Callable, path: Path) -> str:
 
 def check_family(tmp_path: Path, good: bytes, suffix: str, load: Callable,
                  shape_of: Callable, seed: int, cut_ok: Callable = lambda got: False) -> None:
-    """Every cut copy refused (or read as ``cut_ok`` allows); every flipped copy refused or read
-    with the good file's shapes; a folder, a missing and an unreadable file refused."""
+    """An empty copy and a wrong magic refused; every cut copy refused (or read as ``cut_ok``
+    allows); every flipped copy refused or read with the good file's shapes; a folder, a missing
+    file, a pipe, /dev/zero and an unreadable file refused."""
     folder = tmp_path / "family"
     folder.mkdir()
     source = folder / f"good{suffix}"
@@ -77,7 +80,10 @@ def check_family(tmp_path: Path, good: bytes, suffix: str, load: Callable,
     for name, data in family(good, seed).items():
         path = folder / f"{name}{suffix}"
         path.write_bytes(data)
-        if not name.startswith("flip"):
+        if name in ("empty", "magic"):
+            refused(load, path)
+            continue
+        if name.startswith("cut"):
             try:
                 got = load(path)
             except TrainnetError as exc:
@@ -94,11 +100,24 @@ def check_family(tmp_path: Path, good: bytes, suffix: str, load: Callable,
     (folder / f"dir{suffix}").mkdir()
     refused(load, folder / f"dir{suffix}")
     refused(load, folder / f"missing{suffix}")
+    os.mkfifo(folder / f"pipe{suffix}")   # opening it would block: refused from its kind alone
+    for special in (folder / f"pipe{suffix}", Path("/dev/zero")):
+        previous = signal.signal(signal.SIGALRM, _hung)
+        signal.alarm(20)
+        try:
+            refused(load, special)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
     if os.geteuid() != 0:  # root reads any file
         locked = folder / f"locked{suffix}"
         locked.write_bytes(good)
         locked.chmod(0)
         refused(load, locked)
+
+
+def _hung(signum, frame):
+    raise AssertionError("still reading after 20 s")
 
 
 def peak_bytes(fn: Callable) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.limits import regular_file
 
 SIDE, CHANNELS = 32, 3
 PIXELS = CHANNELS * SIDE * SIDE
@@ -24,10 +25,7 @@ LABEL_BYTES = {PIXELS + 1: 1, PIXELS + 2: 2}  # record size -> label bytes (CIFA
 
 def record_size(path: Path) -> int:
     """The record size of a CIFAR binary file, by its length (refusing anything else)."""
-    try:
-        size = Path(path).stat().st_size
-    except OSError as exc:
-        raise TrainnetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    size = regular_file(Path(path), "CIFAR batch file")
     for record in LABEL_BYTES:
         if size and size % record == 0:
             return record
@@ -44,6 +42,31 @@ def count_records(paths: list[Path]) -> int:
     return sum(Path(p).stat().st_size // r for p, r in sizes.items())
 
 
+# The classes a label byte may name: CIFAR-10's 10; CIFAR-100's 20 coarse and 100 fine.
+LABEL_LIMITS = {1: (10,), 2: (20, 100)}
+
+
+def _records(path: Path) -> np.ndarray:
+    """The records of one file (N, record size), their labels checked: a label out of range
+    is a file that is not CIFAR's, or one whose records are misaligned (bytes lost or added)."""
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise TrainnetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    size = record_size(path)
+    if raw.size % size:
+        raise TrainnetError(f"{path}: changed while it was read")
+    raw = raw.reshape(-1, size)
+    label_bytes = LABEL_BYTES[size]
+    for j, limit in enumerate(LABEL_LIMITS[label_bytes]):
+        bad = np.flatnonzero(raw[:, j] >= limit)
+        if bad.size:
+            kind = "CIFAR-10" if label_bytes == 1 else "CIFAR-100"
+            raise TrainnetError(f"{path}: record {bad[0]} has label {raw[bad[0], j]}, but {kind} "
+                                f"labels are below {limit}: not a {kind} batch, or a corrupt one")
+    return raw
+
+
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 _LOCK = threading.Lock()
 
@@ -56,7 +79,7 @@ def read_cifar(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     key = tuple((os.path.realpath(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
     with _LOCK:
         if key not in _CACHE:
-            records = [np.fromfile(p, np.uint8).reshape(-1, record_size(p)) for p in paths]
+            records = [_records(p) for p in paths]
             raw = np.concatenate(records) if len(records) > 1 else records[0]
             label_bytes = LABEL_BYTES[raw.shape[1]]
             images = np.ascontiguousarray(raw[:, label_bytes:]).reshape(-1, CHANNELS, SIDE, SIDE)

@@ -14,6 +14,7 @@ directly: no copy is made that the transform would make anyway.
 from __future__ import annotations
 
 import io
+import os
 from typing import Optional
 
 import numpy as np
@@ -52,6 +53,8 @@ def decode_image(payload: bytes | str, color: Optional[bool] = None,
     BGRA).  ``size`` (height, width) resizes bilinearly, as Caffe's ``new_height/new_width``.
     Raises RecordError for a file Pillow cannot decode or that is not 8-bit."""
     source = io.BytesIO(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else payload
+    if source is payload and not os.path.isfile(payload):  # a pipe or a device may never end
+        raise RecordError("not a regular file")
     try:
         with Image.open(source) as img:
             if color is not False and size is None:
@@ -136,6 +139,8 @@ def datum_array(datum, force_color: bool = False, force_gray: bool = False) -> n
         color = True if force_color else False if force_gray else None
         return decode_image(datum.data, color)
     shape = (datum.channels, datum.height, datum.width)
+    if min(shape) < 0:
+        raise RecordError(f"states a negative size {'x'.join(map(str, shape))}")
     count = shape[0] * shape[1] * shape[2]
     if datum.data:
         if len(datum.data) != count:

@@ -20,10 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats import limits
+from trainnet.formats.limits import size_text
 
 GZIP_MAGIC = b"\x1f\x8b"
 DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
           0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+MAX_BYTES = 2**32  # the most data one IDX file may declare (MNIST's largest holds 47 MB)
+GZIP_RATIO = 1032  # deflate's largest expansion, output bytes per input byte
+CHUNK = 1 << 22    # bytes inflated per read
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,10 @@ def _fail(path: Path, what: str) -> TrainnetError:
 
 
 def _is_gzip(path: Path) -> bool:
+    limits.regular_file(path, "file")
     try:
         with open(path, "rb") as f:
             return f.read(2) == GZIP_MAGIC
-    except FileNotFoundError:
-        raise _fail(path, "no such file") from None
-    except IsADirectoryError:
-        raise _fail(path, "is a folder, not an IDX file") from None
     except OSError as exc:
         raise _fail(path, f"cannot be read ({exc.strerror or exc})") from None
 
@@ -83,8 +85,30 @@ def _open(path: Path, compressed: bool):
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
 
+def memory_limit() -> int:
+    """The most data one IDX file may declare: the array is held whole in memory, so at most
+    ``MAX_BYTES`` and half of this machine's memory."""
+    return min(MAX_BYTES, limits.memory_limit())
+
+
+def _check_declared(header: IdxHeader, file_size: int) -> None:
+    """Refuse a header declaring more data than the file can hold, before anything is read:
+    a gzip stream inflates at most ``GZIP_RATIO`` bytes per byte, and no IDX file is read past
+    ``memory_limit()``."""
+    want = header.payload_bytes
+    declared = f"the header declares {header.describe()} ({size_text(want)} of data)"
+    if header.compressed and want > GZIP_RATIO * file_size:
+        raise _fail(header.path, f"{declared}, more than {file_size} bytes of gzip can hold: a "
+                    "corrupt header")
+    if want > memory_limit():
+        raise _fail(header.path, f"{declared}, more than trainnet reads from one IDX file "
+                    f"({size_text(memory_limit())}): a corrupt header, or a dataset to convert to "
+                    "a database")
+
+
 def read_idx_header(path: str | Path) -> IdxHeader:
-    """The header alone; for a plain file also checks that the file size matches it."""
+    """The header alone; checks that the file can hold the data it declares (for a plain file,
+    that its size matches exactly)."""
     path = Path(path)
     compressed = _is_gzip(path)
     try:
@@ -95,8 +119,10 @@ def read_idx_header(path: str | Path) -> IdxHeader:
     except (OSError, EOFError, zlib.error) as exc:
         raise _fail(path, f"corrupt gzip data ({exc})") from None
     header = _parse_header(path, head, compressed)
+    size = path.stat().st_size
     if not compressed:
-        _check_length(header, path.stat().st_size - header.offset)
+        _check_length(header, size - header.offset)
+    _check_declared(header, size)
     return header
 
 
@@ -111,22 +137,41 @@ def _check_length(header: IdxHeader, got: int) -> None:
 
 
 def _decode(path: Path) -> np.ndarray:
-    compressed = _is_gzip(path)
+    """The payload, streamed into an array of the size the header declares (checked first
+    against the file's size): a gzip stream is never inflated past it, so a stream that holds
+    more (a decompression bomb) costs no more than the header's figure."""
+    header = read_idx_header(path)
+    raw = np.empty(header.payload_bytes, np.uint8)
     try:
-        raw = path.read_bytes()
-        if compressed:
-            raw = gzip.decompress(raw)
+        with _open(path, header.compressed) as f:
+            f.read(header.offset)
+            got = _fill(f, memoryview(raw))
+            more = f.read(1)
     except EOFError:
         raise _fail(path, "truncated gzip stream (the download may be incomplete)") from None
     except (OSError, zlib.error) as exc:
         raise _fail(path, f"corrupt gzip data ({exc})") from None
-    header = _parse_header(path, raw[:4 + 4 * (raw[3] if len(raw) > 3 else 0)], compressed)
-    _check_length(header, len(raw) - header.offset)
-    data = np.frombuffer(raw, DTYPES[raw[2]], offset=header.offset).reshape(header.shape)
-    if data.dtype != header.dtype:  # multi-byte types: to native byte order
-        data = data.astype(header.dtype)
+    if got < len(raw):
+        _check_length(header, got)
+    if more:
+        raise _fail(path, f"more data after the {header.describe()} the header declares: a "
+                    "corrupt header, or not an IDX file")
+    data = raw.view(header.dtype.newbyteorder(">")).reshape(header.shape)
+    if data.dtype != header.dtype:  # multi-byte types: to native byte order, in place
+        data = data.byteswap(inplace=True).view(header.dtype)
     data.flags.writeable = False  # shared through the cache
     return data
+
+
+def _fill(f, view: memoryview) -> int:
+    """Read into ``view`` until it is full or the file ends; returns the bytes read."""
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:got + CHUNK])
+        if not n:
+            break
+        got += n
+    return got
 
 
 _CACHE: dict[tuple[str, int, int], np.ndarray] = {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.limits import read_text
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,7 @@ class ListEntry:
 def read_list(list_file: Path) -> list[ListEntry]:
     """The entries of a ``path label`` list; a line that is not one is an error naming it."""
     list_file = Path(list_file)
-    try:
-        text = list_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TrainnetError(f"{list_file}: no such list file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainnetError(f"{list_file}: cannot read the list ({exc})") from None
+    text = read_text(list_file, "list file")
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.rstrip()

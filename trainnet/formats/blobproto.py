@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError
 from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.atomic import atomic_write
+from trainnet.formats.limits import regular_file
 
 MAX_BYTES = 2**31 - 1  # protobuf refuses larger messages; Caffe reads at most INT_MAX bytes too
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -24,9 +25,7 @@ LEGACY_DIMS = ("num", "channels", "height", "width")
 def read_bytes(path: Path, what: str, hdf5_hint: str = "") -> bytes:
     """The bytes of a binary protobuf file; a missing, huge, empty or HDF5 file is refused."""
     path = Path(path)
-    if not path.is_file():
-        raise TrainnetError(f"{path}: no such {what} file")
-    size = path.stat().st_size
+    size = regular_file(path, f"{what} file")
     if size > MAX_BYTES:
         raise TrainnetError(f"{path}: {size / 2**30:.1f} GiB is more than a protobuf message may "
                             f"hold (2 GiB, also Caffe's limit); it cannot be a {what} file")
