@@ -1,6 +1,6 @@
 """Corrupt and hostile dataset files end in one clean line naming the file, in bounded time and
 memory: IDX (gzip and raw; decompression bombs), CIFAR binary batches, Datum records in LMDB and
-LevelDB and image lists, each through its reader (the damaged-copy families of
+LevelDB, HDF5 data lists and image lists, each through its reader (the damaged-copy families of
 test_hostile_files.py) and through `trainnet train` / `trainnet data` over a small net."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from hostile import assert_one_error, cli
 from test_hostile_files import check_family, family, peak_bytes, refused
 from trainnet.data import cifar, idx
 from trainnet.data.datum import RecordError, datum_array, decode_image, parse_datum
+from trainnet.data.hdf5 import HDF5Source, read_file_list
 from trainnet.data.idx import read_idx, write_idx
 from trainnet.data.lists import read_list
 from trainnet.formats.blobproto import save_blob
@@ -207,6 +208,38 @@ def test_data_mean_over_a_corrupt_record_writes_nothing(tmp_path):
     db = write_lmdb(tmp_path / "db", [(b"0", datum_bytes(IMAGES[:1])), (b"1", b"\x08\x01\x22\x05ab")])
     assert_one_error(cli("data", "mean", db, tmp_path / "mean.binaryproto"), str(db), "'1'")
     assert not (tmp_path / "mean.binaryproto").exists()
+
+
+# --- HDF5 data lists ------------------------------------------------------------------------------
+
+def test_hdf5_data_family(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "good.h5", "w") as f:
+        f["data"], f["label"] = IMAGES.astype(np.float32), LABELS
+    check_family(tmp_path, (tmp_path / "good.h5").read_bytes(), ".h5",
+                 lambda p: HDF5Source([p], ["data", "label"]).arrays(0),
+                 lambda arrays: {k: v.shape for k, v in arrays.items()}, seed=10)
+
+
+def test_hdf5_data_absurd_sizes_and_lists(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "huge.h5", "w") as f:
+        f.create_dataset("data", shape=(2**40, 1), dtype="f4", chunks=(4096, 1))
+        f["label"] = np.zeros(2**40 // 2**40, np.float32)
+    assert "declares shape (1099511627776, 1)" in refused(
+        lambda p: HDF5Source([p], ["data", "label"]), tmp_path / "huge.h5")
+    assert peak_bytes(lambda: HDF5Source([tmp_path / "huge.h5"], ["data", "label"])) < 2**20
+    lists = {"binary.txt": bytes(range(256)), "nul.txt": b"good.h5\x00\n"}
+    for name, data in lists.items():
+        (tmp_path / name).write_bytes(data)
+    refused(read_file_list, tmp_path / "binary.txt")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'huge.h5'}\n")
+    layer = f"{{name: d, type: HDF5Data, top: [data, label], source: {tmp_path / 'list.txt'}, batch_size: 2}}"
+    failed_cleanly(train_over(tmp_path, layer), tmp_path, "huge.h5", "declares shape")
+    (tmp_path / "list.txt").write_text(f"{tmp_path}\n")   # a folder named as an HDF5 file
+    failed_cleanly(train_over(tmp_path, layer), tmp_path, str(tmp_path), "a folder")
 
 
 # --- image lists ---------------------------------------------------------------------------------

@@ -18,14 +18,15 @@ import numpy as np
 
 from trainnet.data.pipeline import Feeder
 from trainnet.errors import TrainnetError
+from trainnet.formats.hdf5 import check_size, open_hdf5
+from trainnet.formats.limits import read_text
+
+WHAT = "HDF5 data"
 
 
 def read_file_list(path: Path) -> list[str]:
     """The names in an HDF5 source list (whitespace-separated, as Caffe reads them)."""
-    try:
-        names = Path(path).read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainnetError(f"{path}: cannot read the HDF5 file list ({exc})") from None
+    names = read_text(Path(path), "HDF5 file list").split()
     if not names:
         raise TrainnetError(f"{path}: the list names no HDF5 files")
     return names
@@ -35,17 +36,14 @@ class HDF5Source:
     """The files of a list and the datasets ``names`` in each: counts and item shapes."""
 
     def __init__(self, files: list[Path], names: list[str]):
-        import h5py
-
         self.files, self.names = files, names
         self.counts: list[int] = []
         self.item_shapes: dict[str, tuple[int, ...]] = {}
         for path in files:
-            try:
-                with h5py.File(path, "r") as f:
-                    self.counts.append(self._check(path, f))
-            except OSError as exc:
-                raise TrainnetError(f"{path}: not a readable HDF5 file ({exc})") from None
+            if not path.exists():
+                raise TrainnetError(f"{path}: not a readable HDF5 file (no such file)")
+            with open_hdf5(path, WHAT) as f:
+                self.counts.append(self._check(path, f))
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         self.n = int(self.offsets[-1])
         if self.n == 0:
@@ -63,6 +61,7 @@ class HDF5Source:
             if ds.dtype.kind not in "fiub" or ds.ndim < 1:
                 raise TrainnetError(f"{path}: dataset '{name}' is {ds.dtype} of shape {ds.shape}; "
                                     "HDF5Data reads numeric datasets of at least one axis")
+            check_size(ds, str(path))
             item = tuple(ds.shape[1:])
             if self.item_shapes.setdefault(name, item) != item:
                 raise TrainnetError(f"{path}: dataset '{name}' has items of shape {item}, the first "
@@ -75,24 +74,28 @@ class HDF5Source:
 
     def arrays(self, i: int) -> dict[str, np.ndarray]:
         """File ``i``'s datasets as float32 arrays (read once, the two latest kept)."""
-        import h5py
-
         with self._lock:
             if i in self._cache:
                 self._cache.move_to_end(i)
                 return self._cache[i]
             path = self.files[i]
-            try:
-                with h5py.File(path, "r") as f:
-                    arrays = {n: np.asarray(f[n][()], np.float32) for n in self.names}
-            except (OSError, KeyError) as exc:
-                raise TrainnetError(f"{path}: cannot read its datasets ({exc})") from None
+            with open_hdf5(path, WHAT) as f:
+                arrays = {n: self._read(path, f, n) for n in self.names}
             if any(len(a) != self.counts[i] for a in arrays.values()):
                 raise TrainnetError(f"{path}: changed since the net was compiled")
             self._cache[i] = arrays
             while len(self._cache) > 2:
                 self._cache.popitem(last=False)
             return arrays
+
+
+    @staticmethod
+    def _read(path: Path, f, name: str) -> np.ndarray:
+        ds = f.get(name)
+        if ds is None or not hasattr(ds, "shape"):
+            raise TrainnetError(f"{path}: changed since the net was compiled (no dataset '{name}')")
+        check_size(ds, str(path))
+        return np.asarray(ds[()], np.float32)
 
 
 class HDF5Feeder(Feeder):

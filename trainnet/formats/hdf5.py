@@ -7,9 +7,10 @@ dataset in the blob's shape (``H5LTmake_dataset_float``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -17,9 +18,16 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats.atomic import atomic_write
 from trainnet.formats.blobproto import HDF5_MAGIC
+from trainnet.formats.limits import check_allocation, regular_file, size_text
+
+# What h5py raises for a damaged file, at any step (opening, walking groups, reading values).
+DAMAGE = (OSError, RuntimeError, KeyError, ValueError)
+MAX_RATIO = 1100  # bytes of values per stored byte: above gzip's largest expansion (1032)
 
 
 def is_hdf5(path: Path) -> bool:
+    if not Path(path).is_file():  # never open a pipe or a device: it may block or never end
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(HDF5_MAGIC)) == HDF5_MAGIC
@@ -35,16 +43,40 @@ def write_hdf5(path: Path, fill: Callable[[h5py.File], None]) -> None:
     atomic_write(Path(path), buffer.getvalue())
 
 
-def open_hdf5(path: Path, what: str) -> h5py.File:
-    """``path`` open for reading; a missing, truncated or corrupt file is one clear error."""
+@contextlib.contextmanager
+def open_hdf5(path: Path, what: str) -> Iterator[h5py.File]:
+    """``path`` open for reading within the block; a missing, truncated or corrupt file, found
+    when opening it or anywhere in the block (a damaged group, link or dataset), is one clear
+    error naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise TrainnetError(f"{path}: no such {what} file")
+    regular_file(path, f"{what} file")
     try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise TrainnetError(f"{path}: an HDF5 file that cannot be read (truncated or corrupt?): "
-                            f"{exc}") from None
+        with h5py.File(path, "r") as f:
+            yield f
+    except DAMAGE as exc:
+        raise damaged(path, exc) from None
+
+
+def damaged(path: Path, exc: BaseException) -> TrainnetError:
+    reason = " ".join(str(exc).split())[:200]
+    return TrainnetError(f"{path}: an HDF5 file that cannot be read (truncated or corrupt?): "
+                         f"{reason}")
+
+
+def check_size(item: h5py.Dataset, where: str) -> None:
+    """Refuse a dataset whose declared shape needs more bytes than the file stores for it could
+    inflate to, or than memory holds, before reading it."""
+    need = item.dtype.itemsize
+    for d in item.shape or ():
+        need *= int(d)
+    if not need:
+        return
+    stored = item.id.get_storage_size()
+    if need > MAX_RATIO * stored:
+        raise TrainnetError(f"{where}: dataset '{item.name}' declares shape {item.shape} "
+                            f"({size_text(need)}) but the file stores {size_text(stored)} of it: "
+                            "a corrupt file")
+    check_allocation(where, need, f"dataset '{item.name}' of shape {item.shape}")
 
 
 def save_int(group: h5py.Group, name: str, value: int) -> None:
@@ -93,6 +125,7 @@ def load(group: h5py.Group, name: str, where: str):
     item = group.get(name)
     if not isinstance(item, h5py.Dataset):
         raise TrainnetError(f"{where}: no dataset '{name}' in group '{group.name}'")
+    check_size(item, where)
     try:
         return item[()]
     except (OSError, TypeError, ValueError) as exc:

@@ -21,7 +21,8 @@ from google.protobuf.message import DecodeError
 from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.atomic import atomic_write
-from trainnet.formats.blobproto import MAX_BYTES, blob_array, blob_proto, parse, read_bytes
+from trainnet.formats.blobproto import (MAX_BYTES, blob_array, blob_proto, parse, read_bytes,
+                                        text)
 from trainnet.formats import hdf5
 
 EXTRA_GROUP = "trainnet"   # the HDF5 group with trainnet's resume record
@@ -38,12 +39,16 @@ class CaffeState:
 
 
 def write_binaryproto(path: Path, state: CaffeState) -> None:
-    message = caffe_pb.TrainnetSolverState(iter=state.iter, learned_net=state.learned_net,
-                                           current_step=state.current_step)
-    message.history.extend(blob_proto(h) for h in state.history)
+    """The fields in the order ``iter``, trainnet's record, ``learned_net``, ``history``,
+    ``current_step`` (a parser takes them in any order): Caffe's parser and a check for a
+    solver state read ``iter`` first, as Caffe writes it, and a file cut short anywhere lacks
+    ``current_step``, so ``read_state`` can tell it from a whole one."""
+    head = caffe_pb.TrainnetSolverState(iter=state.iter)
     if state.extra is not None:
-        message.trainnet = state.extra
-    payload = message.SerializeToString()
+        head.trainnet = state.extra
+    rest = caffe_pb.SolverState(learned_net=state.learned_net, current_step=state.current_step)
+    rest.history.extend(blob_proto(h) for h in state.history)
+    payload = head.SerializeToString() + rest.SerializeToString()
     if len(payload) > MAX_BYTES:
         raise TrainnetError(f"{path}: the solver state needs {len(payload) / 2**30:.1f} GiB, more "
                             "than a protobuf message may hold (2 GiB); use snapshot_format: HDF5")
@@ -82,9 +87,24 @@ def read_state(path: Path) -> CaffeState:
                                 "weights with --weights")
         raise TrainnetError(f"{path}: not a {WHAT}, or a truncated or corrupt one (it holds "
                             "fields a SolverState has not, or lacks the iteration)")
+    _refuse_partial(path, state)
     history = [blob_array(b, f"{path}: history blob {i}") for i, b in enumerate(state.history)]
-    return CaffeState(state.iter, state.learned_net, history, state.current_step,
-                      state.trainnet if state.HasField("trainnet") else None)
+    return CaffeState(state.iter, text(state.learned_net, f"{path}: learned_net"), history,
+                      state.current_step, state.trainnet if state.HasField("trainnet") else None)
+
+
+def _refuse_partial(path: Path, state) -> None:
+    """A state cut short between two fields parses; what it lacks tells.  Caffe writes every
+    field, ``current_step`` after the history, so a state with history but no current_step, or
+    without learned_net, was cut short (only a Caffe of before 2015, or a state written by hand,
+    lacks current_step, and then holds no history: a resume counts the blobs against the net).
+    trainnet writes its record second and current_step last: with a record, both must be there."""
+    lacking = [f for f in ("learned_net", "current_step") if not state.HasField(f)]
+    if not state.HasField("trainnet") and not len(state.history) and lacking == ["current_step"]:
+        return
+    if lacking:
+        raise TrainnetError(f"{path}: a truncated solver state (it lacks {' and '.join(lacking)}, "
+                            "which every solver state holds)")
 
 
 def _is_caffemodel(data: bytes) -> bool:
@@ -107,11 +127,20 @@ def _read_hdf5(path: Path) -> CaffeState:
             raise TrainnetError(f"{path}: an HDF5 file, but not a Caffe solver state (it lacks "
                                 f"{'iter' if 'iter' not in f else 'the history group'})")
         group = f["history"]
+        if not isinstance(group, hdf5.h5py.Group):
+            raise TrainnetError(f"{path}: 'history' is not a group: a corrupt solver state")
         names = [str(i) for i in range(len(group))]
         history = [hdf5.load_blob(group, n, where) for n in names]
         extra = None
-        if isinstance(f.get(EXTRA_GROUP), hdf5.h5py.Group):
+        if EXTRA_GROUP in f:
+            if not isinstance(f[EXTRA_GROUP], hdf5.h5py.Group):
+                raise TrainnetError(f"{path}: '{EXTRA_GROUP}' is not a group: a corrupt solver "
+                                    "state")
             extra = np.asarray(hdf5.load(f[EXTRA_GROUP], "resume", where), np.uint8).tobytes()
+            lacking = [n for n in ("learned_net", "current_step") if n not in f]
+            if lacking:
+                raise TrainnetError(f"{path}: a damaged solver state (it lacks "
+                                    f"{' and '.join(lacking)}, which trainnet writes in every one)")
         return CaffeState(hdf5.load_int(f, "iter", where),
                           hdf5.load_string(f, "learned_net", where) if "learned_net" in f else "",
                           history,

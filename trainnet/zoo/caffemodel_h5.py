@@ -57,9 +57,13 @@ def read_caffemodel_h5(path: str | Path,
             hint = (" (a Caffe solver state: its weights are in the file named by learned_net)"
                     if "iter" in f and "history" in f else "")
             raise TrainnetError(f"{path}: an HDF5 file without the group 'data': not a {WHAT}{hint}")
-        names: list[str] = []
-        data.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset)
-                        else None)
+        items: list[tuple[str, object]] = []
+        data.visititems(lambda name, item: items.append((name, type(item))))
+        for name, kind in items:
+            if kind not in (h5py.Group, h5py.Dataset):
+                raise TrainnetError(f"{path}: 'data/{name}' is a {kind.__name__}, neither a "
+                                    "layer's group nor a blob: a corrupt file")
+        names = [name for name, kind in items if kind is h5py.Dataset]
         for name in names:
             layer, _, index = name.rpartition("/")
             if not layer or not index.isdigit():
