@@ -197,11 +197,36 @@ def test_a_corrupt_datum_stops_training_with_one_line(tmp_path, backend):
 
 
 def test_a_damaged_database_file(tmp_path):
-    db = write_lmdb(tmp_path / "db", [(b"0", datum_bytes(IMAGES[:1]))])
+    """An empty, zeroed or cut data.mdb, a B-tree page of the wrong type (liblmdb's
+    MDB_CORRUPTED was a traceback), a LevelDB table with a flipped byte (read without checksums
+    it gave other values without a word)."""
+    db = write_lmdb(tmp_path / "db", [(b"%d" % i, datum_bytes(IMAGES[i:i + 1])) for i in range(4)])
+    good = (db / "data.mdb").read_bytes()
     layer = f"{{name: d, type: Data, top: [data, label], source: {db}, batch_size: 2}}"
-    for damage in (b"", bytes(4096), (db / "data.mdb").read_bytes()[:5000]):
+    for damage in (b"", bytes(4096), good[:5000], _wrong_root_page(good)):
         (db / "data.mdb").write_bytes(damage)
         failed_cleanly(train_over(tmp_path, layer), tmp_path, str(db))
+    plyvel = pytest.importorskip("plyvel")
+    db = write_leveldb(tmp_path / "ldb", [(b"%03d" % i, datum_bytes(IMAGES[i % 12:i % 12 + 1]))
+                                          for i in range(50)])
+    with plyvel.DB(str(db)) as handle:
+        handle.compact_range()   # the records into a table file (.ldb), in CRC-checked blocks
+    table, = db.glob("*.ldb")
+    data = bytearray(table.read_bytes())
+    data[len(data) // 3] ^= 0x55
+    table.write_bytes(bytes(data))
+    layer = f"{{name: d, type: Data, top: [data, label], source: {db}, batch_size: 2}}"
+    failed_cleanly(train_over(tmp_path, layer), tmp_path, str(db))
+
+
+def _wrong_root_page(data: bytes, page: int = 4096) -> bytes:
+    """data.mdb with its main B-tree's root page marked an overflow page: of the two meta pages
+    the one of the later transaction names the root (MDB_meta: md_root at 128, txnid at 144)."""
+    metas = [struct.unpack_from("<QQ", data, p * page + 128) for p in (0, 1)]
+    root = max(metas, key=lambda m: m[1])[0]
+    damaged = bytearray(data)
+    damaged[root * page + 10] = 0x04   # mp_flags: P_OVERFLOW
+    return bytes(damaged)
 
 
 def test_data_mean_over_a_corrupt_record_writes_nothing(tmp_path):

@@ -51,6 +51,7 @@ class Database:
         if backend == "LMDB":
             import lmdb
 
+            self._errors = (lmdb.Error,)
             try:
                 self._env = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
                                       max_readers=512)
@@ -65,21 +66,31 @@ class Database:
                                     f"its pages reach {need}); copy or convert it again")
         else:
             plyvel = _plyvel()
+            self._errors = (plyvel.Error,)
             try:
-                self._db = plyvel.DB(str(path), create_if_missing=False)
+                self._db = plyvel.DB(str(path), create_if_missing=False, paranoid_checks=True)
             except (plyvel.Error, OSError) as exc:
                 raise TrainnetError(f"{path}: cannot open as a LevelDB database ({exc})") from None
         self._keys: Optional[list[bytes]] = None
+
+    def _damaged(self, exc: Exception) -> TrainnetError:
+        """A damaged store (a page of the wrong type or not found, LevelDB's corruption)."""
+        return TrainnetError(f"{self.path}: a damaged {self.backend} database ({exc}); copy or "
+                             "convert it again")
 
     @property
     def keys(self) -> list[bytes]:
         """Every key in cursor order (listed on first use: a pass over the keys)."""
         if self._keys is None:
-            if self.backend == "LMDB":
-                with self._env.begin() as txn:
-                    self._keys = list(txn.cursor().iternext(keys=True, values=False))
-            else:
-                self._keys = list(self._db.iterator(include_value=False))
+            try:
+                if self.backend == "LMDB":
+                    with self._env.begin() as txn:
+                        self._keys = list(txn.cursor().iternext(keys=True, values=False))
+                else:
+                    self._keys = list(self._db.iterator(include_value=False,
+                                                         verify_checksums=True))
+            except self._errors as exc:
+                raise self._damaged(exc) from None
         return self._keys
 
     def __len__(self) -> int:
@@ -87,11 +98,14 @@ class Database:
 
     def first(self) -> Optional[tuple[bytes, bytes]]:
         """The first record in cursor order (what Caffe reads to shape the layer), or None."""
-        if self.backend == "LMDB":
-            with self._env.begin() as txn:
-                cursor = txn.cursor()
-                return (cursor.key(), cursor.value()) if cursor.first() else None
-        return next(self._db.iterator(), None)
+        try:
+            if self.backend == "LMDB":
+                with self._env.begin() as txn:
+                    cursor = txn.cursor()
+                    return (cursor.key(), cursor.value()) if cursor.first() else None
+            return next(self._db.iterator(verify_checksums=True), None)
+        except self._errors as exc:
+            raise self._damaged(exc) from None
 
     def close(self) -> None:
         if self.backend == "LMDB":
@@ -101,12 +115,15 @@ class Database:
 
     def get(self, key: bytes) -> Optional[bytes]:
         """The value of ``key``, or None when the database has no such key."""
-        if self.backend == "LEVELDB":
-            return self._db.get(key)
-        txn = getattr(self._local, "txn", None)
-        if txn is None:  # one long read transaction per thread: a consistent, lock-free view
-            txn = self._local.txn = self._env.begin(buffers=False)
-        return txn.get(key)
+        try:
+            if self.backend == "LEVELDB":
+                return self._db.get(key, verify_checksums=True)  # LevelDB's blocks carry CRCs
+            txn = getattr(self._local, "txn", None)
+            if txn is None:  # one long read transaction per thread: a consistent, lock-free view
+                txn = self._local.txn = self._env.begin(buffers=False)
+            return txn.get(key)
+        except self._errors as exc:
+            raise self._damaged(exc) from None
 
 
 _OPEN: dict[tuple[str, str], Database] = {}
