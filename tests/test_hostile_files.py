@@ -1,13 +1,13 @@
 """Corrupt and hostile binary files end in one clean line naming the file, in bounded time and
-memory, and are never accepted in part: Caffe's protobuf files (.caffemodel, a .binaryproto mean,
-.solverstate) and HDF5 ones (.caffemodel.h5, .solverstate.h5).
+memory, and are never accepted in part: Caffe's protobuf files (.caffemodel, a .binaryproto mean).
 
 Each format gets a generated family of damaged copies of a good file (``family``: empty, cut at
 several offsets, seeded byte flips, a wrong magic), plus a folder where the file should be, an
 unreadable file, and absurd declared sizes.  A cut file must be refused; a flipped one refused,
 or read whole (these formats carry no checksum: a flipped value byte reads as another value).
-The data formats (IDX, CIFAR, databases, HDF5 lists, image lists) are in
-test_hostile_files_data.py.
+Solver states and HDF5 models are in test_hostile_files_states.py, datasets (IDX, CIFAR,
+databases) in test_hostile_files_data.py, HDF5 data lists and image lists in
+test_hostile_files_lists.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import tracemalloc
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 import pytest
 
@@ -26,9 +25,8 @@ from hostile import assert_one_error, cli
 from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.blobproto import blob_proto, load_mean, save_blob, varint
-from trainnet.formats.solverstate import CaffeState, read_state, write_binaryproto, write_hdf5
+from trainnet.formats.solverstate import read_state
 from trainnet.zoo.caffemodel import CaffeLayer, caffe_to_trainnet, read_caffemodel, write_caffemodel
-from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5, write_caffemodel_h5
 
 RNG = np.random.default_rng(10)
 WEIGHTS = {"conv.0": RNG.normal(size=(4, 3, 3, 3)), "conv.1": RNG.normal(size=4),
@@ -237,6 +235,13 @@ def test_absurd_blob_sizes_allocate_nothing(tmp_path):
         path.write_bytes(data)
         refused(lambda p: caffe_to_trainnet(read_caffemodel(p)), path)
         assert peak_bytes(lambda: read_caffemodel(path)) < 2**20, name
+    state = caffe_pb.SolverState(iter=1, learned_net="w.caffemodel", current_step=0)
+    state.history.append(huge)
+    for path, data, load in ((tmp_path / "huge.binaryproto", huge.SerializeToString(), load_mean),
+                             (tmp_path / "huge.solverstate", state.SerializeToString(), read_state)):
+        path.write_bytes(data)
+        assert "needs 1099511627776 values" in refused(load, path)
+        assert peak_bytes(lambda: load(path)) < 2**20
 
 
 # --- .binaryproto mean ---------------------------------------------------------------------------
@@ -255,96 +260,3 @@ def test_a_mean_file_cut_after_its_dims_is_refused(tmp_path):
         path = tmp_path / f"cut{cut}.binaryproto"
         path.write_bytes(data[:cut])
         assert "no values" in refused(load_mean, path)
-
-
-# --- .solverstate ---------------------------------------------------------------------------------
-
-HISTORY = [WEIGHTS["conv.0"], WEIGHTS["conv.1"], WEIGHTS["ip.0"]]
-
-
-def history_shapes(state: CaffeState) -> list:
-    return [h.shape for h in state.history]
-
-
-@pytest.mark.parametrize("extra", [b"trainnet's resume record", None])
-def test_solverstate_family(tmp_path, extra):
-    """trainnet's state cut anywhere is refused.  Caffe's, cut after its weights' name, reads
-    as a state without history (as an old Caffe's state of a net without parameters would):
-    a resume refuses it by the count of history blobs against the net."""
-    path = tmp_path / "s.solverstate"
-    write_binaryproto(path, CaffeState(12, "w.caffemodel", HISTORY, 1, extra))
-    check_family(tmp_path, path.read_bytes(), ".solverstate", read_state, history_shapes, seed=4,
-                 cut_ok=lambda state: extra is None and not state.history)
-
-
-def test_a_solverstate_cut_between_fields_is_refused(tmp_path):
-    """Every cut of trainnet's state between two fields (after the iteration, the record, the
-    weights' name, each history blob) lacks what follows, and is refused as truncated."""
-    path = tmp_path / "s.solverstate"
-    write_binaryproto(path, CaffeState(12, "w.caffemodel", HISTORY, 1, b"record"))
-    data = path.read_bytes()
-    assert data[0] == 0x08   # the iteration first, as Caffe writes it
-    state = caffe_pb.TrainnetSolverState.FromString(data)
-    assert (state.iter, state.trainnet, state.current_step) == (12, b"record", 1)
-    assert len(state.history) == 3
-    bounds, at = [], 0
-    while at < len(data):   # the top-level field boundaries
-        tag, at = _varint(data, at)
-        if tag & 7 == 0:
-            _, at = _varint(data, at)
-        else:
-            length, at = _varint(data, at)
-            at += length
-        bounds.append(at)
-    assert len(bounds) == 7
-    for cut in bounds[:-1]:
-        (tmp_path / "cut.solverstate").write_bytes(data[:cut])
-        refused(read_state, tmp_path / "cut.solverstate")
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at, shift = at + 1, shift + 7
-        if byte < 0x80:
-            return value, at
-
-
-def test_a_caffe_state_without_its_weights_name_is_refused(tmp_path):
-    """Caffe writes learned_net in every state: one without was cut after its iteration."""
-    path = tmp_path / "s.solverstate"
-    path.write_bytes(caffe_pb.SolverState(iter=3).SerializeToString())
-    assert "truncated" in refused(read_state, path)
-
-
-def test_solverstate_h5_family(tmp_path):
-    path = tmp_path / "s.solverstate.h5"
-    write_hdf5(path, CaffeState(12, "w.caffemodel.h5", HISTORY, 1, b"record"))
-    check_family(tmp_path, path.read_bytes(), ".solverstate.h5", read_state, history_shapes, seed=5)
-
-
-# --- HDF5 (.caffemodel.h5) ------------------------------------------------------------------------
-
-def test_caffemodel_h5_family(tmp_path):
-    path = tmp_path / "w.caffemodel.h5"
-    write_caffemodel_h5(path, ["data", "conv", "ip", "loss"], WEIGHTS)
-    check_family(tmp_path, path.read_bytes(), ".caffemodel.h5", read_caffemodel_h5,
-                 lambda blobs: sorted(v.shape for v in blobs.values()), seed=6)
-
-
-def test_hdf5_datasets_declaring_absurd_sizes_allocate_nothing(tmp_path):
-    """A dataset of 2**40 floats with no stored values (HDF5 would give fill values), in a model
-    and in a solver state: refused from the declared shape, before any read."""
-    path = tmp_path / "w.caffemodel.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("data/ip/0", shape=(2**20, 2**20), dtype="f4", chunks=(64, 64))
-    assert "declares shape (1048576, 1048576)" in refused(read_caffemodel_h5, path)
-    assert peak_bytes(lambda: read_caffemodel_h5(path)) < 2**20
-    state = tmp_path / "s.solverstate.h5"
-    write_hdf5(state, CaffeState(1, "w.caffemodel.h5", [], 0, None))
-    with h5py.File(state, "a") as f:
-        f.create_dataset("history/0", shape=(2**40,), dtype="f4", chunks=(1024,))
-    refused(read_state, state)
-    assert peak_bytes(lambda: read_state(state)) < 2**20

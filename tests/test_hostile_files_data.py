@@ -1,28 +1,24 @@
 """Corrupt and hostile dataset files end in one clean line naming the file, in bounded time and
-memory: IDX (gzip and raw; decompression bombs), CIFAR binary batches, Datum records in LMDB and
-LevelDB, HDF5 data lists and image lists, each through its reader (the damaged-copy families of
+memory: IDX (gzip and raw; decompression bombs), a mean file, CIFAR binary batches, Datum
+records in LMDB and LevelDB, each through its reader (the damaged-copy families of
 test_hostile_files.py) and through `trainnet train` / `trainnet data` over a small net."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from datum_writer import datum_bytes, write_leveldb, write_lmdb
 from hostile import assert_one_error, cli
 from test_hostile_files import check_family, family, peak_bytes, refused
 from trainnet.data import cifar, idx
-from trainnet.data.datum import RecordError, datum_array, decode_image, parse_datum
-from trainnet.data.hdf5 import HDF5Source, read_file_list
+from trainnet.data.datum import RecordError, datum_array, parse_datum
 from trainnet.data.idx import read_idx, write_idx
-from trainnet.data.lists import read_list
 from trainnet.formats.blobproto import save_blob
 
 RNG = np.random.default_rng(20)
@@ -134,6 +130,20 @@ def test_damaged_idx_through_train(tmp_path):
         failed_cleanly(train_over(tmp_path, layer), tmp_path, str(images))
 
 
+def test_a_damaged_mean_file_through_train(tmp_path):
+    labels = tmp_path / "m-labels-idx1-ubyte.gz"
+    write_idx(labels, LABELS)
+    write_idx(tmp_path / "m-images-idx3-ubyte.gz", IMAGES)
+    mean = tmp_path / "mean.binaryproto"
+    save_blob(mean, np.zeros((1, 1, 6, 6), np.float32), legacy=True)
+    good = mean.read_bytes()
+    layer = (f"{{name: d, type: Data, top: [data, label], source: {tmp_path / 'm-images-idx3-ubyte.gz'}, "
+             f"batch_size: 2, transform_param: {{mean_file: {mean}}}}}")
+    for damage in (good[:len(good) // 2], good[:4], b""):
+        mean.write_bytes(damage)
+        failed_cleanly(train_over(tmp_path, layer), tmp_path, str(mean), "mean_file")
+
+
 # --- CIFAR -------------------------------------------------------------------------------------
 
 def cifar_bytes(count: int = 5) -> bytes:
@@ -233,80 +243,3 @@ def test_data_mean_over_a_corrupt_record_writes_nothing(tmp_path):
     db = write_lmdb(tmp_path / "db", [(b"0", datum_bytes(IMAGES[:1])), (b"1", b"\x08\x01\x22\x05ab")])
     assert_one_error(cli("data", "mean", db, tmp_path / "mean.binaryproto"), str(db), "'1'")
     assert not (tmp_path / "mean.binaryproto").exists()
-
-
-# --- HDF5 data lists ------------------------------------------------------------------------------
-
-def test_hdf5_data_family(tmp_path):
-    import h5py
-
-    with h5py.File(tmp_path / "good.h5", "w") as f:
-        f["data"], f["label"] = IMAGES.astype(np.float32), LABELS
-    check_family(tmp_path, (tmp_path / "good.h5").read_bytes(), ".h5",
-                 lambda p: HDF5Source([p], ["data", "label"]).arrays(0),
-                 lambda arrays: {k: v.shape for k, v in arrays.items()}, seed=10)
-
-
-def test_hdf5_data_absurd_sizes_and_lists(tmp_path):
-    import h5py
-
-    with h5py.File(tmp_path / "huge.h5", "w") as f:
-        f.create_dataset("data", shape=(2**40, 1), dtype="f4", chunks=(4096, 1))
-        f["label"] = np.zeros(2**40 // 2**40, np.float32)
-    assert "declares shape (1099511627776, 1)" in refused(
-        lambda p: HDF5Source([p], ["data", "label"]), tmp_path / "huge.h5")
-    assert peak_bytes(lambda: HDF5Source([tmp_path / "huge.h5"], ["data", "label"])) < 2**20
-    lists = {"binary.txt": bytes(range(256)), "nul.txt": b"good.h5\x00\n"}
-    for name, data in lists.items():
-        (tmp_path / name).write_bytes(data)
-    refused(read_file_list, tmp_path / "binary.txt")
-    (tmp_path / "list.txt").write_text(f"{tmp_path / 'huge.h5'}\n")
-    layer = f"{{name: d, type: HDF5Data, top: [data, label], source: {tmp_path / 'list.txt'}, batch_size: 2}}"
-    failed_cleanly(train_over(tmp_path, layer), tmp_path, "huge.h5", "declares shape")
-    (tmp_path / "list.txt").write_text(f"{tmp_path}\n")   # a folder named as an HDF5 file
-    failed_cleanly(train_over(tmp_path, layer), tmp_path, str(tmp_path), "a folder")
-
-
-# --- image lists ---------------------------------------------------------------------------------
-
-def png_bytes(i: int) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(IMAGES[i]).save(out, "PNG")
-    return out.getvalue()
-
-
-def test_image_family(tmp_path):
-    """A PNG cut short is refused, or decodes to the very pixels when only its end marker
-    (IEND) is lost."""
-    check_family(tmp_path, png_bytes(0), ".png", _decode, lambda a: a.shape, seed=11,
-                 cut_ok=lambda got: np.array_equal(got[0], IMAGES[0]))
-
-
-def _decode(path: Path) -> np.ndarray:
-    try:
-        return decode_image(str(path), color=False)
-    except RecordError as exc:   # as ImageData names it: the list's line and the image
-        raise __import__("trainnet.errors").errors.TrainnetError(f"{path}: {exc}") from None
-
-
-def test_image_lists_and_images_through_train(tmp_path):
-    for i in range(4):
-        (tmp_path / f"{i}.png").write_bytes(png_bytes(i))
-    (tmp_path / "2.png").write_bytes(png_bytes(2)[:60])           # cut short
-    (tmp_path / "list.txt").write_text("".join(f"{tmp_path / f'{i}.png'} {i}\n" for i in range(4)))
-    layer = (f"{{name: d, type: ImageData, top: [data, label], source: {tmp_path / 'list.txt'}, "
-             "batch_size: 2, is_color: false}")
-    failed_cleanly(train_over(tmp_path, layer), tmp_path, "line 3", "2.png")
-    for data in (b"\xff\xfe" + bytes(range(200)), b"x.png 1\x00\n"):
-        (tmp_path / "list.txt").write_bytes(data)
-        failed_cleanly(train_over(tmp_path, layer), tmp_path, str(tmp_path / "list.txt"))
-    refused(read_list, tmp_path)
-
-
-def test_data_imageset_over_a_corrupt_image_leaves_no_database(tmp_path):
-    for i in range(3):
-        (tmp_path / f"{i}.png").write_bytes(png_bytes(i) if i != 1 else b"\x89PNG\r\n\x1a\n" + bytes(30))
-    (tmp_path / "list.txt").write_text("".join(f"{i}.png {i}\n" for i in range(3)))
-    assert_one_error(cli("data", "imageset", tmp_path / "list.txt", tmp_path, tmp_path / "db"),
-                     "1.png")
-    assert not (tmp_path / "db").exists() and not list(tmp_path.glob("db*"))
