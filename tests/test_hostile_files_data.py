@@ -6,6 +6,7 @@ test_hostile_files.py) and through `trainnet train` / `trainnet data` over a sma
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -120,14 +121,20 @@ def test_damaged_idx_files(tmp_path, name, data, message):
 
 
 def test_damaged_idx_through_train(tmp_path):
+    """With no backend given, a damaged IDX file is named with what is wrong with it (not as
+    "neither IDX nor CIFAR"), a pipe as not a regular file, without opening it."""
     labels = tmp_path / "l-labels-idx1-ubyte.gz"
     write_idx(labels, LABELS)
     images = tmp_path / "l-images-idx3-ubyte.gz"
-    for data in (gzip.compress(idx_header(2**31, 6, 6) + bytes(10)),
-                 gzip.compress(idx_header(12, 6, 6) + IMAGES.tobytes())[:-9]):
+    for data, message in ((gzip.compress(idx_header(2**31, 6, 6) + bytes(10)), "bytes of gzip"),
+                          (gzip.compress(idx_header(12, 6, 6) + IMAGES.tobytes())[:-9], "truncated"),
+                          (idx_header(12, 6, 6) + bytes(5), "truncated")):
         images.write_bytes(data)
         layer = f"{{name: d, type: Data, top: [data, label], source: {images}, batch_size: 2}}"
-        failed_cleanly(train_over(tmp_path, layer), tmp_path, str(images))
+        failed_cleanly(train_over(tmp_path, layer), tmp_path, str(images), message)
+    images.unlink()
+    os.mkfifo(images)
+    failed_cleanly(train_over(tmp_path, layer), tmp_path, str(images), "not a regular file")
 
 
 def test_a_damaged_mean_file_through_train(tmp_path):

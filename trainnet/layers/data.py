@@ -27,7 +27,7 @@ from pydantic import Field
 from trainnet.data import cifar
 from trainnet.data.datum import RecordError, datum_array, parse_datum
 from trainnet.data.db import detect_backend, open_database
-from trainnet.data.idx import read_idx, read_idx_header
+from trainnet.data.idx import GZIP_MAGIC, read_idx, read_idx_header
 from trainnet.data.paths import caffe_paths, resolve_data_glob, resolve_data_path
 from trainnet.data.pipeline import ArrayFeeder, RecordFeeder
 from trainnet.errors import TrainnetError
@@ -53,19 +53,31 @@ class DataParams(Strict):
 
 
 def _sniff(path: Path) -> Optional[str]:
-    """IDX or CIFAR for a file by its content; LMDB or LEVELDB for a database folder."""
+    """IDX or CIFAR for a file by its content; LMDB or LEVELDB for a database folder.  A file
+    that starts as IDX or gzip does (00 00, 1f 8b) but is not read as either is a damaged IDX
+    file, and what is wrong with it is the error."""
     if path.is_dir():
         return detect_backend(path)
     try:
         read_idx_header(path)
         return "IDX"
-    except TrainnetError:
-        pass
+    except TrainnetError as exc:
+        idx_error = exc
     try:
         cifar.record_size(path)
         return "CIFAR"
     except TrainnetError:
+        pass
+    if not path.is_file():  # a pipe or a device: the error says so (opening it could block)
+        raise idx_error
+    try:
+        with open(path, "rb") as f:
+            start = f.read(2)
+    except OSError:
         return None
+    if start in (b"\x00\x00", GZIP_MAGIC):
+        raise idx_error
+    return None
 
 
 @register("Data")
@@ -117,7 +129,7 @@ class Data(DataLayer):
             what = {"LMDB": "LMDB database", "LEVELDB": "LevelDB database",
                     "IDX": "IDX file"}.get(p.backend, "data source")
             paths = [self._read(resolve_data_path, p.source, what=what, hint=hint)]
-        backend = p.backend or _sniff(paths[0])
+        backend = p.backend or self._read(_sniff, paths[0])
         if backend is None:
             kind = "folder" if paths[0].is_dir() else "file"
             raise self.error(f"{paths[0]}: a {kind} that is neither an LMDB or LevelDB database, an "
