@@ -35,6 +35,11 @@ CIFAR10_SHA256 = {
 }
 
 
+CIFAR10_BYTES = {**{name: 30730000 for name in CIFAR10_SHA256 if name.endswith(".bin")},
+                 META_FILE: 61}
+ARCHIVE_LIMIT = 256 << 20  # the archive is 162 MiB: more than this is not it
+
+
 def archive_url(mirror: str) -> str:
     """The archive's URL: ``mirror`` itself when it names a .tar.gz, else the archive under it."""
     if mirror.endswith((".tar.gz", ".tgz")):
@@ -70,7 +75,10 @@ def download_cifar10(dest: Path, mirror: str = DEFAULT_MIRROR, timeout: float = 
     except OSError as exc:
         raise TrainnetError(f"{dest}: cannot write there ({exc.strerror or exc})") from None
     with archive:
-        download(url, archive, timeout, hint, progress)
+        download(url, archive, timeout, hint, progress, ARCHIVE_LIMIT)
+        if archive.tell() > ARCHIVE_LIMIT:
+            raise TrainnetError(f"{url}: more than {ARCHIVE_LIMIT >> 20} MiB, so not CIFAR-10's "
+                                f"archive (162 MiB); {hint}")
         archive.seek(0)
         _extract(archive, dest, missing, url, hint, log)
     return dest
@@ -89,7 +97,8 @@ def _extract(archive: BinaryIO, dest: Path, names: list[str], url: str, hint: st
                     continue
                 source = tar.extractfile(member)
                 install(dest / name, CIFAR10_SHA256[name],
-                        lambda out: copy_hashed(source, out, name, member.size),
+                        lambda out: copy_hashed(source, out, name, member.size,
+                                                limit=CIFAR10_BYTES[name]),
                         f"{url}: {member.name}", hint)
                 log(f"{dest / name}: extracted, checksum ok")
                 done.add(name)

@@ -20,6 +20,8 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+MNIST_BYTES = {"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+               "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542}
 CHUNK = 1 << 20
 
 
@@ -32,8 +34,11 @@ def sha256_of(path: Path) -> str:
 
 
 def verified(target: Path, sha256: str) -> bool:
-    """Whether ``target`` is a file with this checksum."""
-    return target.is_file() and sha256_of(target) == sha256
+    """Whether ``target`` is a file with this checksum (one that cannot be read is not)."""
+    try:
+        return target.is_file() and sha256_of(target) == sha256
+    except OSError:
+        return False
 
 
 def make_folder(dest: Path) -> Path:
@@ -52,30 +57,38 @@ def by_hand(names, dest: Path) -> str:
 
 
 def copy_hashed(source: BinaryIO, out: BinaryIO, task: str, total: Optional[int],
-                progress: Optional[Progress] = None) -> str:
-    """Copy ``source`` into ``out`` in chunks, reporting bytes; the sha256 of what was copied."""
+                progress: Optional[Progress] = None, limit: Optional[int] = None) -> str:
+    """Copy ``source`` into ``out`` in chunks, reporting bytes; the sha256 of what was copied.
+    With ``limit`` (the size the file must have) at most one byte more is copied: a source that
+    sends more (a hostile mirror, an archive member inflating without end) fills no disk, and
+    its checksum fails."""
     digest, progress = hashlib.sha256(), progress or quiet_progress
     done = 0
     progress(task, 0, total, "bytes")
     for block in iter(lambda: source.read(CHUNK), b""):
+        if limit is not None and done + len(block) > limit:
+            block = block[:limit + 1 - done]
         digest.update(block)
         out.write(block)
         done += len(block)
         progress(task, done, total, "bytes")
+        if limit is not None and done > limit:
+            break
     if total != done:
         progress(task, done, done, "bytes")
     return digest.hexdigest()
 
 
 def download(url: str, out: BinaryIO, timeout: float, hint: str,
-             progress: Optional[Progress] = None) -> str:
-    """Copy ``url`` into the open file ``out``; returns the sha256 of what came.  A network
-    failure is a TrainnetError that says so and ends with ``hint``."""
+             progress: Optional[Progress] = None, limit: Optional[int] = None) -> str:
+    """Copy ``url`` into the open file ``out`` (at most ``limit`` bytes and one more); returns
+    the sha256 of what came.  A network failure is a TrainnetError that says so and ends with
+    ``hint``."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            return copy_hashed(response, out, url.rsplit("/", 1)[-1], total, progress)
+            return copy_hashed(response, out, url.rsplit("/", 1)[-1], total, progress, limit)
     except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, a bad URL
         reason = getattr(exc, "reason", None) or exc
         raise TrainnetError(f"downloading {url} failed ({reason}); this machine may have no "
@@ -88,20 +101,29 @@ def install(target: Path, sha256: str, fill: Callable[[BinaryIO], str], source: 
     sha256 of what it wrote, which must be ``sha256`` for the file to be renamed into place."""
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
     try:
-        with open(tmp, "xb") as out:  # not mkstemp: the file gets the umask's permissions
+        try:
+            out = open(tmp, "xb")  # not mkstemp: the file gets the umask's permissions
+        except OSError as exc:
+            raise TrainnetError(f"{target.parent}: cannot write there ({exc.strerror or exc})") from None
+        with out:
             got = fill(out)
         if got != sha256:
             raise TrainnetError(f"{source}: checksum mismatch (sha256 {got}, expected {sha256}); "
                                 f"the file was discarded; try another mirror, or {hint}")
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise TrainnetError(f"{target}: cannot be replaced ({exc.strerror or exc}); move it "
+                                "away and run again") from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def fetch(url: str, target: Path, sha256: str, timeout: float, hint: str,
-          progress: Optional[Progress] = None) -> None:
+          progress: Optional[Progress] = None, limit: Optional[int] = None) -> None:
     """Download ``url`` to ``target``, atomically and only when its checksum is ``sha256``."""
-    install(target, sha256, lambda out: download(url, out, timeout, hint, progress), url, hint)
+    install(target, sha256, lambda out: download(url, out, timeout, hint, progress, limit), url,
+            hint)
 
 
 def download_mnist(dest: Path, mirror: str = DEFAULT_MIRROR, timeout: float = 30,
@@ -122,5 +144,6 @@ def download_mnist(dest: Path, mirror: str = DEFAULT_MIRROR, timeout: float = 30
             log(f"{target}: present, checksum ok")
             continue
         log(f"{target}: downloading {base + name}")
-        fetch(base + name, target, sha256, timeout, by_hand(MNIST_SHA256, dest), progress)
+        fetch(base + name, target, sha256, timeout, by_hand(MNIST_SHA256, dest), progress,
+              MNIST_BYTES[name])
     return paths
