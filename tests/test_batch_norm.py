@@ -252,6 +252,7 @@ def test_training_updates_statistics_and_test_net_reads_them(tmp_path):
     """A TRAIN pass writes the statistics into the shared weights; the TEST net, sharing them,
     normalizes with them; a weights file keeps them by name."""
     from trainnet.solver import snapshot as snap
+    from trainnet.solver.weights import EXACT, load_weights
     cfg = load_net_text(NET.format(bn_param=", moving_average_fraction: 0.5"), "n.yaml")
     train = Net(compile_net(cfg, "TRAIN", reuse_memory=False), rng=np.random.default_rng(0))
     test = Net(compile_net(cfg, "TEST"), params=train.params)
@@ -273,8 +274,8 @@ def test_training_updates_statistics_and_test_net_reads_them(tmp_path):
                                atol=1e-5)
     snap.save_weights(tmp_path / "w.safetensors", train.params, "bn", 1)
     fresh = Net(compile_net(cfg, "TEST"), rng=np.random.default_rng(5))
-    loaded, skipped = snap.load_weights(tmp_path / "w.safetensors", fresh.params)
-    assert "bn" in loaded and not skipped
+    report = load_weights(tmp_path / "w.safetensors", fresh.params, EXACT)
+    assert "bn" in report.loaded_layers and not report.skipped
     np.testing.assert_array_equal(fresh.params.named()["bn.1"], named["bn.1"])
 
 

@@ -73,7 +73,7 @@ def test_converted_lenet_on_the_emulated_gpu_matches_the_cpu(tmp_path, caffe_len
     from trainnet.plan import compile_net
     from trainnet.runtime.device import CPU
     from trainnet.runtime.net import Net
-    from trainnet.solver.snapshot import load_weights
+    from trainnet.solver.weights import EXACT, load_weights
 
     weights = converted(tmp_path, caffe_lenet)
     cfg = load_net(NET)
@@ -81,7 +81,7 @@ def test_converted_lenet_on_the_emulated_gpu_matches_the_cpu(tmp_path, caffe_len
     for device in (CPU, gpu_device):
         net = Net(compile_net(cfg, "TEST", backward=False, gpu=device.is_gpu), device,
                   rng=np.random.default_rng(0))
-        load_weights(weights, net.params)
+        load_weights(weights, net.params, EXACT)
         net.forward()
         outs.append(net.outputs())
     assert outs[1]["accuracy"] == outs[0]["accuracy"] >= 0.98

@@ -17,7 +17,7 @@ from trainnet.netcfg import load_net
 from trainnet.netcfg.net import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.net import Net
-from trainnet.solver.snapshot import load_weights
+from trainnet.solver.weights import EXACT, load_weights
 from trainnet.formats import caffe_pb
 from trainnet.zoo.caffemodel import (CaffeLayer, caffe_to_trainnet, read_caffemodel,
                                      trainnet_to_caffe, write_caffemodel)
@@ -273,8 +273,9 @@ def lenet_test_net():
 def test_load_weights_into_lenet(lenet_model, mnist_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("TRAINNET_DATA", str(mnist_dir.parent))
     net = lenet_test_net()
-    loaded, skipped = load_weights(lenet_model, net.params)
-    assert loaded == ["conv1", "conv2", "ip1", "ip2"] and skipped == []
+    report = load_weights(lenet_model, net.params, EXACT)
+    loaded = report.loaded_layers
+    assert loaded == ["conv1", "conv2", "ip1", "ip2"] and report.skipped == []
     model = read_caffemodel(lenet_model)
     named = net.params.named()
     for layer in model.layers:
@@ -282,7 +283,7 @@ def test_load_weights_into_lenet(lenet_model, mnist_dir, monkeypatch, tmp_path):
             np.testing.assert_array_equal(named[f"{layer.name}.{j}"], blob)
     # by content when the suffix says nothing; and back through trainnet_to_caffe
     (tmp_path / "weights.bin").write_bytes(lenet_model.read_bytes())
-    assert load_weights(tmp_path / "weights.bin", lenet_test_net().params)[0] == loaded
+    assert load_weights(tmp_path / "weights.bin", lenet_test_net().params, EXACT).loaded_layers == loaded
     out = tmp_path / "back.caffemodel"
     write_caffemodel(out, "LeNet", trainnet_to_caffe(net.params.named_host(), load_net(LENET_YAML)))
     back = read_caffemodel(out)

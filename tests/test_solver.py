@@ -10,12 +10,14 @@ import pytest
 
 from synthetic import write_project
 from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
 from trainnet.netcfg import load_solver, load_solver_text
 from trainnet.netcfg.solver import SolverConfig
 from trainnet.solver import snapshot as snap
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.solver import Solver
 from trainnet.solver.update import SGD
+from trainnet.solver.weights import FINETUNE, load_weights
 
 
 def cfg(**kw) -> SolverConfig:
@@ -135,9 +137,9 @@ def test_corrupt_files_are_clear_errors(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     s = Solver(load_solver(write_project(tmp_path, max_iter=1)))
     with pytest.raises(TrainnetError, match="not a readable weights file"):
-        snap.load_weights(bad, s.net.params)
+        load_weights(bad, s.net.params, FINETUNE)
     with pytest.raises(TrainnetError, match="no such weights file"):
-        snap.load_weights(tmp_path / "missing.safetensors", s.net.params)
+        load_weights(tmp_path / "missing.safetensors", s.net.params, FINETUNE)
 
 
 def test_finetune_by_layer_name(tmp_path):
@@ -148,14 +150,15 @@ def test_finetune_by_layer_name(tmp_path):
     tensors["old_classifier.0"] = np.zeros((7, 16), np.float32)
     snap.save_tensors(tmp_path / "w.safetensors", tensors, {})
     fresh = Solver(load_solver(tmp_path / "solver.yaml"))
-    loaded, skipped = snap.load_weights(tmp_path / "w.safetensors", fresh.net.params)
-    assert loaded == ["conv1", "ip1"] and skipped == ["old_classifier"]
+    report = load_weights(tmp_path / "w.safetensors", fresh.net.params, FINETUNE)
+    assert report.loaded_layers == ["conv1", "ip1"] and report.skipped == ["old_classifier"]
+    assert report.missing == ["ip2.0", "ip2.1"]
     np.testing.assert_array_equal(fresh.net.params.named()["ip1.0"], named["ip1.0"])
     tensors["ip1.0"] = np.zeros((3, 3), np.float32)
     snap.save_tensors(tmp_path / "bad.safetensors", tensors, {})
     with pytest.raises(TrainnetError, match=r"layer 'ip1' blob 0: shape \(3, 3\) in the file but "
                                             r"\(16, 36\) in the net"):
-        snap.load_weights(tmp_path / "bad.safetensors", fresh.net.params)
+        load_weights(tmp_path / "bad.safetensors", fresh.net.params, FINETUNE)
 
 
 def test_stop_request_snapshots_current_iteration(tmp_path):
@@ -258,7 +261,7 @@ def test_damaged_state_and_unwritable_snapshot_are_clear_errors(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.raises(TrainnetError, match="cannot write"):
-        snap.atomic_write(blocked / "sub" / "x.safetensors", b"123")
+        atomic_write(blocked / "sub" / "x.safetensors", b"123")
     before_tensors, before_meta = snap.load_state(state)
     s.snapshot()  # rewriting an existing snapshot replaces it whole
     after_tensors, after_meta = snap.load_state(state)

@@ -17,9 +17,7 @@ from safetensors import SafetensorError
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import tensorfile
-from trainnet.formats.atomic import atomic_write  # noqa: F401  (tests reach it here)
 from trainnet.runtime.params import ParamStore
-from trainnet.solver.weights import FINETUNE, is_safetensors, load_weights as load_blobs  # noqa: F401
 
 
 def save_tensors(path: Path, tensors: dict[str, np.ndarray],
@@ -48,13 +46,6 @@ def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -
     """Write the store's blobs; returns their digests."""
     return save_tensors(path, store.named_host(), {"format": "trainnet-weights", "net": net_name,
                                                    "iter": str(iteration)})
-
-
-def load_weights(path: Path, store: ParamStore) -> tuple[list[str], list[str]]:
-    """Fine-tuning load answered by layer: (layers with blobs loaded, layers of the file with
-    no match here).  ``weights.load_weights`` gives the blob-by-blob report."""
-    report = load_blobs(path, store, FINETUNE)
-    return report.loaded_layers, report.skipped
 
 
 def rng_to_json(rng: np.random.Generator) -> str:
