@@ -4,10 +4,14 @@ and helpers of test_hostile_files.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import h5py
 import pytest
 
-from hostile import assert_one_error, cli
+from hostile import ROOT, assert_one_error, cli
 from synthetic import write_project
 from test_hostile_files import WEIGHTS, check_family, peak_bytes, refused
 from trainnet.formats import caffe_pb
@@ -124,3 +128,33 @@ def test_hdf5_datasets_declaring_absurd_sizes_allocate_nothing(tmp_path):
         f.create_dataset("history/0", shape=(2**40,), dtype="f4", chunks=(1024,))
     refused(read_state, state)
     assert peak_bytes(lambda: read_state(state)) < 2**20
+
+
+def test_the_pure_python_protobuf_runtime_refuses_the_same_files(tmp_path):
+    """Runtimes differ (upb hands back a non-UTF-8 name as bytes; the pure-Python one counted
+    a history blob whose tag a flip changed as an unknown field, not in ByteSize, and dropped
+    it): in a process on the pure-Python runtime every one is still refused."""
+    state = tmp_path / "s.solverstate"
+    write_binaryproto(state, CaffeState(12, "w.caffemodel", HISTORY, 1, b"record"))
+    data = bytearray(state.read_bytes())
+    data[data.index(b"\x1a", data.index(b"w.caffemodel"))] = 0x3a   # history -> field 7
+    state.write_bytes(bytes(data))
+    name = tmp_path / "n.caffemodel"
+    net = caffe_pb.NetParameter(name="net")
+    net.layer.add(name="ip", type="InnerProduct")
+    name.write_bytes(net.SerializeToString().replace(b"\x0a\x03net", b"\x0a\x03n\xfft"))
+    script = ("import sys\nfrom google.protobuf.internal import api_implementation as a\n"
+              "assert a.Type() == 'python', a.Type()\n"
+              "from trainnet.errors import TrainnetError\n"
+              "from trainnet.formats.solverstate import read_state\n"
+              "from trainnet.zoo.caffemodel import read_caffemodel\n"
+              "for load, path in ((read_state, sys.argv[1]), (read_caffemodel, sys.argv[2])):\n"
+              "    try:\n        load(path)\n        print('accepted', path)\n"
+              "    except TrainnetError as exc:\n        print('refused', exc)\n")
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+           "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, state, name], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused") for line in lines), out.stdout

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from PIL import Image, UnidentifiedImageError
 
 from trainnet.formats import caffe_pb
+from trainnet.formats.blobproto import unknown_fields
 
 
 class RecordError(Exception):
@@ -128,6 +129,9 @@ def parse_datum(value: bytes):
         datum.ParseFromString(value)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise RecordError(f"not a Caffe Datum ({exc})") from None
+    foreign = unknown_fields(datum)
+    if foreign:  # Caffe's Datum has no other fields: a tag a corrupt byte changed
+        raise RecordError(f"holds a field (number {foreign[0][0]}) that a Datum has not")
     return datum
 
 

@@ -80,6 +80,10 @@ def blob_shape(blob) -> tuple[int, ...]:
 def blob_array(blob, where: str) -> np.ndarray:
     """A BlobProto's values as float32 in its shape; ``double_data`` when present, else
     ``data`` (as Caffe)."""
+    foreign = unknown_fields(blob)
+    if foreign:  # Caffe's BlobProto has no other fields: a tag a corrupt byte changed
+        raise TrainnetError(f"{where}: holds a field (number {foreign[0][0]}) that Caffe's "
+                            "BlobProto has not: a corrupt blob")
     shape = blob_shape(blob)
     if any(d < 0 for d in shape):
         raise TrainnetError(f"{where}: negative dimension in shape {shape}")

@@ -22,7 +22,7 @@ from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.atomic import atomic_write
 from trainnet.formats.blobproto import (MAX_BYTES, blob_array, blob_proto, parse, read_bytes,
-                                        text)
+                                        text, unknown_fields)
 from trainnet.formats import hdf5
 
 EXTRA_GROUP = "trainnet"   # the HDF5 group with trainnet's resume record
@@ -78,9 +78,7 @@ def read_state(path: Path) -> CaffeState:
         return _read_hdf5(path)
     data = read_bytes(path, "solver state")
     state = parse(caffe_pb.TrainnetSolverState(), data, path, WHAT)
-    size = state.ByteSize()
-    state.DiscardUnknownFields()
-    if state.ByteSize() != size or not state.HasField("iter"):
+    if unknown_fields(state) or not state.HasField("iter"):
         if _is_caffemodel(data):
             raise TrainnetError(f"{path}: a Caffe model (.caffemodel), not a solver state: resume "
                                 "from the .solverstate written beside it, or start from these "
