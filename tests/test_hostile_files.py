@@ -12,11 +12,12 @@ test_hostile_files_lists.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tracemalloc
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -104,13 +105,8 @@ def check_family(tmp_path: Path, good: bytes, suffix: str, load: Callable,
     refused(load, folder / f"missing{suffix}")
     os.mkfifo(folder / f"pipe{suffix}")   # opening it would block: refused from its kind alone
     for special in (folder / f"pipe{suffix}", Path("/dev/zero")):
-        previous = signal.signal(signal.SIGALRM, _hung)
-        signal.alarm(20)
-        try:
+        with deadline(20):
             refused(load, special)
-        finally:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, previous)
     if os.geteuid() != 0:  # root reads any file
         locked = folder / f"locked{suffix}"
         locked.write_bytes(good)
@@ -118,8 +114,19 @@ def check_family(tmp_path: Path, good: bytes, suffix: str, load: Callable,
         refused(load, locked)
 
 
-def _hung(signum, frame):
-    raise AssertionError("still reading after 20 s")
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail the block, rather than hang the suite, when it runs past ``seconds``."""
+    def hung(signum, frame):
+        raise AssertionError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def peak_bytes(fn: Callable) -> int:

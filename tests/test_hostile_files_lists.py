@@ -5,13 +5,15 @@ training helpers of test_hostile_files_data.py)."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 from PIL import Image
 
 from hostile import assert_one_error, cli
-from test_hostile_files import check_family, peak_bytes, refused
+from test_hostile_files import check_family, deadline, peak_bytes, refused
 from test_hostile_files_data import IMAGES, LABELS, failed_cleanly, fresh_caches, train_over  # noqa: F401
 from trainnet.data.datum import RecordError, decode_image
 from trainnet.data.hdf5 import HDF5Source, read_file_list
@@ -22,8 +24,6 @@ from trainnet.errors import TrainnetError
 # --- HDF5 data lists ------------------------------------------------------------------------------
 
 def test_hdf5_data_family(tmp_path):
-    import h5py
-
     with h5py.File(tmp_path / "good.h5", "w") as f:
         f["data"], f["label"] = IMAGES.astype(np.float32), LABELS
     check_family(tmp_path, (tmp_path / "good.h5").read_bytes(), ".h5",
@@ -32,8 +32,6 @@ def test_hdf5_data_family(tmp_path):
 
 
 def test_hdf5_data_absurd_sizes_and_lists(tmp_path):
-    import h5py
-
     with h5py.File(tmp_path / "huge.h5", "w") as f:
         f.create_dataset("data", shape=(2**40, 1), dtype="f4", chunks=(4096, 1))
         f["label"] = np.zeros(2**40 // 2**40, np.float32)
@@ -49,6 +47,12 @@ def test_hdf5_data_absurd_sizes_and_lists(tmp_path):
     failed_cleanly(train_over(tmp_path, layer), tmp_path, "huge.h5", "declares shape")
     (tmp_path / "list.txt").write_text(f"{tmp_path}\n")   # a folder named as an HDF5 file
     failed_cleanly(train_over(tmp_path, layer), tmp_path, str(tmp_path), "a folder")
+    os.mkfifo(tmp_path / "pipe")
+    with h5py.File(tmp_path / "linked.h5", "w") as f:   # opening the link's target would block
+        f["data"], f["label"] = h5py.ExternalLink(str(tmp_path / "pipe"), "/data"), LABELS
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'linked.h5'}\n")
+    with deadline(20):
+        failed_cleanly(train_over(tmp_path, layer), tmp_path, "linked.h5", "a link into another file")
 
 
 # --- image lists ---------------------------------------------------------------------------------

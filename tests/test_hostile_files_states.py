@@ -13,7 +13,7 @@ import pytest
 
 from hostile import ROOT, assert_one_error, cli
 from synthetic import write_project
-from test_hostile_files import WEIGHTS, check_family, peak_bytes, refused
+from test_hostile_files import WEIGHTS, check_family, deadline, peak_bytes, refused
 from trainnet.formats import caffe_pb
 from trainnet.formats.solverstate import CaffeState, read_state, write_binaryproto, write_hdf5
 from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5, write_caffemodel_h5
@@ -158,3 +158,23 @@ def test_the_pure_python_protobuf_runtime_refuses_the_same_files(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("refused") for line in lines), out.stdout
+
+
+def test_links_into_other_files_are_not_followed(tmp_path):
+    """HDF5 follows an external link by opening its target, which could be a pipe (the open
+    blocks for ever) or any file: a blob, the history or a state's group linked so is refused
+    without opening it."""
+    os.mkfifo(tmp_path / "pipe")
+    model = tmp_path / "w.caffemodel.h5"
+    write_caffemodel_h5(model, ["conv", "ip"], WEIGHTS)
+    with h5py.File(model, "a") as f:
+        del f["data/ip/1"]
+        f["data/ip/1"] = h5py.ExternalLink(str(tmp_path / "pipe"), "/x")
+    state = tmp_path / "s.solverstate.h5"
+    write_hdf5(state, CaffeState(12, "w.caffemodel.h5", HISTORY, 1, b"record"))
+    with h5py.File(state, "a") as f:
+        del f["history"]
+        f["history"] = h5py.ExternalLink(str(tmp_path / "pipe"), "/history")
+    for load, path in ((read_caffemodel_h5, model), (read_state, state)):
+        with deadline(20):
+            assert "a link into another file" in refused(load, path)

@@ -18,7 +18,7 @@ import numpy as np
 
 from trainnet.data.pipeline import Feeder
 from trainnet.errors import TrainnetError
-from trainnet.formats.hdf5 import check_size, open_hdf5
+from trainnet.formats.hdf5 import check_size, member, open_hdf5
 from trainnet.formats.limits import read_text
 
 WHAT = "HDF5 data"
@@ -54,10 +54,10 @@ class HDF5Source:
     def _check(self, path: Path, f) -> int:
         count = None
         for name in self.names:
-            if name not in f or not hasattr(f[name], "shape"):
+            ds = member(f, name, str(path))
+            if not hasattr(ds, "shape"):
                 raise TrainnetError(f"{path}: no dataset named '{name}' (the tops name the "
                                     f"datasets read; the file holds {', '.join(f.keys()) or 'none'})")
-            ds = f[name]
             if ds.dtype.kind not in "fiub" or ds.ndim < 1:
                 raise TrainnetError(f"{path}: dataset '{name}' is {ds.dtype} of shape {ds.shape}; "
                                     "HDF5Data reads numeric datasets of at least one axis")
@@ -91,7 +91,7 @@ class HDF5Source:
 
     @staticmethod
     def _read(path: Path, f, name: str) -> np.ndarray:
-        ds = f.get(name)
+        ds = member(f, name, str(path))
         if ds is None or not hasattr(ds, "shape"):
             raise TrainnetError(f"{path}: changed since the net was compiled (no dataset '{name}')")
         check_size(ds, str(path))

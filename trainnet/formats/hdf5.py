@@ -120,9 +120,35 @@ def load_blob(group: h5py.Group, name: str, where: str) -> np.ndarray:
     return value.astype(np.float32, copy=False)
 
 
+def member(group: h5py.Group, name: str, where: str):
+    """``group[name]``, or None when there is no such link, never following an external link:
+    its target is another file that could be anything (a pipe, whose opening blocks; a file
+    elsewhere).  Soft links within the file are followed (HDF5 refuses a loop)."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        return None
+    if isinstance(link, h5py.ExternalLink):
+        raise TrainnetError(f"{where}: '{group.name.rstrip('/')}/{name}' is a link into another "
+                            f"file ({link.filename}), which is not followed")
+    return group.get(name)
+
+
+def check_links(group: h5py.Group, where: str) -> None:
+    """Refuse a link into another file anywhere under ``group`` (see ``member``); h5py before
+    3.11 cannot list links, and reading then relies on ``member``."""
+    if not hasattr(group, "visititems_links"):
+        return
+    found: list[tuple[str, object]] = []
+    group.visititems_links(lambda name, link: found.append((name, link)))
+    for name, link in found:
+        if isinstance(link, h5py.ExternalLink):
+            raise TrainnetError(f"{where}: '{group.name.rstrip('/')}/{name}' is a link into another "
+                                f"file ({link.filename}), which is not followed")
+
+
 def load(group: h5py.Group, name: str, where: str):
     """The value of dataset ``name`` of ``group``; a missing or unreadable one is an error."""
-    item = group.get(name)
+    item = member(group, name, where)
     if not isinstance(item, h5py.Dataset):
         raise TrainnetError(f"{where}: no dataset '{name}' in group '{group.name}'")
     check_size(item, where)

@@ -117,30 +117,34 @@ def _is_caffemodel(data: bytes) -> bool:
 def _read_hdf5(path: Path) -> CaffeState:
     where = str(path)
     with hdf5.open_hdf5(path, "solver state") as f:
-        if "data" in f and "iter" not in f:
+        def has(name: str) -> bool:
+            return hdf5.member(f, name, where) is not None
+
+        if has("data") and not has("iter"):
             raise TrainnetError(f"{path}: an HDF5 Caffe model (.caffemodel.h5), not a solver "
                                 "state: resume from the .solverstate.h5 written beside it, or "
                                 "start from these weights with --weights")
-        if "iter" not in f or "history" not in f:
+        if not has("iter") or not has("history"):
             raise TrainnetError(f"{path}: an HDF5 file, but not a Caffe solver state (it lacks "
-                                f"{'iter' if 'iter' not in f else 'the history group'})")
+                                f"{'iter' if not has('iter') else 'the history group'})")
+        hdf5.check_links(f, where)
         group = f["history"]
         if not isinstance(group, hdf5.h5py.Group):
             raise TrainnetError(f"{path}: 'history' is not a group: a corrupt solver state")
         names = [str(i) for i in range(len(group))]
         history = [hdf5.load_blob(group, n, where) for n in names]
         extra = None
-        if EXTRA_GROUP in f:
+        if has(EXTRA_GROUP):
             if not isinstance(f[EXTRA_GROUP], hdf5.h5py.Group):
                 raise TrainnetError(f"{path}: '{EXTRA_GROUP}' is not a group: a corrupt solver "
                                     "state")
             extra = np.asarray(hdf5.load(f[EXTRA_GROUP], "resume", where), np.uint8).tobytes()
-            lacking = [n for n in ("learned_net", "current_step") if n not in f]
+            lacking = [n for n in ("learned_net", "current_step") if not has(n)]
             if lacking:
                 raise TrainnetError(f"{path}: a damaged solver state (it lacks "
                                     f"{' and '.join(lacking)}, which trainnet writes in every one)")
         return CaffeState(hdf5.load_int(f, "iter", where),
-                          hdf5.load_string(f, "learned_net", where) if "learned_net" in f else "",
+                          hdf5.load_string(f, "learned_net", where) if has("learned_net") else "",
                           history,
-                          hdf5.load_int(f, "current_step", where) if "current_step" in f else 0,
+                          hdf5.load_int(f, "current_step", where) if has("current_step") else 0,
                           extra)

@@ -52,11 +52,13 @@ def read_caffemodel_h5(path: str | Path,
     where = str(path)
     blobs: dict[str, np.ndarray] = {}
     with hdf5.open_hdf5(path, WHAT) as f:
-        data = f.get("data")
+        data = hdf5.member(f, "data", where)
         if not isinstance(data, h5py.Group):
+            state = all(hdf5.member(f, n, where) is not None for n in ("iter", "history"))
             hint = (" (a Caffe solver state: its weights are in the file named by learned_net)"
-                    if "iter" in f and "history" in f else "")
+                    if state else "")
             raise TrainnetError(f"{path}: an HDF5 file without the group 'data': not a {WHAT}{hint}")
+        hdf5.check_links(data, where)
         items: list[tuple[str, object]] = []
         data.visititems(lambda name, item: items.append((name, type(item))))
         for name, kind in items:
