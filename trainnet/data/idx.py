@@ -2,9 +2,11 @@
 
 An IDX file is ``00 00 <dtype code> <ndim>``, then ``ndim`` big-endian uint32 dims, then the
 big-endian payload.  Compression is detected by gzip's magic bytes, not by the file name.
-``read_idx_header`` reads only the header (cheap: the compiler calls it for shapes);
-``read_idx`` decodes and checks the payload length, and caches the result per process keyed
-by (resolved path, mtime, size), so a train and a test net reading one file decode it once.
+``read_idx_header`` reads only the header (cheap: the compiler calls it for shapes) and checks
+that the file can hold what it declares; ``read_idx`` streams the payload into an array of the
+declared size (a gzip stream is never inflated past it: a decompression bomb costs the
+header's figure, at most ``memory_limit()``), and caches the result per process keyed by
+(resolved path, mtime, size), so a train and a test net reading one file decode it once.
 """
 
 from __future__ import annotations
