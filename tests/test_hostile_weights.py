@@ -5,6 +5,7 @@ fine-tuning load names each blob left to its filler."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -292,3 +293,13 @@ def test_classify_refuses_non_finite_outputs(deploy):
                                        "ip.1": np.zeros(4, np.float32)})
     assert_one_error(classify(deploy, "--weights", deploy / "nan.safetensors", deploy / "a.png"),
                      "blob ip.0 holds NaN")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_pipes_are_refused_not_read(deploy):
+    os.mkfifo(deploy / "pipe")   # reading it would block for ever
+    assert_one_error(classify(deploy, "--weights", deploy / "w.safetensors", deploy / "pipe"),
+                     "not a regular file")
+    assert_one_error(classify(deploy, "--weights", deploy / "w.safetensors", "--labels",
+                              deploy / "pipe", deploy / "a.png"), "not a regular file")
+    assert_one_error(classify(deploy, "--weights", deploy / "pipe", deploy / "a.png"))

@@ -20,6 +20,7 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate, tensorfile
 from trainnet.formats.hdf5 import is_hdf5, open_hdf5
+from trainnet.formats.limits import regular_file
 from trainnet.runtime.params import ParamStore, weight_key
 from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
 from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5
@@ -95,6 +96,8 @@ def is_solver_state(path: Path, metadata: dict[str, str] | None = None) -> bool:
     """Whether ``path`` is a solver state (trainnet's, or Caffe's binaryproto or HDF5)."""
     if metadata is not None:
         return metadata.get("format") == "trainnet-solverstate"
+    if not Path(path).is_file():  # a pipe would block the read below
+        return False
     if is_hdf5(path):
         with open_hdf5(path, "weights") as f:
             return "iter" in f and "history" in f and "data" not in f
@@ -114,6 +117,7 @@ def _refuse_state(path: Path) -> TrainnetError:
 
 def _read_file(path: Path, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarray], dict, dict]:
     """(blobs by key as float32, the file's metadata, the digests of its blobs as stored)."""
+    regular_file(path, "weights file")  # a pipe or a device would block or never end
     if is_hdf5(path):
         if is_solver_state(path):
             raise _refuse_state(path)

@@ -18,6 +18,7 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_mean
+from trainnet.formats.limits import read_text, regular_file
 from trainnet.netcfg import NetConfig
 from trainnet.netcfg.common import Preprocess
 
@@ -27,6 +28,7 @@ def load_image(path: Path, gray: bool) -> np.ndarray:
     Pillow's decompression-bomb limit (its warning as well as its error) is refused."""
     from PIL import Image, UnidentifiedImageError
 
+    regular_file(Path(path), "image")  # a pipe or a device would block or read for ever
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -106,14 +108,7 @@ def with_batch(cfg: NetConfig, n: int) -> tuple[NetConfig, str, tuple]:
 
 def read_labels(path: Path) -> list[str]:
     """Class names, one per line; a leading WordNet id (``n01440764 tench``) is dropped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TrainnetError(f"{path}: no such labels file") from None
-    except OSError as exc:
-        raise TrainnetError(f"{path}: cannot read the labels file ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:
-        raise TrainnetError(f"{path}: the labels file is not UTF-8 text (byte {exc.start})") from None
+    text = read_text(Path(path), "labels file", limit=2**26)
     names = []
     for line in text.splitlines():
         head, _, rest = line.strip().partition(" ")
