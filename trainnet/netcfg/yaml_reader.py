@@ -351,3 +351,12 @@ class _Reader:
             if origin is not None and keys:
                 self.copy_entries(origin, node.path, set(keys))
         node.value = {**merged, **explicit}
+
+
+class Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting every string this reader would take for a number (``'1e3'``,
+    ``'.5'``): its own YAML 1.1 rules leave those plain, and they would read back as floats."""
+
+
+Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+Dumper.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
