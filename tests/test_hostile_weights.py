@@ -52,6 +52,21 @@ def test_a_test_needs_every_blob(project):
     assert_one_error(outcome, "half.safetensors", "lacks 1 of the net's 6 parameter blobs: ip2.1")
 
 
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.pop("ip2.1"), "lacks 1 of the net's 6 parameter blobs: ip2.1"),
+    (lambda t: t.update({"conv1": t["ip2.1"]}), "key 'conv1' is not a parameter blob's name"),
+    (lambda t: t["ip1.0"].__setitem__((0, 0), np.nan), "ip1.0"),
+])
+def test_convert_to_a_caffemodel_needs_every_blob(project, change, message):
+    tensors = weights_of(project)
+    change(tensors)
+    out = project / "out.caffemodel"
+    outcome = cli("convert", write(project / "w.safetensors", tensors), out, "--model",
+                  project / "net.yaml")
+    assert_one_error(outcome, message)
+    assert not out.exists()
+
 def test_fine_tuning_names_each_blob_left_to_its_filler(project):
     tensors = weights_of(project)
     del tensors["ip2.1"], tensors["conv1.0"], tensors["conv1.1"]

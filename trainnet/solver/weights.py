@@ -156,8 +156,22 @@ def read_weights(path: Path, store: ParamStore, mode: str = FINETUNE,
     path = Path(path)
     shapes = {weight_key(*s.key): tuple(s.shape) for s in store.slots}
     tensors, metadata, stored = _read_file(path, shapes)
+    loaded, missing, skipped = account(path, tensors, shapes, mode)
+    report = WeightsReport(path, list(shapes), loaded, missing, skipped, metadata)
+    if digests:
+        report.digests = {key: stored.get(key) or tensorfile.array_digest(tensors[key])
+                          for key in loaded}
+    return report, {key: tensors[key] for key in loaded}
+
+
+def account(path: Path, tensors: dict[str, np.ndarray], shapes: dict[str, tuple],
+            mode: str) -> tuple[list[str], list[str], list[str]]:
+    """Every blob of a net (``shapes`` by key) against the blobs of a file: (loaded, missing,
+    layers of the file with no place in the net).  Keys that are not ``layer.index``, shapes
+    that differ, blobs a layer of the net has not, non-finite values and (EXACT) missing blobs
+    are errors naming them."""
     counts: dict[str, int] = {}   # parameter blobs per layer of the net
-    for layer, index in (s.key for s in store.slots):
+    for layer, index in (blob_key(key, path) for key in shapes):
         counts[layer] = max(counts.get(layer, 0), index + 1)
     skipped: list[str] = []
     for key, value in tensors.items():
@@ -179,11 +193,7 @@ def read_weights(path: Path, store: ParamStore, mode: str = FINETUNE,
     for key in loaded:
         if not np.isfinite(tensors[key]).all():
             raise _nonfinite(path, key, tensors[key])
-    report = WeightsReport(path, list(shapes), loaded, missing, skipped, metadata)
-    if digests:
-        report.digests = {key: stored.get(key) or tensorfile.array_digest(tensors[key])
-                          for key in loaded}
-    return report, {key: tensors[key] for key in loaded}
+    return loaded, missing, skipped
 
 
 def assign(store: ParamStore, blobs: dict[str, np.ndarray]) -> None:

@@ -125,6 +125,7 @@ def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
                     preprocess: Optional[Preprocess] = None) -> Converted:
     """Weights between a Caffe .caffemodel and trainnet's .safetensors (either way)."""
     from trainnet.solver.snapshot import read_tensors, save_tensors
+    from trainnet.solver.weights import EXACT, account
     from trainnet.zoo.caffemodel import (caffe_to_trainnet, read_caffemodel, trainnet_to_caffe,
                                          write_caffemodel)
 
@@ -167,11 +168,10 @@ def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
             raise TrainnetError("a caffemodel has no field for the preprocessing record")
         net, targets = _param_shapes(model)
         weights = read_tensors(src, "weights")
-        for key, value in weights.items():
-            if key in targets and tuple(value.shape) != targets[key]:
-                raise TrainnetError(f"{src}: blob {key}: shape {tuple(value.shape)} in the file but "
-                                    f"{targets[key]} in the net")
-        layers = trainnet_to_caffe(weights, net)
+        loaded, _, skipped = account(src, weights, targets, EXACT)  # every blob of the net
+        if skipped:
+            out.notes.append(f"layers of the weights file not in the net, left out: {', '.join(skipped)}")
+        layers = trainnet_to_caffe({key: weights[key] for key in loaded}, net)
         write_caffemodel(dst, net.name, layers)
         out.notes.append(f"{sum(1 for l in layers if l.blobs)} layers with weights, "
                          f"{len(layers)} layers in all")
