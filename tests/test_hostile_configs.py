@@ -17,7 +17,7 @@ import yaml
 from hostile import assert_one_error, cli
 from synthetic import NET, write_project
 from trainnet.errors import ConfigError
-from trainnet.netcfg import load_net_text, load_solver_text, yaml_reader
+from trainnet.netcfg import load_net_text, load_solver_text, yaml_reader, yaml_scalars
 from trainnet.netcfg.net import parse_net
 from trainnet.netcfg.source import load_yaml_text
 
@@ -311,6 +311,6 @@ def test_a_bad_preprocess_record_is_one_located_line(tmp_path, record, fragment)
 
 def test_the_dumper_quotes_strings_this_reader_takes_for_numbers():
     data = {"name": "1e3", "a": ".5", "b": "2001-12-14", "c": 1e-5, "d": [1.5, "1E5"], "e": 10}
-    text = yaml.dump(data, Dumper=yaml_reader.Dumper, sort_keys=False)
+    text = yaml.dump(data, Dumper=yaml_scalars.Dumper, sort_keys=False)
     assert load_yaml_text(text)[0] == data
     assert load_yaml_text(yaml.safe_dump(data))[0]["name"] == 1000.0   # why convert needs it

@@ -11,17 +11,15 @@ needs before it costs anything:
 - tags beyond YAML's plain types (``!!python/object``, ``!!set``, ``!!timestamp`` ...), keys
   that are not strings, a key given twice, several documents in one file.
 
-Scalars resolve as YAML 1.2's core schema reads numbers: ``1e-3``, ``5E-4``, ``.5e-3`` and
-``1e400`` (inf) are floats, ``010`` is ten (not octal eight), ``1:30`` is a string; booleans and
-nulls as in YAML 1.1 (``yes``/``no``/``on``/``off`` too).  Timestamps are not resolved: a config
-has no dates, and ``2001-13-45`` stays the string it is.  Merge keys (``<<: *defaults``, or
-``<<: [*a, *b]``) are supported, as YAML defines them: a key given in the mapping wins, then the
-earlier merged mapping; a merged value keeps the line it is written on.
+Scalars resolve as ``yaml_scalars`` says (YAML 1.2 numbers: ``1e-3`` is a float; timestamps stay
+strings).  Merge keys (``<<: *defaults``, or ``<<: [*a, *b]``) are supported, as YAML defines
+them: a key given in the mapping wins, then the earlier merged mapping; a merged value keeps the
+line it is written on, so an error in it points there.  An alias shares the anchored value (as
+PyYAML's constructor does); nothing downstream changes what it reads.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
@@ -29,6 +27,7 @@ from yaml.events import (AliasEvent, DocumentStartEvent, MappingEndEvent, Mappin
                          ScalarEvent, SequenceEndEvent, SequenceStartEvent)
 
 from trainnet.errors import ConfigError
+from trainnet.netcfg.yaml_scalars import TAG, plain_scalar, tagged, unsupported_tag
 
 LOADER = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
 LOADER = LOADER or yaml.SafeLoader
@@ -36,69 +35,7 @@ LOADER = LOADER or yaml.SafeLoader
 MAX_DEPTH = 100
 ALIAS_BUDGET = 1_000_000   # values that aliases may add to a document, in all
 
-_NULLS = {"", "~", "null", "Null", "NULL"}
-_BOOLS = {v: True for v in ("yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")}
-_BOOLS.update({v: False for v in ("no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF")})
-_INT = re.compile(r"[-+]?(?:[0-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)")
-_FLOAT = re.compile(r"[-+]?(?:(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
-                    r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF))|\.(?:nan|NaN|NAN)")
-_NUMERIC_START = frozenset("-+0123456789.")
-_TAG = "tag:yaml.org,2002:"
 _MERGE = object()   # the pending key of a mapping after a plain ``<<``
-
-
-def _int(text: str) -> int:
-    text = text.replace("_", "")
-    sign, body = (text[0], text[1:]) if text[0] in "+-" else ("", text)
-    base = {"0x": 16, "0o": 8, "0b": 2}.get(body[:2], 10)
-    return int(sign + (body[2:] if base != 10 else body), base)
-
-
-def _float(text: str) -> float:
-    text = text.replace("_", "").lower()
-    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
-
-
-def plain_scalar(text: str) -> Any:
-    """An untagged, unquoted scalar: null, bool, int, float (YAML 1.2 numbers) or str."""
-    if text in _NULLS:
-        return None
-    if text in _BOOLS:
-        return _BOOLS[text]
-    if text[0] in _NUMERIC_START:
-        try:
-            if _INT.fullmatch(text):
-                return _int(text)
-            if _FLOAT.fullmatch(text):
-                return _float(text)
-        except ValueError:  # "1__0": looks numeric but is not
-            pass
-    return text
-
-
-def _tagged(tag: str, text: str, line: int, file: str) -> Any:
-    kind = tag[len(_TAG):] if tag.startswith(_TAG) else None
-    try:
-        if tag == "!" or kind == "str":
-            return text
-        if kind == "int":
-            return _int(text)
-        if kind == "float":
-            return _float(text)
-        if kind == "bool" and text in _BOOLS:
-            return _BOOLS[text]
-        if kind == "null" and text in _NULLS:
-            return None
-    except (ValueError, IndexError):
-        raise ConfigError(f"{text!r} is not a valid !!{kind}", file=file, line=line) from None
-    if kind in ("bool", "null"):
-        raise ConfigError(f"{text!r} is not a valid !!{kind}", file=file, line=line)
-    raise ConfigError(unsupported_tag(tag), file=file, line=line)
-
-
-def unsupported_tag(tag: str) -> str:
-    shown = "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
-    return f"the tag {shown} is not supported in a config (plain values, lists and mappings only)"
 
 
 class _Node:
@@ -247,7 +184,7 @@ class _Reader:
         if tag is None or tag == "!":
             value = plain_scalar(text) if event.implicit[0] and tag is None else text
         else:
-            value = _tagged(tag, text, line, self.file)
+            value = tagged(tag, text, line, self.file)
         path = self.place(line)
         if path is None:   # a mapping key
             self.count += 1
@@ -260,7 +197,7 @@ class _Reader:
 
     def start(self, event, mapping: bool) -> None:
         line = event.start_mark.line + 1
-        if event.tag is not None and event.tag not in (_TAG + "map", _TAG + "seq"):
+        if event.tag is not None and event.tag not in (TAG + "map", TAG + "seq"):
             raise self.error(unsupported_tag(event.tag), line)
         if len(self.stack) >= MAX_DEPTH:
             raise self.error(f"nested deeper than {MAX_DEPTH} levels: not a config", line)
@@ -351,12 +288,3 @@ class _Reader:
             if origin is not None and keys:
                 self.copy_entries(origin, node.path, set(keys))
         node.value = {**merged, **explicit}
-
-
-class Dumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, quoting every string this reader would take for a number (``'1e3'``,
-    ``'.5'``): its own YAML 1.1 rules leave those plain, and they would read back as floats."""
-
-
-Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-Dumper.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
