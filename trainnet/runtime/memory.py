@@ -107,9 +107,10 @@ def check_fits(plan, device, shared=None, available: Optional[int] = None) -> No
     big = largest_blob(plan)
     where = "the GPU" if device.is_gpu else "this machine"
     held = "data, gradient" + ("" if device.is_gpu else " and the copy that fills them")
+    parts = f"parameters {human_bytes(params)} {copies} times: {held}" if params else "no parameters"
     message = (f"net '{plan.net_name}' ({plan.phase}) needs {human_bytes(need)} (activations "
-               f"{human_bytes(activations)}, parameters {human_bytes(params)} {copies} times: "
-               f"{held}) but {where} has {human_bytes(free)} available")
+               f"{human_bytes(activations)}, {parts}) but {where} has {human_bytes(free)} "
+               "available")
     if big is None:
         raise TrainnetError(message)
     shape = "x".join(map(str, big.shape)) or "scalar"
