@@ -163,7 +163,7 @@ def test_a_folder_and_a_huge_file_are_refused(tmp_path):
     huge = tmp_path / "huge.yaml"
     with open(huge, "wb") as f:   # sparse: 300 MiB that take no disk
         f.truncate(300 * 2**20)
-    assert_one_error(cli("plan", huge), f"{huge}: is 300 MiB; a config file may hold at most 256 MiB")
+    assert_one_error(cli("plan", huge), f"{huge}: is 300 MiB; a config file may hold at most 64 MiB")
 
 
 # --- what is read right -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from trainnet.errors import ConfigError
 
@@ -39,8 +39,9 @@ _TOKEN = re.compile(r"""
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
 
 
-def _tokens(text: str, file: str) -> list[tuple[str, Any, int]]:
-    out, line, pos = [], 1, 0
+def _tokens(text: str, file: str) -> Iterator[tuple[str, Any, int]]:
+    """The tokens of ``text`` one at a time (a list of them took more memory than the fields)."""
+    line, pos, pending = 1, 0, None   # pending: a string that the next may continue
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
@@ -49,17 +50,21 @@ def _tokens(text: str, file: str) -> list[tuple[str, Any, int]]:
         pos = m.end()
         if kind == "newline":
             line += 1
-        elif kind == "string":
+            continue
+        if kind == "space":
+            continue
+        if kind == "string":
             body = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
-            if out and out[-1][0] == "string":  # adjacent strings concatenate, as in protobuf
-                out[-1] = ("string", out[-1][1] + body, out[-1][2])
-            else:
-                out.append(("string", body, line))
-        elif kind == "number":
-            out.append(("number", _number(raw), line))
-        elif kind in ("ident", "symbol"):
-            out.append((kind, raw, line))
-    return out
+            # adjacent strings concatenate, as in protobuf
+            pending = ("string", body, line) if pending is None else \
+                ("string", pending[1] + body, pending[2])
+            continue
+        if pending is not None:
+            yield pending
+            pending = None
+        yield ("number", _number(raw), line) if kind == "number" else (kind, raw, line)
+    if pending is not None:
+        yield pending
 
 
 def _number(raw: str) -> Union[int, float]:
@@ -70,27 +75,26 @@ def _number(raw: str) -> Union[int, float]:
 
 
 MAX_DEPTH = 100  # messages nest a handful of levels in any real config
+_END = ("end", None, None)
 
 
 class _Parser:
     def __init__(self, text: str, file: str):
-        self.toks, self.i, self.file = _tokens(text, file), 0, file
-        self.depth = 0
+        self.tokens, self.file, self.depth = _tokens(text, file), file, 0
+        self.tok, self.line = _END, None
+        self.advance()
+
+    def advance(self) -> None:
+        """Move to the next token (the line of the last real one is kept for errors at the end)."""
+        self.tok = next(self.tokens, _END)
+        if self.tok[2] is not None:
+            self.line = self.tok[2]
 
     def error(self, message: str) -> ConfigError:
-        line = self.toks[min(self.i, len(self.toks) - 1)][2] if self.toks else None
-        return ConfigError(f"prototxt syntax error: {message}", file=self.file, line=line)
+        return ConfigError(f"prototxt syntax error: {message}", file=self.file, line=self.line)
 
     def peek(self):
-        return self.toks[self.i] if self.i < len(self.toks) else ("end", None, None)
-
-    def take(self, kind=None, value=None):
-        tok = self.peek()
-        if (kind and tok[0] != kind) or (value and tok[1] != value):
-            found = "the end of the file" if tok[0] == "end" else repr(tok[1])
-            raise self.error(f"expected {value or kind}, found {found}")
-        self.i += 1
-        return tok
+        return self.tok
 
     def message(self, close: str | None) -> list[Field]:
         fields = []
@@ -99,32 +103,32 @@ class _Parser:
             if close is None and kind == "end":
                 return fields
             if kind == "symbol" and value == close:
-                self.i += 1
+                self.advance()
                 return fields
             if kind == "symbol" and value in ",;":
-                self.i += 1
+                self.advance()
                 continue
             if kind != "ident":
                 raise self.error(f"expected a field name, found {'the end of the file' if kind == 'end' else repr(value)}")
-            self.i += 1
+            self.advance()
             fields.extend(self.field(value, line))
 
     def field(self, key: str, line: int) -> list[Field]:
         kind, value, _ = self.peek()
         if kind == "symbol" and value == ":":
-            self.i += 1
+            self.advance()
             kind, value, _ = self.peek()
             if kind == "symbol" and value == "[":  # key: [a, b] or key: [{...}, {...}]
-                self.i += 1
+                self.advance()
                 items = []
                 while not (self.peek()[0] == "symbol" and self.peek()[1] == "]"):
                     items.extend(self.field(key, self.peek()[2] or line))
                     if self.peek()[1] == ",":
-                        self.i += 1
-                self.i += 1
+                        self.advance()
+                self.advance()
                 return items
         if kind == "symbol" and value in "{<":
-            self.i += 1
+            self.advance()
             self.depth += 1
             if self.depth > MAX_DEPTH:
                 raise self.error(f"messages nested deeper than {MAX_DEPTH} levels: not a config")
@@ -132,10 +136,10 @@ class _Parser:
             self.depth -= 1
             return [Field(key, fields, line, message=True)]
         if kind in ("string", "number"):
-            self.i += 1
+            self.advance()
             return [Field(key, value, line)]
         if kind == "ident":
-            self.i += 1
+            self.advance()
             return [Field(key, {"true": True, "false": False}.get(value, value), line)]
         raise self.error(f"expected a value for '{key}'")
 
