@@ -33,32 +33,34 @@ _TOKEN = re.compile(r"""
     (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*') |
     (?P<number>[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?[fF]?(?![\w.])|[-+]?(?:inf|nan)\b) |
     (?P<ident>[A-Za-z_][\w.]*) |
-    (?P<symbol>[{}<>:\[\],;])
-""", re.VERBOSE)
+    (?P<symbol>[{}<>:\[\],;]) |
+    (?P<bad>.)
+""", re.VERBOSE | re.DOTALL)
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
 
 
 def _tokens(text: str, file: str) -> Iterator[tuple[str, Any, int]]:
     """The tokens of ``text`` one at a time (a list of them took more memory than the fields)."""
-    line, pos, pending = 1, 0, None   # pending: a string that the next may continue
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ConfigError(f"prototxt syntax error: unexpected {text[pos]!r}", file=file, line=line)
-        kind, raw = m.lastgroup, m.group()
-        pos = m.end()
+    line, pending = 1, None   # pending: a string that the next may continue
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == "space":
+            continue
         if kind == "newline":
             line += 1
             continue
-        if kind == "space":
-            continue
+        raw = m.group()
         if kind == "string":
-            body = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), raw[1:-1])
+            body = raw[1:-1]
+            if "\\" in body:
+                body = re.sub(r"\\(.)", lambda e: _ESCAPES.get(e.group(1), e.group(1)), body)
             # adjacent strings concatenate, as in protobuf
             pending = ("string", body, line) if pending is None else \
                 ("string", pending[1] + body, pending[2])
             continue
+        if kind == "bad":
+            raise ConfigError(f"prototxt syntax error: unexpected {raw!r}", file=file, line=line)
         if pending is not None:
             yield pending
             pending = None
