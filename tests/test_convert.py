@@ -72,3 +72,14 @@ def test_convert_errors_are_one_line(tmp_path):
     assert result.exit_code == 1 and result.output.startswith("error: preprocessing options:")
     result = run(tmp_path / "v1.prototxt", tmp_path / "x.txt")
     assert result.exit_code == 1 and "write a config as .yaml or .prototxt" in result.output
+
+
+def test_names_that_look_like_numbers_stay_strings(tmp_path):
+    src = tmp_path / "net.prototxt"
+    src.write_text('name: "1e3"\nlayer { name: "1e3" type: "Input" top: "010" '
+                   'input_param { shape { dim: 1 dim: 2 } } }\n')
+    out = tmp_path / "net.yaml"
+    result = CliRunner().invoke(main, ["convert", str(src), str(out)])
+    assert result.exit_code == 0, result.output
+    net = load_net(out)
+    assert net.name == "1e3" and net.layer[0].name == "1e3" and net.layer[0].top == ["010"]

@@ -16,6 +16,7 @@ products, so the GPU adds and multiplies in the CPU pass's order.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -77,7 +78,7 @@ class Eltwise(Layer):
 
     def flops(self):
         n = len(self.bottom_shapes)
-        return int(np.prod(self.top_shapes[0])) * (2 * n if self.p.operation == "SUM" else n - 1)
+        return math.prod(self.top_shapes[0]) * (2 * n if self.p.operation == "SUM" else n - 1)
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -43,7 +44,7 @@ class ReLU(Layer):
         return bufs
 
     def flops(self):
-        return int(np.prod(self.top_shapes[0]))
+        return math.prod(self.top_shapes[0])
 
     def forward_cpu(self, io: StepIO):
         x, y, slope = io.bottom[0], io.top[0], self.p.negative_slope

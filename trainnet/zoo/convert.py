@@ -21,13 +21,15 @@ import yaml
 from trainnet.errors import TrainnetError
 from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_solver
 from trainnet.netcfg.common import Preprocess
+from trainnet.netcfg.kind import config_kind
 from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file
+from trainnet.netcfg.source import load_yaml
 from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import caffe_notes, dump_net_prototxt, dump_solver_prototxt
+from trainnet.netcfg.yaml_scalars import Dumper
 from trainnet.formats.atomic import atomic_write
 
 YAML_SUFFIXES = (".yaml", ".yml")
-NET_KEYS = {"layer", "layers", "input", "input_dim", "input_shape"}
 
 
 @dataclass
@@ -39,21 +41,18 @@ class Converted:
 
 
 def _kind_of(path: Path) -> str:
-    """'net' or 'solver', from a config file's top-level keys."""
+    """'net' or 'solver', from a config file's top-level keys (a net when they do not say: the
+    net's loader then names what is wrong)."""
     if is_prototxt(path):
-        keys = {f.key for f in parse_text(read_file(path), str(path))}
+        data = {f.key: None for f in parse_text(read_file(path), str(path))}
     else:
-        try:
-            data = yaml.safe_load(read_file(path))
-        except yaml.YAMLError:
-            data = None
-        keys = set(data) if isinstance(data, dict) else set()
-    return "net" if keys & NET_KEYS or not keys & {"net", "base_lr", "max_iter"} else "solver"
+        data = load_yaml(path)[0]
+    return config_kind(data) or "net"
 
 
 def yaml_text(data: dict) -> str:
     """YAML as the shipped configs read: blocks for layers, flow style for short leaves."""
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=None, width=100)
 
 
 def solver_dict(cfg: SolverConfig) -> dict:
