@@ -68,8 +68,11 @@ def read_yaml(text: str, file: str) -> tuple[Any, dict]:
         return _Reader(file).run(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise ConfigError(f"YAML syntax error: {exc.problem or exc}", file=file,
-                          line=mark.line + 1 if mark else None) from None
+        line = mark.line + 1 if mark else None
+        if "maximum nesting depth" in str(exc.problem):  # libyaml >= 0.2.6 stops at 1000 itself
+            raise ConfigError(f"nested deeper than {MAX_DEPTH} levels: not a config", file=file,
+                              line=line) from None
+        raise ConfigError(f"YAML syntax error: {exc.problem or exc}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML error: {exc}".splitlines()[0], file=file) from None
 
