@@ -39,9 +39,9 @@ def cli(*args, cwd: Path | None = None, env: dict | None = None) -> Outcome:
 
 
 def trainnet_process(*args, cwd: Path | None = None, **popen) -> subprocess.Popen:
-    """``trainnet ARGS`` as a real process (``python -m trainnet.cli``), pipes for its output."""
+    """``trainnet ARGS`` as a real process (``python -m trainnet``), pipes for its output."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
-    return subprocess.Popen([sys.executable, "-m", "trainnet.cli", *map(str, args)], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "trainnet", *map(str, args)], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **popen)
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -32,47 +30,6 @@ def project(tmp_path: Path, replace: dict[str, str] = {}, **kw) -> Path:
         text = text.replace(old, new)
     solver.write_text(text)
     return solver
-
-
-def test_divergence_stops_located_with_the_state_before_it(tmp_path):
-    solver = project(tmp_path, {"base_lr: 0.05": "base_lr: 1000000"}, max_iter=50)
-    lines = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
-        with pytest.raises(TrainnetError) as exc:
-            Solver(load_solver(solver), log=lines.append).solve()
-    message = str(exc.value)
-    assert "iteration 2: the loss is nan (diverged)" in message
-    assert "first non-finite: layer 'ip2' (InnerProduct) forward: its top 'ip2'" in message
-    state = tmp_path / "out/tiny_iter_2.solverstate"
-    assert str(state) in message and len(message.splitlines()) == 1
-    weights = snap.read_tensors(tmp_path / "out/tiny_iter_2.safetensors", "weights")
-    assert all(np.isfinite(w).all() for w in weights.values())  # the update was not applied
-    # the state is exactly the one before iteration 2: resuming diverges there again, the same way
-    again = Solver(load_solver(solver))
-    again.restore(state)
-    with pytest.raises(TrainnetError, match="iteration 2: the loss is nan"):
-        again.solve()
-
-
-def test_divergence_in_the_data_names_the_data_layer(tmp_path):
-    x = np.random.default_rng(0).random((64, 1, 4, 4), dtype=np.float32)
-    x[37, 0, 1, 2] = np.nan  # batch 2 (batch_size 16) holds a NaN
-    with h5py.File(tmp_path / "d.h5", "w") as f:
-        f["data"], f["label"] = x, (np.arange(64) % 3).astype(np.float32)
-    (tmp_path / "list.txt").write_text(f"{tmp_path / 'd.h5'}\n")
-    (tmp_path / "net.yaml").write_text(
-        "name: H\nlayer:\n"
-        "  - {name: h, type: HDF5Data, top: [data, label], source: list.txt, batch_size: 16}\n"
-        "  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 3,"
-        " weight_filler: {type: xavier}}\n"
-        "  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}\n")
-    (tmp_path / "solver.yaml").write_text(f"net: net.yaml\nbase_lr: 0.1\nmax_iter: 10\n"
-                                          f"snapshot_prefix: {tmp_path}/run\n")
-    outcome = cli("train", tmp_path / "solver.yaml")
-    assert_one_error(outcome, "iteration 2: the loss is nan",
-                     "first non-finite: layer 'h' (HDF5Data) forward: its top 'data'")
-    assert (tmp_path / "run_iter_2.solverstate").is_file()
 
 
 def test_a_net_without_a_loss_is_reported(tmp_path):
@@ -201,3 +158,15 @@ def test_test_refuses_a_deploy_net_whose_inputs_nothing_fills(tmp_path):
     save_file({"ip.0": np.ones((2, 3), np.float32), "ip.1": np.zeros(2, np.float32)}, str(weights))
     assert_one_error(cli("test", "--model", net, "--weights", weights),
                      "nothing fills the input blob data", "classify runs a deploy net")
+
+
+def test_snapshot_keep_leaves_later_iterations_alone(tmp_path):
+    solver = project(tmp_path, {"random_seed: 7": "random_seed: 7\nsnapshot_keep: 2"},
+                     max_iter=6, snapshot=2)
+    (tmp_path / "out").mkdir()
+    for suffix in (".safetensors", ".solverstate"):  # another run's, or the one resumed from
+        (tmp_path / f"out/tiny_iter_100{suffix}").write_bytes(b"")
+    Solver(load_solver(solver)).solve()
+    names = sorted(p.name for p in (tmp_path / "out").glob("*_iter_*"))
+    assert names == ["tiny_iter_100.safetensors", "tiny_iter_100.solverstate", "tiny_iter_4.safetensors",
+                     "tiny_iter_4.solverstate", "tiny_iter_6.safetensors", "tiny_iter_6.solverstate"]

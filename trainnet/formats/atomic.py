@@ -26,10 +26,12 @@ def atomic_write(path: Path, payload: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
         sync_folder(path.parent)
-    except OSError as exc:
+    except BaseException as exc:  # a failed write, or Ctrl-C: no temporary file is left
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+        if not isinstance(exc, OSError):
+            raise
         raise TrainnetError(f"{path}: cannot write ({exc.strerror or exc}); nothing was "
                             "replaced") from None
 

@@ -2,7 +2,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void clip_forward(float* y, const float* x, float lo, float hi, i64 n) {
-    GRID_STRIDE(i, n) y[i] = fmaxf(lo, fminf(x[i], hi));
+    GRID_STRIDE(i, n) y[i] = nan_max(nan_min(x[i], hi), lo);
 }
 
 extern "C" __global__ void clip_backward(float* dx, const float* dy, const float* x, float lo,

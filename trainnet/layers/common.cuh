@@ -13,6 +13,11 @@ typedef unsigned int u32;
 
 #define BLOCK_STRIDE(i, n) for (i64 i = threadIdx.x; i < (i64)(n); i += blockDim.x)
 
+// max and min that keep a NaN, as NumPy's maximum and minimum do (fmaxf and fminf drop it):
+// a NaN must reach the loss on the GPU as on the CPU, or divergence would go unseen.
+__device__ __forceinline__ float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ float nan_min(float a, float b) { return (a < b || a != a) ? a : b; }
+
 // Block-wide sum of one float per thread; every thread gets the total.  `scratch` holds
 // blockDim.x floats (blockDim.x a power of two, at most 1024).
 __device__ __forceinline__ float block_sum(float v, float* scratch) {

@@ -22,12 +22,12 @@ extern "C" __global__ void contrastive_loss_forward(float* loss, float* diff, fl
             coef[n] = 1.0f;
         } else if (legacy) {
             const float mdist = margin - dsq;
-            total += fmaxf(mdist, 0.0f);
+            total += nan_max(mdist, 0.0f);
             coef[n] = mdist > 0.0f ? -1.0f : 0.0f;
         } else {
             const float dist = sqrtf(dsq);
             const float mdist = margin - dist;
-            const float m = fmaxf(mdist, 0.0f);
+            const float m = nan_max(mdist, 0.0f);
             total += m * m;
             coef[n] = mdist > 0.0f ? -mdist / (dist + 1e-4f) : 0.0f;
         }

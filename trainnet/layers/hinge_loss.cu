@@ -14,7 +14,7 @@ extern "C" __global__ void hinge_loss_forward(float* loss, float* margin, i64* c
         const i64 row = i / dim, j = i % dim;
         const i64 k = label_code(label[row], (int)dim, 0, 0);
         if (j == 0) code[row] = k;
-        const float m = fmaxf(0.0f, 1.0f + (j == k ? -x[i] : x[i]));
+        const float m = nan_max(1.0f + (j == k ? -x[i] : x[i]), 0.0f);
         margin[i] = m;
         total += k == LABEL_BAD ? nan : (l2 ? m * m : m);
     }

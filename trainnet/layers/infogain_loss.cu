@@ -30,7 +30,7 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
         for (int c = 0; c < K; ++c) {
             const float h = H[k * K + c];
             sum += h;
-            gain += h * logf(fmaxf(prob[base + c * inner], 1e-20f));
+            gain += h * logf(nan_max(prob[base + c * inner], 1e-20f));
         }
         hsum[r] = sum;
         total -= gain;

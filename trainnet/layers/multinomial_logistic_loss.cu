@@ -12,7 +12,7 @@ extern "C" __global__ void multinomial_logistic_loss_forward(float* loss, const 
     BLOCK_STRIDE(row, N) {
         const i64 k = label_code(label[row], (int)dim, 0, 0);
         total -= k == LABEL_BAD ? __int_as_float(0x7fffffff)
-                                : logf(fmaxf(prob[row * dim + k], LOG_THRESHOLD));
+                                : logf(nan_max(prob[row * dim + k], LOG_THRESHOLD));
     }
     total = block_sum(total, scratch);
     if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1);
@@ -28,6 +28,6 @@ extern "C" __global__ void multinomial_logistic_loss_backward(float* dx, const f
     GRID_STRIDE(i, N * dim) {
         const i64 k = label_code(label[i / dim], (int)dim, 0, 0);
         if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
-        else dx[i] = i % dim == k ? scale / fmaxf(prob[i], LOG_THRESHOLD) : 0.0f;
+        else dx[i] = i % dim == k ? scale / nan_max(prob[i], LOG_THRESHOLD) : 0.0f;
     }
 }

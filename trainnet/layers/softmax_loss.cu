@@ -21,7 +21,7 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
         code[r] = k;
         if (k == LABEL_IGNORED) continue;
         count += 1.0f;
-        total -= k == LABEL_BAD ? nan : logf(fmaxf(prob[base + k * inner], 1.175494351e-38f));
+        total -= k == LABEL_BAD ? nan : logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
     }
     write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }

@@ -31,6 +31,15 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def snapshot_prefix(cfg) -> str:
+    """Caffe's snapshot prefix of a solver config: snapshot_prefix, by default the solver
+    file's path without its extension."""
+    if cfg.snapshot_prefix:
+        return cfg.snapshot_prefix
+    solver_file = Path(cfg.file) if cfg.file else Path("trainnet")
+    return str(solver_file.with_suffix(""))
+
+
 class RunFiles:
     """The files a run writes beside its snapshots, all named ``{prefix}...``."""
 
@@ -40,6 +49,7 @@ class RunFiles:
         self.lock_path = Path(f"{prefix}.lock")
         self._log: Optional[IO[str]] = None
         self._lock: Optional[int] = None
+        self.notes: list[str] = []   # what the solver should say (a lock the folder cannot hold)
 
     def snapshot_path(self, iteration: int, suffix: str) -> Path:
         return Path(f"{self.prefix}_iter_{iteration}{suffix}")
@@ -74,6 +84,11 @@ class RunFiles:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    self.notes.append(f"{self.lock_path}: this file system cannot lock files "
+                                      f"({_why(exc)}); the pid in the lock file is the only sign "
+                                      "of this run to another one on the same prefix")
+                    break
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise TrainnetError(f"{self.lock_path}: cannot lock ({_why(exc)})") from None
@@ -129,9 +144,11 @@ class RunFiles:
                 self._log = None
             raise LogWriteError(f"{self.log_path}: cannot write the run's log ({why})") from None
 
-    def keep_newest(self, keep: int, suffixes: tuple[str, str]) -> list[Path]:
-        """Delete all but the ``keep`` newest snapshots of this prefix (states first, so that
-        a state never outlives its weights); returns what was deleted."""
+    def keep_newest(self, keep: int, suffixes: tuple[str, str], current: int) -> list[Path]:
+        """Delete all but the ``keep`` newest snapshots of this prefix up to iteration
+        ``current`` (the one just written): snapshots of later iterations belong to another
+        run, or to the one this resumed from, and are left alone.  States go first, so that a
+        state never outlives its weights; returns what was deleted."""
         pattern = re.compile(re.escape(Path(self.prefix + "_iter_").name) + r"(\d+)"
                              + "(" + "|".join(re.escape(s) for s in suffixes) + ")$")
         folder = Path(self.prefix + "_iter_").parent
@@ -139,7 +156,7 @@ class RunFiles:
         with contextlib.suppress(OSError):
             for entry in folder.iterdir():
                 m = pattern.match(entry.name)
-                if m:
+                if m and int(m.group(1)) <= current:
                     found.setdefault(int(m.group(1)), []).append(entry)
         deleted = []
         for it in sorted(found)[:-keep] if keep > 0 else []:

@@ -32,7 +32,19 @@ def snapshot(solver) -> Path:
         snap.save_state(state, tensors, {**meta, "iter": solver.iter, "weights": weights.name,
                                          "weights_sha256": digest_of_set(digests)})
     solver.log(f"Snapshotting to {weights} and {state}")
+    keep = solver.cfg.snapshot_keep
+    if keep:
+        suffixes = caffe_state.SUFFIXES.get(kind, (".safetensors", ".solverstate"))
+        for path in solver.files.keep_newest(keep, suffixes, solver.iter):
+            solver.log(f"Removed {path} (snapshot_keep: {keep})")
     return state
+
+
+def every_iteration_warning(solver) -> str:
+    """What snapshot: 1 costs (a warning at the start of training)."""
+    return ("Warning: snapshot: 1 writes the weights and the solver state at every iteration "
+            f"({solver.net.params.data.nbytes * 2:,} bytes or more each time)"
+            + ("" if solver.cfg.snapshot_keep else "; snapshot_keep: N keeps only the newest N"))
 
 
 def _nets(solver):

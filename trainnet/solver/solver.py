@@ -18,9 +18,8 @@ from trainnet.runtime import locate
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.net import Net
 from trainnet.solver import resume
-from trainnet.solver.caffe_state import SUFFIXES
-from trainnet.solver.outputs import LogWriteError, RunFiles
-from trainnet.solver.testing import Diverged, Interrupted, average_outputs
+from trainnet.solver.outputs import LogWriteError, RunFiles, snapshot_prefix
+from trainnet.solver.testing import Diverged, Interrupted, NonFiniteOutput, average_outputs
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.update import update_rule
 
@@ -65,7 +64,7 @@ class Solver:
         self.stop_reason = self.snapshot_reason = ""
         self.last_test: dict = {}
         self.test_results: list[dict] = []   # the last test's outputs, one dict per test net
-        self.prefix = self._prefix()
+        self.prefix = snapshot_prefix(cfg)
         self.files = RunFiles(self.prefix)
         if not self.net.loss_tops:
             log(f"Warning: the training net '{self.net.plan.net_name}' has no loss (no top with "
@@ -78,14 +77,6 @@ class Solver:
     def _compile(net: SolverNet, phase: str, device: Device):
         return compile_net(net.cfg, phase, level=net.state.level, stages=list(net.state.stage),
                            gpu=device.is_gpu)
-
-    def _prefix(self) -> str:
-        """Caffe's snapshot prefix: a path prefix ("out/" names out/_iter_N...), by default the
-        solver file's path without its extension."""
-        if self.cfg.snapshot_prefix:
-            return self.cfg.snapshot_prefix
-        solver_file = Path(self.cfg.file) if self.cfg.file else Path("trainnet")
-        return str(solver_file.with_suffix(""))
 
     @property
     def log_path(self) -> Path:
@@ -108,6 +99,8 @@ class Solver:
         """Train to max_iter; the run's files (log, lock) are taken first, so that every output
         problem is reported before any work is done."""
         self.files.open()
+        for note in self.files.notes:
+            self.log(f"Warning: {note}")
         try:
             with np.errstate(all="ignore"):  # divergence is caught and located, not warned of
                 return self._solve()
@@ -126,9 +119,7 @@ class Solver:
         self.log(f"Solving {self.net.plan.net_name} on {self.device}: {self.net.plan.param_count:,} "
                  f"parameters, iterations {self.iter} -> {cfg.max_iter}")
         if cfg.snapshot == 1 and cfg.max_iter - self.iter > 1:
-            self.log("Warning: snapshot: 1 writes the weights and the solver state at every "
-                     f"iteration ({self.net.params.data.nbytes * 2:,} bytes or more each time)"
-                     + ("" if cfg.snapshot_keep else "; snapshot_keep: N keeps only the newest N"))
+            self.log(resume.every_iteration_warning(self))
         self._t0 = time.perf_counter()
         self._window = (self._t0, self.iter)
         while self.iter < cfg.max_iter and not self.stop_requested:
@@ -171,6 +162,7 @@ class Solver:
         loss = self._iteration_gpu(rate, it, marked) if self.device.is_gpu else \
             self._iteration_cpu(rate, it, marked)
         self.losses.append(loss)
+        self.iter += 1  # before the log is written: a failing write snapshots a consistent state
         smoothed = sum(self.losses) / len(self.losses)
         if cfg.display and it % cfg.display == 0:
             now = time.perf_counter()
@@ -179,8 +171,7 @@ class Solver:
             self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
             self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
                         seconds=round(now - self._t0, 3))
-            self._report_data(self.net)
-        self.iter += 1
+            self._report_data(self.net, it)
 
     def _iteration_cpu(self, rate: float, it: int, marked) -> float:
         """iter_size forward/backward passes, the divergence check, and the update; returns
@@ -205,9 +196,8 @@ class Solver:
 
     def _iteration_gpu(self, rate: float, it: int, marked) -> float:
         """The same on the GPU: the host uploads the batch and this iteration's rates; the
-        passes run as one graph and, once the host has checked the loss, the update as another
-        (the gradients are not checked on the device: a finite loss with a non-finite gradient
-        is caught at the next iteration)."""
+        passes run as one graph (counting non-finite gradients at its end) and, once the host
+        has checked the loss and that count, the update as another."""
         net, rule, device = self.net, self.rule, self.device
         w, g, acc = net.params.data, net.params.diff, self._acc
         rule.prepare(rate, it)
@@ -215,12 +205,13 @@ class Solver:
         for _ in range(self.cfg.iter_size):
             net.forward_host()
             if acc is None:
-                self._run("pass", lambda: (net.forward_device(), net.backward()))
+                self._run("pass", lambda: (net.forward_device(), net.backward(), rule.check_gpu(g)))
             else:
-                self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g)))
+                self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g),
+                                           rule.check_gpu(acc)))
             loss += net.loss()
         loss /= self.cfg.iter_size
-        if not np.isfinite(loss):
+        if not np.isfinite(loss) or not rule.finite_gpu():
             self._diverged(it, loss, marked)
         if acc is None:
             self._run("update", lambda: rule.apply_gpu(w, g))
@@ -232,14 +223,18 @@ class Solver:
         """Stop on a non-finite loss or gradient, before the update: re-run the iteration's
         first pass to say where it went non-finite, then snapshot the state it started from
         (weights and history untouched, the data readers rewound), and raise Diverged."""
+        what = f"the loss is {loss}" if not np.isfinite(loss) else "a gradient is not finite"
+        spoiled = locate.nonfinite_weights(self.net)
+        if spoiled:  # the previous update overflowed: no good state is left in memory
+            raise Diverged(f"iteration {it}: {what} (diverged): {spoiled}, made so by the update "
+                           f"of iteration {it - 1}; no snapshot written (the newest one on disk "
+                           "is the last good state): lower base_lr or set clip_gradients")
         states, rng_state = marked
         locate.rewind(self.net, states)
         self.rng.bit_generator.state = rng_state
-        where = locate.locate_nonfinite(self.net, backward=True)
+        where = locate.locate_nonfinite(self.net, backward=True) or "not found again on a re-run"
         locate.rewind(self.net, states)
         self.rng.bit_generator.state = rng_state
-        what = f"the loss is {loss}" if not np.isfinite(loss) else "a gradient is not finite"
-        where = where or "not found again on a re-run"
         saved = self.snapshot()
         raise Diverged(f"iteration {it}: {what} (diverged); first non-finite: {where}; the state "
                        f"before this iteration is saved as {saved}: lower base_lr (or set "
@@ -263,7 +258,13 @@ class Solver:
         A stop requested meanwhile raises Interrupted."""
         results = []
         for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
-            outputs = average_outputs(net, n, stop=lambda: self.stop_requested)
+            try:
+                outputs = average_outputs(net, n, stop=lambda: self.stop_requested)
+            except NonFiniteOutput as exc:  # the test data or a test-only layer: training goes on
+                self.log(f"Iteration {self.iter}, Testing net (#{i}): {exc}")
+                self.record(event="test", iter=self.iter, net=i, error=str(exc))
+                results.append({})
+                continue
             parts = []
             for name, value in outputs.items():
                 if np.ndim(value) == 0:
@@ -273,28 +274,22 @@ class Solver:
                         outputs={k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
                                  for k, v in outputs.items()})
             results.append(outputs)
-            self._report_data(net)
+            self._report_data(net, self.iter)
         self.test_results = results
         self.last_test = results[0] if results else {}
         return self.last_test
 
-    def _report_data(self, net: Net) -> None:
+    def _report_data(self, net: Net, it: int) -> None:
         """Log what the net's data layers report (records skipped as unreadable)."""
         for note in net.data_notes():
-            self.log(f"Iteration {self.iter}, data: {note}")
-            self.record(event="data", iter=self.iter, message=note)
+            self.log(f"Iteration {it}, data: {note}")
+            self.record(event="data", iter=it, message=note)
 
     # --- snapshots ---------------------------------------------------------------------------
     def snapshot(self) -> Path:
         """Weights and state for this iteration in snapshot_format; returns the state's path.
         With snapshot_keep, the older snapshots beyond the newest N go."""
-        state = resume.snapshot(self)
-        if self.cfg.snapshot_keep:
-            kind = self.cfg.snapshot_kind
-            suffixes = SUFFIXES.get(kind, (".safetensors", ".solverstate"))
-            for path in self.files.keep_newest(self.cfg.snapshot_keep, suffixes):
-                self.log(f"Removed {path} (snapshot_keep: {self.cfg.snapshot_keep})")
-        return state
+        return resume.snapshot(self)
 
     def restore(self, state_path: Path) -> None:
         """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""

@@ -19,6 +19,10 @@ class Diverged(TrainnetError):
     """The loss or a gradient went non-finite; the message says where and what was saved."""
 
 
+class NonFiniteOutput(TrainnetError):
+    """An output of a tested net is not finite; the message names the first blob that went so."""
+
+
 def average_outputs(net: Net, iterations: int, stop: Callable[[], bool] = lambda: False
                     ) -> dict[str, float | np.ndarray]:
     """Run ``iterations`` forward passes and average each output (as Caffe's test does).
@@ -36,7 +40,7 @@ def average_outputs(net: Net, iterations: int, stop: Callable[[], bool] = lambda
         if bad:
             locate.rewind(net, marked)
             where = locate.locate_nonfinite(net, backward=False)
-            raise TrainnetError(f"net '{net.plan.net_name}': output '{bad[0]}' is not finite"
+            raise NonFiniteOutput(f"net '{net.plan.net_name}': output '{bad[0]}' is not finite"
                                 + (f"; first non-finite: {where}" if where else ""))
         for name, value in outputs.items():
             totals[name] = totals.get(name, 0) + value

@@ -14,6 +14,16 @@
 #define REG_L2 1
 #define REG_L1 2
 
+// counts[block] = how many g[i] of this block's grid-stride loop are NaN or infinite: the
+// solver reads them with the loss and stops before an update that would spoil the weights.
+extern "C" __global__ void update_count_nonfinite(float* counts, const float* g, i64 n) {
+    __shared__ float scratch[1024];
+    float s = 0.0f;
+    GRID_STRIDE(i, n) s += fabsf(g[i]) <= 3.402823466e38f ? 0.0f : 1.0f;  // false for NaN too
+    float total = block_sum(s, scratch);
+    if (threadIdx.x == 0) counts[blockIdx.x] = total;
+}
+
 // partials[block] = sum of g[i]^2 over the items of this block's grid-stride loop.
 extern "C" __global__ void update_sum_squares(float* partials, const float* g, i64 n) {
     __shared__ float scratch[1024];

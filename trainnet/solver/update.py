@@ -121,6 +121,7 @@ class UpdateRule(ABC):
         self.clip_scale = put(np.ones(1, np.float32))  # stays 1 without clip_gradients
         self.partials = device.zeros((min(grid_for(n, device.backend.max_blocks), MAX_PARTIALS),),
                                      np.float32)
+        self.nonfinite = device.zeros(self.partials.shape, np.float32)
 
     def prepare(self, rate: float, it: int) -> None:
         """Write this iteration's values into ``hyper`` (outside the captured graph)."""
@@ -150,6 +151,15 @@ class UpdateRule(ABC):
         history = [self.history[k] for k in self.history_names]
         gpu.launch(KERNELS, self.kernel, n, w, g, *history, self.lr_mult, self.decay, self.hyper,
                    self.clip_scale, inv_iter, reg, *self.kernel_constants(), np.int64(n))
+
+    def check_gpu(self, g) -> None:
+        """Queue a count of the NaN or infinite values of ``g`` (read by ``finite_gpu``)."""
+        self.device.backend.launch_blocks(KERNELS, "update_count_nonfinite", self.nonfinite.size,
+                                          BLOCK, self.nonfinite, g, np.int64(g.size))
+
+    def finite_gpu(self) -> bool:
+        """Whether the gradient ``check_gpu`` counted was finite (waits for the device)."""
+        return not self.device.to_host(self.nonfinite).any()
 
     # --- the history, for snapshots -------------------------------------------------------
     def history_host(self) -> dict[str, np.ndarray]:

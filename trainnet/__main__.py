@@ -1,0 +1,5 @@
+"""``python -m trainnet``: the ``trainnet`` command."""
+
+from trainnet.launch import run
+
+run()
