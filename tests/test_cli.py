@@ -42,8 +42,8 @@ def test_train_then_test_then_finetune(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "missing.yaml"], "error: missing.yaml: no such file"),
-    (["plan", "missing.yaml"], "error: missing.yaml: no such file"),
+    (["train", "missing.yaml"], "error: missing.yaml: no such config file"),
+    (["plan", "missing.yaml"], "error: missing.yaml: no such config file"),
     (["train", "SOLVER", "--device", "tpu"], "error: unknown device 'tpu'"),
     (["test", "--model", "NET", "--weights", "nowhere.safetensors"], "no such weights file"),
 ])

@@ -83,3 +83,12 @@ def test_names_that_look_like_numbers_stay_strings(tmp_path):
     assert result.exit_code == 0, result.output
     net = load_net(out)
     assert net.name == "1e3" and net.layer[0].name == "1e3" and net.layer[0].top == ["010"]
+
+
+def test_snapshot_keep_is_noted_as_trainnets_own(tmp_path):
+    (tmp_path / "solver.yaml").write_text("net: net.prototxt\nbase_lr: 0.1\nsnapshot_keep: 3\n"
+                                          "snapshot_format: BINARYPROTO\n")
+    result = run(tmp_path / "solver.yaml", tmp_path / "solver.prototxt")
+    assert result.exit_code == 0, result.output
+    assert "snapshot_keep: 3 is trainnet's own" in result.output
+    assert load_solver(tmp_path / "solver.prototxt").snapshot_keep == 3

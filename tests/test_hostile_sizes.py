@@ -180,3 +180,19 @@ def test_a_real_allocation_failure_in_a_process_is_one_line(tmp_path):
                           env={memory.ENV: "1T", "OMP_NUM_THREADS": "1",
                                "OPENBLAS_NUM_THREADS": "1"}, timeout=120)
     assert_one_error(outcome, "error: out of memory:")
+
+
+def test_a_cgroup_limit_leaves_the_page_cache_reclaimable(tmp_path):
+    from trainnet.runtime.memory import cgroup_room
+
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("900000\n")
+    (tmp_path / "memory.stat").write_text("anon 500000\ninactive_file 300000\nactive_file 100000\n")
+    assert cgroup_room(tmp_path) == 1000000 - (900000 - 300000)
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_room(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory/memory.limit_in_bytes").write_text("2000\n")
+    (v1 / "memory/memory.usage_in_bytes").write_text("1500\n")
+    assert cgroup_room(v1) == 500   # no memory.stat: all of the usage counts

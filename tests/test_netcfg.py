@@ -258,10 +258,10 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
         load_net(path)
-    assert str(info.value) == f"{path}: no such file"
+    assert str(info.value) == f"{path}: no such config file"
     with pytest.raises(ConfigError) as info:
         load_solver(path)
-    assert str(info.value) == f"{path}: no such file"
+    assert str(info.value) == f"{path}: no such config file"
 
 
 def test_error_carries_its_parts():

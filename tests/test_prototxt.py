@@ -232,7 +232,7 @@ def test_syntax_and_structure_errors(text, message):
 
 
 def test_missing_prototxt_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"nope.prototxt: no such file"):
+    with pytest.raises(ConfigError, match=r"nope.prototxt: no such config file"):
         load_net(tmp_path / "nope.prototxt")
 
 

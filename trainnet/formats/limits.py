@@ -22,27 +22,46 @@ def regular_file(path: Path, what: str = "file") -> int:
     except OSError as exc:
         raise TrainnetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise TrainnetError(f"{path}: a folder, not a {what}")
+        raise TrainnetError(f"{path}: is a folder, not a {what}")
     if not stat.S_ISREG(st.st_mode):
-        raise TrainnetError(f"{path}: not a regular file (a device, a pipe or a socket), so not "
+        raise TrainnetError(f"{path}: is not a regular file ({_file_kind(st.st_mode)}), so not "
                             f"a {what}")
     return st.st_size
 
 
-def read_text(path: Path, what: str, limit: int = 2**30) -> str:
-    """A UTF-8 text file of at most ``limit`` bytes, read whole; one line for any failure."""
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def read_bytes(path: Path, what: str, limit: int) -> bytes:
+    """A regular file of at most ``limit`` bytes, read whole (and no further than that, should
+    it grow meanwhile); one line for any failure."""
     size = regular_file(path, what)
     if size > limit:
-        raise TrainnetError(f"{path}: {size_text(size)}, more than a {what} may be "
-                            f"({size_text(limit)})")
+        raise TrainnetError(f"{path}: is {size_text(size)}; a {what} may hold at most "
+                            f"{size_text(limit)}")
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
-        return data.decode("utf-8")
     except OSError as exc:
         raise TrainnetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise TrainnetError(f"{path}: holds more than {size_text(limit)}, the most a {what} may")
+    return data
+
+
+def read_text(path: Path, what: str, limit: int = 2**30) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (``read_bytes``); one line for any failure."""
+    data = read_bytes(path, what, limit)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TrainnetError(f"{path}: not UTF-8 text (byte {exc.start}: "
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TrainnetError(f"{path}: not UTF-8 text (line {line}, byte "
                             f"{data[exc.start:exc.start + 1]!r}), not a {what}") from None
 
 
@@ -60,7 +79,9 @@ def memory_limit() -> int:
 
 
 def size_text(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n:,} bytes"
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:,.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 def check_allocation(where: str, need: int, what: str = "its values") -> None:

@@ -8,12 +8,12 @@ bound on what it reads.
 
 from __future__ import annotations
 
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainnet.errors import ConfigError
+from trainnet.errors import ConfigError, TrainnetError
+from trainnet.formats.limits import read_bytes
 from trainnet.netcfg.yaml_reader import read_yaml
 
 Path_ = tuple  # a path of keys (str) and list indices (int)
@@ -66,38 +66,12 @@ def read_config_text(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
     ``/dev/zero``, a folder) or holds more than ``limit`` bytes, and read no further than that."""
     path = Path(path)
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError("is a folder, not a config file", file=str(path))
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"is not a regular file ({_file_kind(info.st_mode)}): a config is read "
-                          "from a file", file=str(path))
-    if info.st_size > limit:
-        raise ConfigError(f"is {info.st_size / 2**20:,.0f} MiB; a config file may hold at most "
-                          f"{limit / 2**20:,.0f} MiB", file=str(path))
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(limit + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
-    if len(raw) > limit:  # it grew while being read
-        raise ConfigError(f"holds more than {limit / 2**20:,.0f} MiB, the most a config file may",
-                          file=str(path))
+        raw = read_bytes(path, "config file", limit)
+    except TrainnetError as exc:  # as a ConfigError located at the file, the same words
+        raise ConfigError(str(exc).removeprefix(f"{path}: "), file=str(path)) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}): not a config file",
                           file=str(path), line=line) from None
-
-
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a plain file"

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from trainnet.errors import ConfigError, TrainnetError
+from trainnet.plan.params import aligned
 from trainnet.plan.text import human_bytes
 
 ENV = "TRAINNET_MEMORY_AVAILABLE"
@@ -67,8 +68,6 @@ def net_bytes(plan, shared=None, on_gpu: bool = False) -> tuple[int, int, int]:
     ``plan``: its arena and shadow gradients, and the parameters that ``shared`` (a ParamStore
     the net borrows) does not already hold, as data and diff (and, on the CPU, the host array
     they are filled from)."""
-    from trainnet.plan.params import aligned
-
     own = [s for s in plan.params if shared is None or s.key not in shared.index]
     elements = sum(aligned(s.count) for s in own)
     return plan.arena_bytes + 4 * plan.shadow_arena, 4 * elements, 2 if on_gpu else 3
@@ -134,23 +133,39 @@ def _host_available() -> Optional[int]:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):
             return None
-    limit = _cgroup_room()
+    limit = cgroup_room()
     return free if limit is None else min(free, limit)
 
 
-def _cgroup_room() -> Optional[int]:
-    """What a cgroup memory limit leaves (v2, then v1), or None without one."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+def cgroup_room(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
+    """What a cgroup memory limit leaves (v2, then v1), or None without one.  The usage counts
+    the page cache, which the kernel reclaims before it fails an allocation: its inactive file
+    pages are not counted as used (as docker and Kubernetes count a container's working set)."""
+    for folder, limit_name, usage_name, cache_key in (
+            (root, "memory.max", "memory.current", "inactive_file"),
+            (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes",
+             "total_inactive_file")):
         try:
-            limit = Path(limit_file).read_text().strip()
+            limit = Path(folder, limit_name).read_text().strip()
             if limit == "max" or int(limit) >= 2**60:
                 return None
-            return max(0, int(limit) - int(Path(usage_file).read_text().strip()))
+            used = int(Path(folder, usage_name).read_text().strip())
         except (OSError, ValueError):
             continue
+        return max(0, int(limit) - max(0, used - _stat(Path(folder, "memory.stat"), cache_key)))
     return None
+
+
+def _stat(path: Path, key: str) -> int:
+    """One field of a cgroup's memory.stat (0 when it cannot be read)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _gpu_free(device) -> Optional[int]:
