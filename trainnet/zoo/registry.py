@@ -9,10 +9,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import Preprocess
+from trainnet.netcfg.source import load_yaml
 from trainnet.registry import Registry
 
 HERE = Path(__file__).resolve().parent
@@ -20,7 +19,6 @@ INDEX = HERE / "index.yaml"
 NETS = HERE / "nets"
 
 Shape = tuple[int, ...]
-Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's is ~10x faster where built
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class ZooNet:
 @functools.cache
 def _index() -> Registry:
     table = Registry("zoo net")
-    for name, entry in yaml.load(INDEX.read_text(), Loader=Loader).items():
+    for name, entry in load_yaml(INDEX)[0].items():
         table.register(name)(entry)
     return table
 
@@ -71,7 +69,7 @@ def info(name: str) -> ZooNet:
     """What is recorded of zoo net ``name``.  The preprocess record is read from the net's YAML
     without building its layers, so this works whatever layer types are registered."""
     entry = _entry(name)
-    data = yaml.load(net_path(name).read_text(), Loader=Loader)
+    data = load_yaml(net_path(name))[0]
     return ZooNet(name=name, description=entry["description"], prototxt=entry["prototxt"],
                   params=int(entry["params"]), params_source=entry["params_source"],
                   input_shape=_shape(entry["input"]),
