@@ -11,7 +11,7 @@ from layer_check import build, run_forward
 from trainnet.data import idx
 from trainnet.data.download import MNIST_SHA256, download_mnist
 from trainnet.data.idx import read_idx, read_idx_header, write_idx
-from trainnet.data.paths import data_config, resolve_data_path
+from trainnet.data.paths import DataRoot, resolve_data_path
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.common import TransformationParameter
@@ -35,13 +35,13 @@ def toy(tmp_path, monkeypatch):
     return tmp_path
 
 
-def data_layer(phase="TRAIN", tops=("data", "label"), transform=None, **params):
+def data_layer(phase="TRAIN", tops=("data", "label"), transform=None, config=None, **params):
     cls = layer_class("Data")
     p = cls.Params.model_validate({"source": "toy/train-images-idx3-ubyte.gz", "batch_size": 4,
                                    **params})
     common = LayerConfig(name="data", type="Data", top=list(tops), params=p,
                          transform_param=TransformationParameter(**(transform or {})))
-    return cls("data", p, phase, [], common=common)
+    return cls("data", p, phase, [], common=common, data_root=DataRoot.of(config))
 
 
 def batches(layer, count, seed=0, state=None):
@@ -283,11 +283,9 @@ def test_counts_must_match_and_base_dir(tmp_path, monkeypatch):
     write_idx(tmp_path / "toy/train-images-idx3-ubyte.gz", images())
     write_idx(tmp_path / "toy/train-labels-idx1-ubyte.gz", np.arange(N - 1, dtype=np.uint8))
     with pytest.raises(ConfigError, match="holds 10 images but .* holds 9 labels"):
-        with data_config(tmp_path / "net.yaml"):
-            data_layer()
+        data_layer(config=tmp_path / "net.yaml")
     write_idx(tmp_path / "toy/train-labels-idx1-ubyte.gz", np.arange(N, dtype=np.uint8))
-    with data_config(tmp_path / "net.yaml"):
-        layer = data_layer()
+    layer = data_layer(config=tmp_path / "net.yaml")
     assert layer.paths[0] == tmp_path / "toy/train-images-idx3-ubyte.gz"  # beside the config
     assert batches(layer, 1)[0][0][1].tolist() == [0, 1, 2, 3]
 

@@ -15,7 +15,7 @@ from PIL import Image
 from datum_writer import datum_bytes, write_leveldb, write_lmdb
 from reader_check import read_batches
 from trainnet.data.db import forget_database
-from trainnet.data.paths import data_config
+from trainnet.data.paths import DataRoot
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.common import TransformationParameter
@@ -35,8 +35,7 @@ def data_layer(source, phase="TRAIN", tops=("data", "label"), transform=None, co
     p = cls.Params.model_validate({"source": str(source), "batch_size": 3, **params})
     common = LayerConfig(name="data", type="Data", top=list(tops), params=p,
                          transform_param=TransformationParameter(**(transform or {})))
-    with data_config(config):
-        return cls("data", p, phase, [], common=common)
+    return cls("data", p, phase, [], common=common, data_root=DataRoot.of(config))
 
 
 @pytest.fixture(autouse=True)

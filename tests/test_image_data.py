@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from reader_check import read_batches
-from trainnet.data.paths import data_config
+from trainnet.data.paths import DataRoot
 from trainnet.errors import ConfigError, TrainnetError
 from trainnet.layers.base import layer_class
 from trainnet.netcfg.common import TransformationParameter
@@ -36,8 +36,7 @@ def image_layer(folder, phase="TRAIN", transform=None, config="net.yaml", **para
     p = cls.Params.model_validate({"source": "list.txt", "batch_size": 4, **params})
     common = LayerConfig(name="images", type="ImageData", top=["data", "label"], params=p,
                          transform_param=TransformationParameter(**(transform or {})))
-    with data_config(folder / config):
-        return cls("images", p, phase, [], common=common)
+    return cls("images", p, phase, [], common=common, data_root=DataRoot.of(folder / config))
 
 
 def bgr(hwc):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from trainnet.data.paths import DataRoot
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import FillerParameter, Strict
 from trainnet.registry import Registry
@@ -102,11 +103,13 @@ class Layer(ABC):
     beyond_caffe: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, params: Strict, phase: str, bottom_shapes: list[Shape],
-                 common: Any = None):
+                 common: Any = None, data_root: Optional[DataRoot] = None):
         self.name = name
         self.p = params
         self.phase = phase
         self.common = common  # the LayerConfig, for fields like transform_param
+        # where the config's relative data paths start (a source, a mean file), for ``setup``
+        self.data_root = data_root if data_root is not None else DataRoot()
         self.bottom_shapes = [tuple(s) for s in bottom_shapes]
         self.top_shapes: list[Shape] = [tuple(s) for s in self.setup(self.bottom_shapes)]
         # Set by the compiler when this step runs no backward: keep nothing for it, and bound

@@ -28,7 +28,7 @@ from trainnet.data import cifar
 from trainnet.data.datum import RecordError, datum_array, parse_datum
 from trainnet.data.db import detect_backend, open_database
 from trainnet.data.idx import GZIP_MAGIC, read_idx, read_idx_header
-from trainnet.data.paths import caffe_paths, resolve_data_glob, resolve_data_path
+from trainnet.data.paths import resolve_data_glob, resolve_data_path
 from trainnet.data.pipeline import ArrayFeeder, RecordFeeder
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import register
@@ -119,16 +119,16 @@ class Data(DataLayer):
     def _locate(self) -> tuple[str, list[Path]]:
         p = self.p
         hint = ""
-        if p.backend is None and caffe_paths():
+        if p.backend is None and self.data_root.caffe:
             hint = "the layer gives no backend, so Caffe would read a LevelDB database there"
         elif p.backend in ("LMDB", "LEVELDB"):
             hint = "`trainnet data mnist|cifar10 --lmdb DIR` and `trainnet data imageset` make them"
         if p.backend == "CIFAR" or (p.backend is None and any(c in p.source for c in "*?[")):
-            paths = self._read(resolve_data_glob, p.source, what="CIFAR batch files")
+            paths = self._read(resolve_data_glob, p.source, self.data_root, what="CIFAR batch files")
         else:
             what = {"LMDB": "LMDB database", "LEVELDB": "LevelDB database",
                     "IDX": "IDX file"}.get(p.backend, "data source")
-            paths = [self._read(resolve_data_path, p.source, what=what, hint=hint)]
+            paths = [self._read(resolve_data_path, p.source, self.data_root, what=what, hint=hint)]
         backend = p.backend or self._read(_sniff, paths[0])
         if backend is None:
             kind = "folder" if paths[0].is_dir() else "file"
@@ -180,7 +180,7 @@ class Data(DataLayer):
                 raise self.error(f"label_source: cannot be derived from source '{self.p.source}' "
                                  f"(it does not contain '{IMAGES_TAG}'); give label_source, or one top")
             source = self.p.source.replace(IMAGES_TAG, LABELS_TAG)
-        return self._read(resolve_data_path, source, what="IDX labels file")
+        return self._read(resolve_data_path, source, self.data_root, what="IDX labels file")
 
     def _read(self, fn, *args, **kwargs):
         try:

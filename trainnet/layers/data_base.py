@@ -57,7 +57,7 @@ class DataLayer(Layer):
         mean = None
         if tp.mean_file:
             try:
-                mean = load_mean(resolve_data_path(tp.mean_file, what="mean file"))
+                mean = load_mean(resolve_data_path(tp.mean_file, self.data_root, what="mean file"))
             except TrainnetError as exc:
                 raise self.error(f"transform_param.mean_file: {exc}") from None
         try:
@@ -119,7 +119,10 @@ class StagedReader:
         self.pinned = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)]
         self.staging = [[backend.zeros(s, np.float32) for s in shapes] for _ in range(2)]
         self.ready: list = [None, None]     # side-stream events: staging[i] holds its batch
-        self.consumed: list = [None, None]  # compute-stream events: staging[i] copied out
+        # compute-stream events: staging[i] copied out; at first, zero-filled (on the compute
+        # stream), so that the side stream's first uploads into them wait for the fill
+        zeroed = backend.record()
+        self.consumed: list = [zeroed, zeroed]
         self.slot = 0
         self.primed = False                 # staging[slot] holds (or will hold) the next batch
         self.consumed_at: Optional[tuple] = None  # the reader's checkpoint after the last batch used

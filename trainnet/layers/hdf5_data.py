@@ -37,9 +37,9 @@ class HDF5Data(DataLayer):
         self.check_no_transform()
         names = list(getattr(self.common, "top", None) or ["data"])
         try:
-            listing = resolve_data_path(self.p.source, what="HDF5 file list")
+            listing = resolve_data_path(self.p.source, self.data_root, what="HDF5 file list")
             files = read_file_list(listing)
-            base = list_base(files[0], listing)
+            base = list_base(files[0], listing, self.data_root.caffe)
             self.source = HDF5Source([base / f for f in files], names)
         except TrainnetError as exc:
             raise self.error(str(exc)) from None

@@ -59,7 +59,7 @@ class ImageData(DataLayer):
             raise self.error("transform_param.force_color/force_gray: ImageData reads colour or grey "
                              "by is_color")
         try:
-            self.list_path = resolve_data_path(p.source, what="image list file")
+            self.list_path = resolve_data_path(p.source, self.data_root, what="image list file")
             self.entries = read_list(self.list_path)
             self.image_root = self._image_root()
         except TrainnetError as exc:
@@ -76,9 +76,9 @@ class ImageData(DataLayer):
     def _image_root(self) -> Path:
         """The folder relative image paths are read from (see the module's docstring)."""
         if self.p.root_folder:
-            return resolve_data_path(self.p.root_folder, what="root_folder")
+            return resolve_data_path(self.p.root_folder, self.data_root, what="root_folder")
         try:
-            return list_base(self.entries[0].path, self.list_path)
+            return list_base(self.entries[0].path, self.list_path, self.data_root.caffe)
         except TrainnetError as exc:
             raise TrainnetError(f"{exc} (set root_folder to the folder the paths start from)") from None
 

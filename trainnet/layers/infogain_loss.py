@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from trainnet.data.paths import candidates, current_base_dir
+from trainnet.data.paths import candidates
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_blob
 from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
@@ -78,7 +78,7 @@ class InfogainLoss(Layer):
         if not source:
             raise self.error("infogain_loss_param.source (a binaryproto file holding H) is "
                              "required unless H is given as bottom 2")
-        places = candidates(source, current_base_dir())
+        places = candidates(source, self.data_root)
         path = next((p for p in places if p.is_file()), None)
         if path is None:
             raise self.error(f"infogain_loss_param.source '{source}' not found (tried "
