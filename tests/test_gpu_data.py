@@ -172,7 +172,9 @@ def test_stream_protocol(dataset):
     layer = data_layer()
     state = layer.make_state(np.random.default_rng(0), device)
     io = gpu_io(layer, device, state)
-    assert backend.log == []  # nothing is read or uploaded before the first forward
+    # nothing is read or uploaded before the first forward; the staging buffers' zero-fill
+    # (compute stream) is marked, and their first uploads (side stream) wait for it
+    assert [tuple(map(str, e)) for e in backend.log] == [("record", "rec1")]
     d, l = (BATCH, 1, 8, 8), (BATCH,)
 
     def forward():
@@ -180,12 +182,12 @@ def test_stream_protocol(dataset):
         layer.forward(io, device)
         return [tuple(str(x) if isinstance(x, Event) else x for x in e) for e in backend.log]
 
-    assert forward() == [("upload_side", d, "None", "up1"), ("upload_side", l, "None", "up2"),
-                         ("wait", "up2"), ("copy", d), ("copy", l), ("record", "rec3"),
-                         ("upload_side", d, "None", "up4"), ("upload_side", l, "None", "up5")]
-    assert forward() == [("wait", "up5"), ("copy", d), ("copy", l), ("record", "rec6"),
-                         ("host_wait", "up2"),
-                         ("upload_side", d, "rec3", "up7"), ("upload_side", l, "None", "up8")]
-    assert forward() == [("wait", "up8"), ("copy", d), ("copy", l), ("record", "rec9"),
-                         ("host_wait", "up5"),
-                         ("upload_side", d, "rec6", "up10"), ("upload_side", l, "None", "up11")]
+    assert forward() == [("upload_side", d, "rec1", "up2"), ("upload_side", l, "None", "up3"),
+                         ("wait", "up3"), ("copy", d), ("copy", l), ("record", "rec4"),
+                         ("upload_side", d, "rec1", "up5"), ("upload_side", l, "None", "up6")]
+    assert forward() == [("wait", "up6"), ("copy", d), ("copy", l), ("record", "rec7"),
+                         ("host_wait", "up3"),
+                         ("upload_side", d, "rec4", "up8"), ("upload_side", l, "None", "up9")]
+    assert forward() == [("wait", "up9"), ("copy", d), ("copy", l), ("record", "rec10"),
+                         ("host_wait", "up6"),
+                         ("upload_side", d, "rec7", "up11"), ("upload_side", l, "None", "up12")]

@@ -12,6 +12,7 @@ GPU when one is usable, else the CPU).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,7 @@ def get_device(spec: str = "cpu", *, tf32: bool = False) -> Device:
         raise TrainnetError(f"device '{spec}': the GPU index must be a number, as in cuda:0")
     index = int(index_text)
     try:
-        import cupy  # noqa: F401
+        importlib.import_module("cupy")
     except ImportError:
         raise TrainnetError(f"device '{spec}': CuPy is not installed; install trainnet with the "
                             "extra matching your CUDA (pip install -e '.[cuda12]' or '.[cuda13]')"
