@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from trainnet.cli import main
 from trainnet.solver.snapshot import read_metadata, read_tensors
-from trainnet.zoo.caffemodel import read_caffemodel
+from trainnet.formats.caffemodel import read_caffemodel
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = ROOT / "configs" / "lenet" / "lenet_train_test.yaml"

@@ -21,7 +21,7 @@ from trainnet.formats import caffe_pb
 from trainnet.netcfg import load_solver
 from trainnet.solver import caffe_state
 from trainnet.solver.solver import Solver
-from trainnet.zoo.caffemodel import read_caffemodel
+from trainnet.formats.caffemodel import read_caffemodel
 
 # BatchNorm + Scale (folded into one step by the compiler) with a parameter layer between them
 # in the file, a blob shared by name, and lr_mult 0 blobs: Caffe's history order is the file's.

@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from conftest import ROOT, data_root
 from trainnet.cli import main
 from trainnet.errors import TrainnetError
+from trainnet.layers import known_types
 from trainnet.netcfg import load_net
 from trainnet.netcfg.net import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.net import Net
 from trainnet.solver.weights import EXACT, load_weights
 from trainnet.formats import caffe_pb
-from trainnet.zoo.caffemodel import (CaffeLayer, caffe_to_trainnet, read_caffemodel,
+from trainnet.formats.caffemodel import (CaffeLayer, caffe_to_trainnet, read_caffemodel,
                                      trainnet_to_caffe, write_caffemodel)
 
 LENET_YAML = ROOT / "configs/lenet/lenet_train_test.yaml"
@@ -229,7 +230,7 @@ def test_unknown_type_with_blobs_is_refused(tmp_path):
                                  ("ip", "InnerProduct", [values(2, 3)])])
     model = read_caffemodel(path)
     with pytest.raises(TrainnetError, match="layer 'x' has type 'Foo', which trainnet does not implement"):
-        caffe_to_trainnet(model)
+        caffe_to_trainnet(model, known_types=known_types())
     # loading into a net that lacks the layer: reported as skipped, as Caffe ignores it
     assert set(caffe_to_trainnet(model, {"ip.0": (2, 3)})) == {"x.0", "ip.0"}
 

@@ -27,7 +27,7 @@ from trainnet.errors import TrainnetError
 from trainnet.formats import caffe_pb
 from trainnet.formats.blobproto import blob_proto, load_mean, save_blob, varint
 from trainnet.formats.solverstate import read_state
-from trainnet.zoo.caffemodel import CaffeLayer, caffe_to_trainnet, read_caffemodel, write_caffemodel
+from trainnet.formats.caffemodel import CaffeLayer, caffe_to_trainnet, read_caffemodel, write_caffemodel
 
 RNG = np.random.default_rng(10)
 WEIGHTS = {"conv.0": RNG.normal(size=(4, 3, 3, 3)), "conv.1": RNG.normal(size=4),

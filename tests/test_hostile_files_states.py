@@ -16,7 +16,7 @@ from synthetic import write_project
 from test_hostile_files import WEIGHTS, check_family, deadline, peak_bytes, refused
 from trainnet.formats import caffe_pb
 from trainnet.formats.solverstate import CaffeState, read_state, write_binaryproto, write_hdf5
-from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5, write_caffemodel_h5
+from trainnet.formats.caffemodel_h5 import read_caffemodel_h5, write_caffemodel_h5
 
 
 # --- .solverstate ---------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_the_pure_python_protobuf_runtime_refuses_the_same_files(tmp_path):
               "assert a.Type() == 'python', a.Type()\n"
               "from trainnet.errors import TrainnetError\n"
               "from trainnet.formats.solverstate import read_state\n"
-              "from trainnet.zoo.caffemodel import read_caffemodel\n"
+              "from trainnet.formats.caffemodel import read_caffemodel\n"
               "for load, path in ((read_state, sys.argv[1]), (read_caffemodel, sys.argv[2])):\n"
               "    try:\n        load(path)\n        print('accepted', path)\n"
               "    except TrainnetError as exc:\n        print('refused', exc)\n")

@@ -10,12 +10,12 @@ epoch, order, generator) pins down every batch that follows: it is what snapshot
 
 from __future__ import annotations
 
-import json
 from typing import Optional, Sequence
 
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.rngstate import rng_from_array, state_to_array
 
 STATE_KEYS = ("cursor", "epoch", "perm", "rng")
 
@@ -64,9 +64,8 @@ class Sampler:
     @staticmethod
     def state_at(checkpoint: tuple) -> dict[str, np.ndarray]:
         cursor, epoch, perm, rng_state = checkpoint
-        rng = json.dumps(rng_state).encode()
         return {"cursor": np.array(cursor, np.int64), "epoch": np.array(epoch, np.int64),
-                "perm": perm.copy(), "rng": np.frombuffer(rng, np.uint8).copy()}
+                "perm": perm.copy(), "rng": state_to_array(rng_state)}
 
     def get_state(self) -> dict[str, np.ndarray]:
         return self.state_at(self.checkpoint())
@@ -85,7 +84,7 @@ class Sampler:
         if not 0 <= cursor < n:
             raise TrainnetError(f"data reader state: cursor {cursor} out of range for {n} items")
         try:
-            self.rng.bit_generator.state = json.loads(np.asarray(state["rng"], np.uint8).tobytes())
+            rng_from_array(self.rng, state["rng"])
         except (ValueError, TypeError, KeyError) as exc:
             raise TrainnetError(f"data reader state: bad random generator state ({exc})") from None
         self.perm, self.cursor = perm.copy(), cursor

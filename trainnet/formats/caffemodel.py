@@ -7,7 +7,9 @@ wrapping a ``layer {}`` with lowercase string types); old files store blobs in t
 4-D num/channels/height/width fields, so an InnerProduct weight reads as (1, 1, N, K).
 ``read_caffemodel`` keeps the file's shapes; ``caffe_to_trainnet`` maps them onto trainnet's
 ``layer.index`` weight keys (with the net's shapes when it has them), ``trainnet_to_caffe``
-and ``write_caffemodel`` go the other way in the current form.
+and ``write_caffemodel`` go the other way in the current form.  The net (its shapes, its
+layers, the layer types trainnet implements) comes from the caller: this module is a file
+format and knows nothing of trainnet's packages above it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Collection, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from trainnet.errors import TrainnetError
@@ -23,8 +25,8 @@ from trainnet.formats import caffe_pb
 from trainnet.formats.atomic import atomic_write
 from trainnet.formats.blobproto import (MAX_BYTES, blob_array, blob_proto, parse, read_bytes, text,
                                         unknown_fields)
-from trainnet.layers import known_types
-from trainnet.netcfg.prototxt import V1_TYPES
+from trainnet.formats.caffe_types import V0_TYPE_NAMES, V1_TYPES
+from trainnet.formats.weightkey import split_key, weight_key
 
 
 # V1LayerParameter.LayerType -> the current type string (Caffe's UpgradeV1LayerType); NONE is
@@ -32,18 +34,6 @@ from trainnet.netcfg.prototxt import V1_TYPES
 V1_TYPE_NAMES = {"NONE": "", **V1_TYPES}
 
 V1_NAMES_BY_NUMBER = {number: name for name, number in caffe_pb.V1_LAYER_TYPES.items()}
-
-# V0LayerParameter.type -> V1 enum name (Caffe's UpgradeV0LayerType).
-V0_TYPE_NAMES = {
-    "accuracy": "ACCURACY", "bnll": "BNLL", "concat": "CONCAT", "conv": "CONVOLUTION",
-    "data": "DATA", "dropout": "DROPOUT", "euclidean_loss": "EUCLIDEAN_LOSS",
-    "flatten": "FLATTEN", "hdf5_data": "HDF5_DATA", "hdf5_output": "HDF5_OUTPUT",
-    "im2col": "IM2COL", "images": "IMAGE_DATA", "infogain_loss": "INFOGAIN_LOSS",
-    "innerproduct": "INNER_PRODUCT", "lrn": "LRN",
-    "multinomial_logistic_loss": "MULTINOMIAL_LOGISTIC_LOSS", "pool": "POOLING", "relu": "RELU",
-    "sigmoid": "SIGMOID", "softmax": "SOFTMAX", "softmax_loss": "SOFTMAX_LOSS", "split": "SPLIT",
-    "tanh": "TANH", "window_data": "WINDOW_DATA",
-}
 
 # Without the net's shapes: which blobs are 1-D (biases, BatchNorm statistics), by type.
 ONE_D_BLOBS = {"Convolution": {1}, "Deconvolution": {1}, "InnerProduct": {1}, "Embed": {1},
@@ -194,41 +184,42 @@ def _by_type(layer: CaffeLayer, j: int, array: np.ndarray, where: str) -> np.nda
     return array
 
 
-def _refuse_unknown(model: CaffeModel, layer: CaffeLayer) -> None:
-    if layer.type not in known_types():
+def _refuse_unknown(model: CaffeModel, layer: CaffeLayer, known_types: Collection[str]) -> None:
+    if layer.type not in known_types:
         what = f"type '{layer.type}'" if layer.type else "no type (or a V1 type this reader lacks)"
         raise TrainnetError(f"{model.file}: layer '{layer.name}' has {what}, which trainnet does "
                             "not implement; its weights cannot be converted")
 
 
-def caffe_to_trainnet(model: CaffeModel,
-                      targets: Optional[dict[str, tuple[int, ...]]] = None) -> dict[str, np.ndarray]:
+def caffe_to_trainnet(model: CaffeModel, targets: Optional[dict[str, tuple[int, ...]]] = None,
+                      known_types: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
     """Weights by trainnet key ``layer.index`` from a read Caffe model.
 
     With ``targets`` (the net's blob shapes by key) every layer of the file that the net has
     must hold the net's number of blobs and shapes that agree up to leading/trailing 1s; the
     file's other layers come back as stored (the caller reports them as skipped).  Without
-    targets, per-type rules fix legacy shapes and a layer with blobs whose type trainnet does
-    not implement is refused by name.  Layers without blobs are left out.
+    targets, per-type rules fix legacy shapes and, given ``known_types`` (the layer types
+    trainnet implements), a layer with blobs of another type is refused by name.  Layers
+    without blobs are left out.
     """
     net_blobs: dict[str, int] = {}
     for key in targets or {}:
-        layer, _, index = key.rpartition(".")
-        net_blobs[layer] = max(net_blobs.get(layer, 0), int(index) + 1)
+        layer, index = split_key(key)
+        net_blobs[layer] = max(net_blobs.get(layer, 0), index + 1)
     out: dict[str, np.ndarray] = {}
     for layer in model.layers:
         if not layer.blobs:
             continue
         where = f"{model.file}: layer '{layer.name}'"
         in_net = layer.name in net_blobs
-        if targets is None:
-            _refuse_unknown(model, layer)
+        if targets is None and known_types is not None:
+            _refuse_unknown(model, layer, known_types)
         elif in_net and net_blobs[layer.name] != len(layer.blobs):
             raise TrainnetError(f"{where} ({layer.type}): {len(layer.blobs)} blobs in the file but "
                                 f"{net_blobs[layer.name]} in the net (as Caffe, they must agree: "
                                 "is bias_term the same?)")
         for j, array in enumerate(layer.blobs):
-            key = f"{layer.name}.{j}"
+            key = weight_key(layer.name, j)
             if key in out:
                 raise TrainnetError(f"{where}: the file holds two layers of this name")
             blob_where = f"{where} blob {j}"
@@ -242,7 +233,7 @@ def caffe_to_trainnet(model: CaffeModel,
 
 
 def trainnet_to_caffe(weights: dict[str, np.ndarray], net) -> list[CaffeLayer]:
-    """The layers of ``net`` (a NetConfig) in its order, each once by name, with their blobs
+    """The layers of ``net`` (a NetConfig, or anything with its ``layer`` list) in its order, each once by name, with their blobs
     from trainnet ``weights`` for ``write_caffemodel``.  A layer that shares a blob by ParamSpec
     name gets the owner's values, as Caffe writes shared blobs under every layer using them.
     Shapes are kept: trainnet stores blobs as current Caffe does (InnerProduct weight 2-D)."""
@@ -255,7 +246,7 @@ def trainnet_to_caffe(weights: dict[str, np.ndarray], net) -> list[CaffeLayer]:
         seen.add(cfg.name)
         blobs, j = [], 0
         while True:
-            key = f"{cfg.name}.{j}"
+            key = weight_key(cfg.name, j)
             spec = cfg.param[j] if j < len(cfg.param) else None
             if key in weights:
                 if spec is not None and spec.name:

@@ -17,7 +17,8 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import hdf5
-from trainnet.zoo.caffemodel import fit_shape
+from trainnet.formats.caffemodel import fit_shape
+from trainnet.formats.weightkey import key_layer, key_parts, split_key, weight_key
 
 WHAT = "Caffe model (.caffemodel.h5)"
 
@@ -27,7 +28,7 @@ def write_caffemodel_h5(path: str | Path, layer_names: Iterable[str],
     """Write ``weights`` (trainnet keys ``layer.index``, each blob once, under its owner) with a
     group for every one of ``layer_names``, atomically."""
     names = list(layer_names)
-    unknown = sorted({key.rpartition(".")[0] for key in weights} - set(names))
+    unknown = sorted({key_layer(key) for key in weights} - set(names))
     if unknown:
         raise TrainnetError(f"{path}: the weights hold blobs of layers the net lacks: "
                             f"{', '.join(unknown)}")
@@ -37,8 +38,8 @@ def write_caffemodel_h5(path: str | Path, layer_names: Iterable[str],
         for name in names:
             data.require_group(name)
         for key, array in weights.items():
-            layer, _, index = key.rpartition(".")
-            hdf5.save_blob(data[layer], index, array)
+            layer, index = split_key(key)
+            hdf5.save_blob(data[layer], str(index), array)
 
     hdf5.write_hdf5(Path(path), fill)
 
@@ -71,13 +72,13 @@ def read_caffemodel_h5(path: str | Path,
             if not layer or not index.isdigit():
                 raise TrainnetError(f"{path}: dataset 'data/{name}' is not a layer's blob "
                                     "(data/<layer>/<index>)")
-            blobs[f"{layer}.{index}"] = hdf5.load_blob(data, name, where)
+            blobs[weight_key(layer, index)] = hdf5.load_blob(data, name, where)
     if targets is None:
         return blobs
-    net_layers = {key.rpartition(".")[0] for key in targets}
+    net_layers = {key_layer(key) for key in targets}
     out = {}
     for key, array in blobs.items():
-        layer, _, index = key.rpartition(".")
+        layer, index = key_parts(key)
         blob_where = f"{path}: layer '{layer}' blob {index}"
         if key in targets:
             out[key] = fit_shape(array, targets[key], blob_where)

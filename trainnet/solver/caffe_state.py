@@ -25,8 +25,8 @@ from trainnet.formats import solverstate
 from trainnet.formats.solverstate import CaffeState
 from trainnet.formats.tensorfile import array_digest, digest_of_set
 from trainnet.solver.snapshot import record_bytes
-from trainnet.zoo.caffemodel import trainnet_to_caffe, write_caffemodel
-from trainnet.zoo.caffemodel_h5 import write_caffemodel_h5
+from trainnet.formats.caffemodel import trainnet_to_caffe, write_caffemodel
+from trainnet.formats.caffemodel_h5 import write_caffemodel_h5
 
 SUFFIXES = {"BINARYPROTO": (".caffemodel", ".solverstate"),
             "HDF5": (".caffemodel.h5", ".solverstate.h5")}

@@ -10,6 +10,7 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate
+from trainnet.formats.rngstate import rng_from_json, rng_to_json
 from trainnet.formats.tensorfile import digest_of_set
 from trainnet.solver import caffe_state, snapshot as snap
 from trainnet.solver.weights import EXACT, WeightsReport, assign, is_safetensors, read_weights
@@ -60,8 +61,8 @@ def resume_record(solver) -> tuple[dict[str, np.ndarray], dict]:
         for layer, st in net.resume_states.items():
             for key, value in st.get_state().items():
                 tensors[f"data/{tag}/{layer}/{key}"] = value
-    meta = {"type": solver.cfg.type, "rng": snap.rng_to_json(solver.rng),
-            "test_rng": snap.rng_to_json(solver.test_rng), "losses": list(solver.losses),
+    meta = {"type": solver.cfg.type, "rng": rng_to_json(solver.rng),
+            "test_rng": rng_to_json(solver.test_rng), "losses": list(solver.losses),
             "layout": _layout(solver)}
     return tensors, meta
 
@@ -86,8 +87,8 @@ def apply_record(solver, tensors: dict[str, np.ndarray], meta: dict, state_path:
             prefix = f"data/{tag}/{layer}/"
             st.set_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
     try:
-        snap.rng_from_json(solver.rng, meta["rng"])
-        snap.rng_from_json(solver.test_rng, meta["test_rng"])
+        rng_from_json(solver.rng, meta["rng"])
+        rng_from_json(solver.test_rng, meta["test_rng"])
     except (ValueError, TypeError, KeyError) as exc:
         raise TrainnetError(f"{state_path}: damaged solver state (random generator: {exc})") from None
     solver.losses.clear()

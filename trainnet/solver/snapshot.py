@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import tensorfile
+from trainnet.formats.rngstate import is_rng_json
 from trainnet.runtime.params import ParamStore
 
 
@@ -48,14 +49,6 @@ def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -
                                                    "iter": str(iteration)})
 
 
-def rng_to_json(rng: np.random.Generator) -> str:
-    return json.dumps(rng.bit_generator.state)
-
-
-def rng_from_json(rng: np.random.Generator, text: str) -> None:
-    rng.bit_generator.state = json.loads(text)
-
-
 def save_state(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     save_tensors(path, tensors, {"format": "trainnet-solverstate", "meta": json.dumps(meta)})
 
@@ -76,14 +69,6 @@ def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 RECORD_KEYS = {"type", "rng", "test_rng", "losses", "layout"}
-
-
-def _rng_state(value) -> bool:
-    try:
-        state = json.loads(value) if isinstance(value, str) else None
-    except ValueError:
-        return False
-    return isinstance(state, dict) and isinstance(state.get("bit_generator"), str)
 
 
 def _number(value) -> bool:
@@ -108,8 +93,8 @@ def file_name(value) -> bool:
 # each field of a state's metadata: (its check, what it must be)
 FIELDS = {
     "type": (lambda v: isinstance(v, str), "a solver type"),
-    "rng": (_rng_state, "a random generator's state"),
-    "test_rng": (_rng_state, "a random generator's state"),
+    "rng": (is_rng_json, "a random generator's state"),
+    "test_rng": (is_rng_json, "a random generator's state"),
     "losses": (lambda v: isinstance(v, list) and all(map(_number, v)), "a list of finite numbers"),
     "layout": (lambda v: isinstance(v, list) and all(
         isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], list)

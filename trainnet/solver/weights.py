@@ -11,7 +11,6 @@ assigns.  A solver state given as weights is refused, with the way to resume fro
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +20,13 @@ from trainnet.errors import TrainnetError
 from trainnet.formats import solverstate, tensorfile
 from trainnet.formats.hdf5 import is_hdf5, open_hdf5
 from trainnet.formats.limits import regular_file
-from trainnet.runtime.params import ParamStore, weight_key
-from trainnet.zoo.caffemodel import caffe_to_trainnet, read_caffemodel
-from trainnet.zoo.caffemodel_h5 import read_caffemodel_h5
+from trainnet.formats.weightkey import key_layer, parse_key, weight_key
+from trainnet.runtime.params import ParamStore
+from trainnet.formats.caffemodel import caffe_to_trainnet, read_caffemodel
+from trainnet.formats.caffemodel_h5 import read_caffemodel_h5
 
 FINETUNE = "finetune"   # train --weights: blobs the file lacks keep their fillers' values
 EXACT = "exact"         # test, classify, resume: every blob of the net from the file
-BLOB_KEY = re.compile(r"(.+)\.([0-9]+)")
-
-
-def blob_key(key: str, path: Path) -> tuple[str, int]:
-    """(layer, index) of a weight key ``layer.index``; anything else is an error naming it."""
-    match = BLOB_KEY.fullmatch(key)
-    if match is None:
-        raise TrainnetError(f"{path}: key '{key}' is not a parameter blob's name (layer.index, "
-                            "as conv1.0)")
-    return match.group(1), int(match.group(2))
-
-
 def _listed(keys, most: int = 12) -> str:
     keys = list(keys)
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
@@ -59,7 +47,7 @@ class WeightsReport:
     def _by_layer(self, keys) -> dict[str, list[str]]:
         layers: dict[str, list[str]] = {}
         for key in keys:
-            layers.setdefault(key.rpartition(".")[0], []).append(key)
+            layers.setdefault(key_layer(key), []).append(key)
         return layers
 
     @property
@@ -171,11 +159,11 @@ def account(path: Path, tensors: dict[str, np.ndarray], shapes: dict[str, tuple]
     that differ, blobs a layer of the net has not, non-finite values and (EXACT) missing blobs
     are errors naming them."""
     counts: dict[str, int] = {}   # parameter blobs per layer of the net
-    for layer, index in (blob_key(key, path) for key in shapes):
+    for layer, index in (parse_key(key, path) for key in shapes):
         counts[layer] = max(counts.get(layer, 0), index + 1)
     skipped: list[str] = []
     for key, value in tensors.items():
-        layer, index = blob_key(key, path)
+        layer, index = parse_key(key, path)
         if key in shapes:
             if tuple(value.shape) != shapes[key]:
                 raise TrainnetError(f"{path}: layer '{layer}' blob {index}: shape "

@@ -19,6 +19,11 @@ from typing import Optional
 import yaml
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
+from trainnet.formats.caffemodel import (caffe_to_trainnet, read_caffemodel, trainnet_to_caffe,
+                                         write_caffemodel)
+from trainnet.formats.weightkey import key_layer, weight_key
+from trainnet.layers import known_types
 from trainnet.netcfg import NetConfig, SolverConfig, dump_net, load_net, load_solver
 from trainnet.netcfg.common import Preprocess
 from trainnet.netcfg.kind import config_kind
@@ -27,7 +32,9 @@ from trainnet.netcfg.source import load_yaml
 from trainnet.netcfg.text_format import parse_text
 from trainnet.netcfg.to_prototxt import caffe_notes, dump_net_prototxt, dump_solver_prototxt
 from trainnet.netcfg.yaml_scalars import Dumper
-from trainnet.formats.atomic import atomic_write
+from trainnet.plan import compile_net
+from trainnet.solver.snapshot import read_tensors, save_tensors
+from trainnet.solver.weights import EXACT, account
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -116,31 +123,24 @@ def preprocess_metadata(preprocess: Optional[Preprocess]) -> dict[str, str]:
 
 def _param_shapes(model: str) -> tuple[NetConfig, dict[str, tuple]]:
     """The net ``model`` names and its parameter blob shapes by trainnet key (TEST phase)."""
-    from trainnet.plan import compile_net
-
     net = load_net(model)
     plan = compile_net(net, "TEST", backward=False)
-    return net, {f"{s.key[0]}.{s.key[1]}": tuple(s.shape) for s in plan.params}
+    return net, {weight_key(*s.key): tuple(s.shape) for s in plan.params}
 
 
 def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
                     preprocess: Optional[Preprocess] = None) -> Converted:
     """Weights between a Caffe .caffemodel and trainnet's .safetensors (either way)."""
-    from trainnet.solver.snapshot import read_tensors, save_tensors
-    from trainnet.solver.weights import EXACT, account
-    from trainnet.zoo.caffemodel import (caffe_to_trainnet, read_caffemodel, trainnet_to_caffe,
-                                         write_caffemodel)
-
     kinds = (src.suffix.lower(), dst.suffix.lower())
     out = Converted("weights")
     if kinds == (".caffemodel", ".safetensors"):
         caffe = read_caffemodel(src)
         net, targets = _param_shapes(model) if model else (None, None)
-        weights = caffe_to_trainnet(caffe, targets)
+        weights = caffe_to_trainnet(caffe, targets, known_types=known_types())
         if targets is not None:
-            skipped = sorted({k.rsplit(".", 1)[0] for k in weights if k not in targets})
+            skipped = sorted({key_layer(k) for k in weights if k not in targets})
             weights = {k: v for k, v in weights.items() if k in targets}
-            missing = sorted({k.rsplit(".", 1)[0] for k in targets if k not in weights})
+            missing = sorted({key_layer(k) for k in targets if k not in weights})
             if skipped:
                 out.notes.append(f"layers of the caffemodel not in the net, left out: {', '.join(skipped)}")
             if missing:
@@ -152,7 +152,7 @@ def convert_weights(src: Path, dst: Path, model: Optional[str] = None,
                              "where a model Caffe saves ends in a layer without (a loss, a "
                              "softmax): if the file may be cut short, give --model to check it "
                              "against the net")
-        layers = sorted({k.rsplit(".", 1)[0] for k in weights})
+        layers = sorted({key_layer(k) for k in weights})
         out.notes.insert(0, f"{len(layers)} layers, {sum(v.size for v in weights.values()):,} "
                          "parameters")
         if preprocess is None:
