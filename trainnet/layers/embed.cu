@@ -3,9 +3,13 @@
 #include "common.cuh"
 
 // Caffe's static_cast<int>(x), clamped into [0, K) so that a bad index cannot leave W (the CPU
-// pass reports it instead)
+// pass reports it instead).  The clamp is in integers: (float)(K - 1) rounds up past the table
+// for K > 2^24.  NaN and negatives give 0; values beyond i64 give K - 1.
 __device__ __forceinline__ i64 embed_index(float x, i64 K) {
-    return (i64)fminf(fmaxf(x, 0.0f), (float)(K - 1));
+    if (!(x > 0.0f)) return 0;
+    if (x >= 9.0e18f) return K - 1;
+    const i64 k = (i64)x;
+    return k < K - 1 ? k : K - 1;
 }
 
 extern "C" __global__ void embed_forward(float* y, const float* x, const float* w, const float* b,

@@ -14,14 +14,15 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
                                                  float fixed_norm) {
     __shared__ float scratch[1024];
     const float nan = __int_as_float(0x7fffffff);
-    float total = 0.0f, count = 0.0f;
+    float total = 0.0f;
+    i64 count = 0;
     BLOCK_STRIDE(r, rows) {
         const i64 base = row_base(r, K, inner);
         softmax_row(prob, x, base, K, inner);
         const i64 k = label_code(label[r], K, has_ignore, ignore);
         code[r] = k;
         if (k == LABEL_IGNORED) continue;
-        count += 1.0f;
+        count += 1;
         if (k == LABEL_BAD) {
             total = nan;
             continue;

@@ -1,18 +1,29 @@
-// Shared by the loss kernels that normalize by a count (layers/loss.py on the CPU).
+// Shared by the loss kernels that normalize by a count (layers/loss.py on the CPU) and by
+// Accuracy, which counts too.
 #pragma once
 #include "common.cuh"
 
-// The end of a one-block loss forward: sum every thread's loss and counted positions in a fixed
-// order, then thread 0 writes loss / norm and the normalizer backward reads.  fixed_norm is the
-// normalizer for FULL, BATCH_SIZE and NONE; 0 for VALID (the count, at least 1).  `scratch`
-// holds blockDim.x floats.
+// Block-wide exact sum of one count per thread (each below 2^26; every thread gets the total).
+// A float sum is exact only to 2^24, so the counts go through block_sum in two parts that stay
+// exact: the low 12 bits (a sum below 1024 * 4096 = 2^22) and the rest (a sum below 2^24 for
+// fewer than 2^36 positions).  `scratch` holds blockDim.x floats.
+__device__ __forceinline__ i64 block_count(i64 c, float* scratch) {
+    const float low = block_sum((float)(c & 4095), scratch);
+    const float high = block_sum((float)(c >> 12), scratch);
+    return (i64)high * 4096 + (i64)low;
+}
+
+// The end of a one-block loss forward: sum every thread's loss in a fixed order and count the
+// positions exactly, then thread 0 writes loss / norm and the normalizer backward reads.
+// fixed_norm is the normalizer for FULL, BATCH_SIZE and NONE; 0 for VALID (the count, at least
+// 1).  `scratch` holds blockDim.x floats.
 __device__ __forceinline__ void write_normalized_loss(float* loss, float* norm_out, float total,
-                                                      float count, float fixed_norm,
+                                                      i64 count, float fixed_norm,
                                                       float* scratch) {
     total = block_sum(total, scratch);
-    count = block_sum(count, scratch);
+    count = block_count(count, scratch);
     if (threadIdx.x == 0) {
-        const float norm = fixed_norm > 0.0f ? fixed_norm : fmaxf(count, 1.0f);
+        const float norm = fixed_norm > 0.0f ? fixed_norm : (float)(count > 1 ? count : 1);
         loss[0] = total / norm;
         norm_out[0] = norm;
     }

@@ -14,12 +14,13 @@ extern "C" __global__ void sigmoid_cross_entropy_loss_forward(float* loss, float
                                                               i64 n, int has_ignore, i64 ignore,
                                                               float fixed_norm) {
     __shared__ float scratch[1024];
-    float total = 0.0f, count = 0.0f;
+    float total = 0.0f;
+    i64 count = 0;
     BLOCK_STRIDE(i, n) {
         if (target_ignored(t[i], has_ignore, ignore)) continue;
         const float v = x[i];
         total -= v * (t[i] - (v >= 0.0f ? 1.0f : 0.0f)) - log1pf(expf(-fabsf(v)));
-        count += 1.0f;
+        count += 1;
     }
     write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }

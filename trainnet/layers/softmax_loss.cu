@@ -13,14 +13,15 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
                                                 int has_ignore, i64 ignore, float fixed_norm) {
     __shared__ float scratch[1024];
     const float nan = __int_as_float(0x7fffffff);
-    float total = 0.0f, count = 0.0f;
+    float total = 0.0f;
+    i64 count = 0;
     BLOCK_STRIDE(r, rows) {
         const i64 base = row_base(r, C, inner);
         softmax_row(prob, x, base, C, inner);
         const i64 k = label_code(label[r], C, has_ignore, ignore);
         code[r] = k;
         if (k == LABEL_IGNORED) continue;
-        count += 1.0f;
+        count += 1;
         total -= k == LABEL_BAD ? nan : logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
     }
     write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
