@@ -228,8 +228,8 @@ class CudaBackend:
         K.check_launch(source, name, threads, args, lambda a: isinstance(a, self.cp.ndarray),
                        self._checked)
         if blocks > 0:
-            kernel = self.module(source).get_function(name)
-            with self.device:
+            with self.device:  # CuPy loads a module on the current device at its first use
+                kernel = self.module(source).get_function(name)
                 kernel((int(blocks),), (int(threads),), args, stream=self.stream)
 
     # --- cuBLAS -----------------------------------------------------------------------------
