@@ -69,7 +69,9 @@ class Solver:
         if not self.net.loss_tops:
             log(f"Warning: the training net '{self.net.plan.net_name}' has no loss (no top with "
                 "a loss_weight): training would change nothing but weight decay")
+        # iter_size > 1: the passes' gradients are summed here, then copied into the arena
         self._acc = device.zeros(self.net.params.diff.shape) if cfg.iter_size > 1 else None
+        self._grads = self.net.params.diff if self._acc is None else self._acc
         self._t0 = time.perf_counter()
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
 
@@ -159,8 +161,7 @@ class Solver:
                 return
         rate = learning_rate(cfg, it)
         marked = (locate.mark(self.net), self.rng.bit_generator.state)
-        loss = self._iteration_gpu(rate, it, marked) if self.device.is_gpu else \
-            self._iteration_cpu(rate, it, marked)
+        loss = self._iteration(rate, it, marked)
         self.losses.append(loss)
         self.iter += 1  # before the log is written: a failing write snapshots a consistent state
         smoothed = sum(self.losses) / len(self.losses)
@@ -173,51 +174,39 @@ class Solver:
                         seconds=round(now - self._t0, 3))
             self._report_data(self.net, it)
 
-    def _iteration_cpu(self, rate: float, it: int, marked) -> float:
-        """iter_size forward/backward passes, the divergence check, and the update; returns
-        the mean loss."""
-        params, cfg = self.net.params, self.cfg
-        if self._acc is None:
-            loss = self.net.forward_backward()
-        else:
-            self._acc.fill(0)
-            loss = 0.0
-            for _ in range(cfg.iter_size):
-                loss += self.net.forward_backward()
-                self._acc += params.diff
-            params.diff[...] = self._acc
-            loss /= cfg.iter_size
-        grads = params.diff
-        # a dot product is one fast pass; it can overflow only for gradients near 1e19
-        if not np.isfinite(loss) or not (np.isfinite(np.dot(grads, grads)) or np.isfinite(grads).all()):
+    def _iteration(self, rate: float, it: int, marked) -> float:
+        """iter_size forward/backward passes, the divergence check, then the update; returns
+        the mean loss.  The host runs the data layers and reads the loss; the device work of a
+        pass and the update go through ``_run`` (a captured graph on a GPU), the update only
+        once the host has checked the loss and the gradient."""
+        net, n = self.net, self.cfg.iter_size
+        self.rule.prepare(rate, it)
+        loss = 0.0
+        for _ in range(n):
+            net.forward_host()
+            self._run("pass", self._pass)
+            loss += net.loss()
+        loss /= n
+        if not np.isfinite(loss) or not self.rule.finite(self._grads):
             self._diverged(it, loss, marked)
-        self.rule.apply(params.data, grads, rate, it)
+        self._run("update", self._update)
         return loss
 
-    def _iteration_gpu(self, rate: float, it: int, marked) -> float:
-        """The same on the GPU: the host uploads the batch and this iteration's rates; the
-        passes run as one graph (counting non-finite gradients at its end) and, once the host
-        has checked the loss and that count, the update as another."""
-        net, rule, device = self.net, self.rule, self.device
-        w, g, acc = net.params.data, net.params.diff, self._acc
-        rule.prepare(rate, it)
-        loss = 0.0
-        for _ in range(self.cfg.iter_size):
-            net.forward_host()
-            if acc is None:
-                self._run("pass", lambda: (net.forward_device(), net.backward(), rule.check_gpu(g)))
-            else:
-                self._run("pass", lambda: (net.forward_device(), net.backward(), device.add(acc, g),
-                                           rule.check_gpu(acc)))
-            loss += net.loss()
-        loss /= self.cfg.iter_size
-        if not np.isfinite(loss) or not rule.finite_gpu():
-            self._diverged(it, loss, marked)
-        if acc is None:
-            self._run("update", lambda: rule.apply_gpu(w, g))
-        else:
-            self._run("update", lambda: (device.copy(g, acc), device.fill(acc, 0), rule.apply_gpu(w, g)))
-        return loss
+    def _pass(self) -> None:
+        """One pass's device work: forward, backward, the sum over iter_size, and (on a GPU)
+        the count of non-finite gradients that ``rule.finite`` reads."""
+        self.net.forward_device()
+        self.net.backward()
+        if self._acc is not None:
+            self.device.add(self._acc, self.net.params.diff)
+        self.rule.queue_check(self._grads)
+
+    def _update(self) -> None:
+        params, acc = self.net.params, self._acc
+        if acc is not None:
+            self.device.copy(params.diff, acc)
+            self.device.fill(acc, 0)
+        self.rule.update(params.data, params.diff)
 
     def _diverged(self, it: int, loss: float, marked) -> None:
         """Stop on a non-finite loss or gradient, before the update: re-run the iteration's
@@ -241,7 +230,8 @@ class Solver:
                        "clip_gradients) or check the data, then resume from it")
 
     def _run(self, name: str, work: Callable[[], object]) -> None:
-        """Run ``work`` eagerly the first time (kernels compile), then as a captured graph."""
+        """Run ``work``; with CUDA graphs (a GPU only) eagerly the first time (kernels compile),
+        then as a graph captured on the second run and replayed after."""
         if not self.graph:
             work()
         elif name in self._graphs:

@@ -1,189 +1,31 @@
-"""Update rules over the flat parameter arena: one vectorized pass per iteration.
-
-Caffe's order: (accumulated gradient) -> clip by global L2 norm -> divide by iter_size ->
-regularize (L2 ``+= decay * w``, L1 ``+= decay * sign(w)``, times decay_mult) -> the rule's
-own step, written into the gradient -> ``w -= step``.
-
-On a GPU (``to_device``) the same update is at most three launches over the arena
-(``apply_gpu``): with clip_gradients, a sum of squares in per-block partials and a one-block
-kernel turning it into the clip scale; then the rule's fused kernel (``kernel``, in
-``update.cu``), which does every step above in registers.  ``apply_gpu`` is captured into a
-CUDA graph once, so its arguments are frozen: what changes per iteration (the rate, Adam's
-bias correction) goes into the device array ``hyper`` by ``prepare``, before each replay.
-"""
+"""The update rules, each Caffe's ``ComputeUpdateValue`` on the CPU beside its fused kernel's
+name in update.cu; the shared steps (clip, normalize, regularize) and the GPU path are the
+template's, in rule_base.py."""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import numpy as np
 
-from trainnet.registry import Registry
-from trainnet.runtime.device import CPU, Device
-from trainnet.runtime.kernels import BLOCK, grid_for, kernel_source
-
-KERNELS = kernel_source(__file__)
-RULES = Registry("solver type")
-HYPER_SIZE = 4                      # update.cu: HYPER_RATE 0, HYPER_CORRECTION 1
-MAX_PARTIALS = 1024                 # blocks of the clip's sum of squares
-REGULARIZATION = {"L2": 1, "L1": 2}  # update.cu: REG_L2, REG_L1 (0: no decay)
-
-
-def register(name: str):
-    def deco(cls):
-        cls.type = name
-        return RULES.register(name)(cls)
-    return deco
+from trainnet.solver.rule_base import RULES, UpdateRule, register
 
 
 def update_rule(name: str) -> type:
+    """The rule class registered as solver ``type`` ``name``."""
     return RULES[name]
 
 
-class UpdateRule(ABC):
-    """The template: ``apply`` does the shared steps, subclasses implement ``compute_step``.
-
-    A subclass names its fused GPU kernel (``kernel``) beside ``compute_step``, and the
-    constants that kernel takes after the shared arguments (``kernel_constants``).
-    """
-
-    type = ""
-    history_names: tuple[str, ...] = ()
-    kernel = ""
-
-    def __init__(self, cfg, lr_mult: np.ndarray, decay_mult: np.ndarray):
-        self.cfg = cfg
-        self.device: Device = CPU
-        self.lr_mult = lr_mult
-        self.decay = (cfg.weight_decay * decay_mult).astype(np.float32)
-        self.scratch = np.zeros_like(lr_mult)
-        self.scratch2 = np.zeros_like(lr_mult)
-        self.history = {name: np.zeros_like(lr_mult) for name in self.history_names}
-
-    @classmethod
-    def check(cls, cfg) -> None:
-        """Raise ValueError for settings the rule cannot use (Caffe's CHECKs)."""
-
-    def local_rate(self, rate: float) -> np.ndarray:
-        """``rate * lr_mult`` per element, in the scratch buffer."""
-        return np.multiply(self.lr_mult, np.float32(rate), out=self.scratch)
-
-    def apply(self, w: np.ndarray, g: np.ndarray, rate: float, it: int) -> None:
-        cfg, tmp = self.cfg, self.scratch
-        if cfg.clip_gradients >= 0:
-            norm = float(np.sqrt(np.dot(g, g)))
-            if norm > cfg.clip_gradients:
-                g *= np.float32(cfg.clip_gradients / norm)
-        if cfg.iter_size > 1:
-            g *= np.float32(1.0 / cfg.iter_size)
-        if cfg.weight_decay:
-            if cfg.regularization_type == "L2":
-                np.multiply(self.decay, w, out=tmp)
-            else:
-                np.sign(w, out=tmp)
-                tmp *= self.decay
-            g += tmp
-        self.compute_step(w, g, rate, it)
-        w -= g
-
-    @abstractmethod
-    def compute_step(self, w: np.ndarray, g: np.ndarray, rate: float, it: int) -> None:
-        """Overwrite ``g`` with the step to subtract from ``w`` (``it`` counts from 0)."""
-
-    def kernel_constants(self) -> tuple:
-        """The rule's own arguments of ``kernel``, after the shared ones."""
-        return ()
-
-    def hyper_values(self, rate: float, it: int) -> list[float]:
-        """What changes per iteration, in ``hyper``'s layout (update.cu's HYPER_*)."""
-        return [rate]
-
-    # --- the GPU path ---------------------------------------------------------------------
-    def to_device(self, device: Device) -> None:
-        """Move lr_mult, decay and the history onto ``device``; allocate ``hyper``."""
-        if self.device.is_gpu:
-            raise RuntimeError(f"the {self.type} update is on {self.device} already")
-        if not device.is_gpu:
-            return
-        n = self.lr_mult.size
-
-        def put(host):
-            array = device.zeros(host.shape, np.float32)
-            device.upload(array, host)
-            return array
-
-        self.device = device
-        self.lr_mult, self.decay = put(self.lr_mult), put(self.decay)
-        self.history = {k: put(v) for k, v in self.history.items()}
-        self.scratch = self.scratch2 = None
-        self.hyper = device.zeros((HYPER_SIZE,), np.float32)
-        self._hyper_host = np.zeros(HYPER_SIZE, np.float32)
-        self.clip_scale = put(np.ones(1, np.float32))  # stays 1 without clip_gradients
-        self.partials = device.zeros((min(grid_for(n, device.backend.max_blocks), MAX_PARTIALS),),
-                                     np.float32)
-        self.nonfinite = device.zeros(self.partials.shape, np.float32)
-
-    def prepare(self, rate: float, it: int) -> None:
-        """Write this iteration's values into ``hyper`` (outside the captured graph)."""
-        values = self.hyper_values(rate, it)
-        self._hyper_host[:len(values)] = values
-        self.device.upload(self.hyper, self._hyper_host)
-
-    def apply_gpu(self, w, g) -> None:
-        """Queue the update of ``w`` by ``g`` (both the flat arena); the step is left in ``g``.
-
-        Only kernel launches, with arguments fixed for a CUDA graph; call ``prepare`` first.
-        """
-        if not self.device.is_gpu:
-            raise RuntimeError(f"the {self.type} update is on the CPU: call to_device(gpu) first")
-        cfg, gpu, n = self.cfg, self.device.backend, self.lr_mult.size
-        if w.shape != self.lr_mult.shape or g.shape != self.lr_mult.shape:
-            raise ValueError(f"update of {self.lr_mult.shape} parameters given arrays of shape "
-                             f"{w.shape} and {g.shape}")
-        if cfg.clip_gradients >= 0:
-            gpu.launch_blocks(KERNELS, "update_sum_squares", self.partials.size, BLOCK,
-                              self.partials, g, np.int64(n))
-            gpu.launch_blocks(KERNELS, "update_clip_scale", 1, BLOCK, self.clip_scale,
-                              self.partials, np.float32(cfg.clip_gradients),
-                              np.int64(self.partials.size))
-        inv_iter = np.float32(1.0 / cfg.iter_size) if cfg.iter_size > 1 else np.float32(1)
-        reg = np.int32(REGULARIZATION[cfg.regularization_type] if cfg.weight_decay else 0)
-        history = [self.history[k] for k in self.history_names]
-        gpu.launch(KERNELS, self.kernel, n, w, g, *history, self.lr_mult, self.decay, self.hyper,
-                   self.clip_scale, inv_iter, reg, *self.kernel_constants(), np.int64(n))
-
-    def check_gpu(self, g) -> None:
-        """Queue a count of the NaN or infinite values of ``g`` (read by ``finite_gpu``)."""
-        self.device.backend.launch_blocks(KERNELS, "update_count_nonfinite", self.nonfinite.size,
-                                          BLOCK, self.nonfinite, g, np.int64(g.size))
-
-    def finite_gpu(self) -> bool:
-        """Whether the gradient ``check_gpu`` counted was finite (waits for the device)."""
-        return not self.device.to_host(self.nonfinite).any()
-
-    # --- the history, for snapshots -------------------------------------------------------
-    def history_host(self) -> dict[str, np.ndarray]:
-        """The history arrays by name, as host copies (on either device)."""
-        return {k: self.device.to_host(v) for k, v in self.history.items()}
-
-    def load_history(self, saved: dict[str, np.ndarray]) -> None:
-        """Set every history array from host arrays by name; ValueError names a missing one."""
-        for k, v in self.history.items():
-            if k not in saved or np.shape(saved[k]) != v.shape:
-                raise ValueError(f"history/{k} missing or of another size")
-        for k, v in self.history.items():
-            self.device.upload(v, np.asarray(saved[k], np.float32))
-
-
-@register("SGD")
-class SGD(UpdateRule):
-    """Momentum SGD; the history holds the lr-scaled step: ``v = mu v + lr lr_mult g``."""
-
+class _Momentum(UpdateRule):
     history_names = ("momentum",)
-    kernel = "sgd_update"
 
     def kernel_constants(self):
         return (np.float32(self.cfg.momentum),)
+
+
+@register("SGD")
+class SGD(_Momentum):
+    """Momentum SGD; the history holds the lr-scaled step: ``v = mu v + lr lr_mult g``."""
+
+    kernel = "sgd_update"
 
     def compute_step(self, w, g, rate, it):
         v = self.history["momentum"]
@@ -195,14 +37,10 @@ class SGD(UpdateRule):
 
 
 @register("Nesterov")
-class Nesterov(UpdateRule):
+class Nesterov(_Momentum):
     """Nesterov's accelerated gradient: ``v' = mu v + lr g``; step ``(1 + mu) v' - mu v``."""
 
-    history_names = ("momentum",)
     kernel = "nesterov_update"
-
-    def kernel_constants(self):
-        return (np.float32(self.cfg.momentum),)
 
     def compute_step(self, w, g, rate, it):
         v, mu = self.history["momentum"], np.float32(self.cfg.momentum)
