@@ -302,3 +302,43 @@ def test_staging_zero_fill_is_ordered_before_the_first_side_stream_upload(cp):
     waits = [e for e in log[:first_upload] if e[0] == "wait" and e[1] == gpu.side.ptr]
     assert waits and waits[0][2] == log[zeroed][2]  # the side stream waits for the fill
     assert np.array_equal(gpu.download(top), np.ones((2, 3), np.float32))
+
+
+# --- the same on a real GPU (skipped without one) ----------------------------------------------
+
+def _real_gpu():
+    from trainnet.runtime.device import gpu_count
+    return gpu_count() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_gpu(), reason="no CUDA GPU here (CuPy missing or no device)")
+@pytest.mark.parametrize("tf32_second", [False, True])
+def test_real_capture_with_gemms_and_kernels_while_another_backend_is_current(tf32_second):
+    """What the fakes above stand for: a captured iteration with a GEMM replays its work, with
+    another backend's stream current (CuPy 13's wrappers refused cuBLAS under capture)."""
+    import cupy
+    first, second = cuda.CudaBackend(0), cuda.CudaBackend(0, tf32=tf32_second)
+    rng = np.random.default_rng(0)
+    a_host, b_host = (rng.standard_normal((64, 48), np.float32),
+                      rng.standard_normal((48, 32), np.float32))
+    a, b, c = first.zeros((64, 48)), first.zeros((48, 32)), first.zeros((64, 32))
+    first.upload(a, a_host)
+    first.upload(b, b_host)
+
+    def iteration():
+        first.fill(c, 1.0)
+        first.gemm(a, b, c, beta=1.0)   # c = a b + 1
+        first.axpy(c, c, 1.0)           # c = 2 (a b + 1)
+
+    with second.stream:  # CuPy's current stream is the other backend's
+        iteration()  # eager: compiles
+        first.fill(c, 0.0)
+        graph = first.capture(iteration)
+        assert not first.download(c).any()  # captured, not run
+        graph.replay()
+        got = first.download(c)
+    np.testing.assert_allclose(got, 2 * (a_host @ b_host + 1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="does not fit"):
+        first.upload(a, a_host[:10])
+    cupy.cuda.runtime.deviceSynchronize()
