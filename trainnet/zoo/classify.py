@@ -16,11 +16,16 @@ from typing import Optional
 
 import numpy as np
 
+from trainnet.data.paths import resolve_data_path
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_mean
 from trainnet.formats.limits import read_text, regular_file
 from trainnet.netcfg import NetConfig
 from trainnet.netcfg.common import Preprocess
+from trainnet.plan import compile_net
+from trainnet.runtime.locate import locate_nonfinite
+from trainnet.runtime.net import Net
+from trainnet.solver.weights import EXACT, load_weights
 
 
 def load_image(path: Path, gray: bool) -> np.ndarray:
@@ -56,8 +61,6 @@ def _resize(image: np.ndarray, h: int, w: int) -> np.ndarray:
 def channel_mean(pre: Preprocess, channels: int, base_dir: Path) -> np.ndarray:
     """The mean to subtract per channel (in the model's channel order)."""
     if pre.mean_file:
-        from trainnet.data.paths import resolve_data_path
-
         mean = load_mean(resolve_data_path(pre.mean_file, base_dir))
         if mean.shape[0] != channels:
             raise TrainnetError(f"{pre.mean_file}: a mean of {mean.shape[0]} channels for an input "
@@ -119,12 +122,6 @@ def read_labels(path: Path) -> list[str]:
 def classify(cfg: NetConfig, weights: Path, images: list[Path], device, *, top: int = 5,
              labels: Optional[str] = None) -> list[list[tuple[float, int, str]]]:
     """Per image, the ``top`` classes as (probability, index, name), most probable first."""
-    from trainnet.data.paths import resolve_data_path
-    from trainnet.plan import compile_net
-    from trainnet.runtime.locate import locate_nonfinite
-    from trainnet.runtime.net import Net
-    from trainnet.solver.weights import EXACT, load_weights
-
     pre = cfg.preprocess
     if pre is None:
         raise TrainnetError(f"{cfg.file or 'the net'} records no preprocessing (preprocess: "
