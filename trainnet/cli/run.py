@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -146,27 +145,8 @@ def time_(net, iterations, phase, stages, level, device, tf32):
     dev = get_device(device, tf32=tf32)
     n = Net(compile_for(load_net(net), phase, stages, level, gpu=dev.is_gpu), dev,
             rng=np.random.default_rng(0))
-    sync = n.device.synchronize
-    steps = list(zip(n.plan.steps, n.ios))
-    fwd = {s.name: 0.0 for s, _ in steps}
-    bwd = dict(fwd)
-    n.forward_backward() if n.plan.backward else n.forward()  # warm up
-    t_all = time.perf_counter()
-    for _ in range(iterations):
-        for s, io in steps:
-            t = time.perf_counter()
-            s.layer.forward(io, n.device)
-            sync()
-            fwd[s.name] += time.perf_counter() - t
-        if n.plan.backward:
-            n.seed_gradients()
-            for s, io in n.backward_steps:
-                t = time.perf_counter()
-                s.layer.backward(io, n.device)
-                sync()
-                bwd[s.name] += time.perf_counter() - t
-    total = time.perf_counter() - t_all
+    times = n.time_steps(iterations)
     echo(f"{'layer':<24}{'forward ms':>12}{'backward ms':>13}")
-    for s, _ in steps:
-        echo(f"{s.name:<24}{1e3 * fwd[s.name] / iterations:>12.3f}{1e3 * bwd[s.name] / iterations:>13.3f}")
-    echo(f"average iteration: {1e3 * total / iterations:.3f} ms over {iterations} iterations")
+    for name, fwd in times.forward.items():
+        echo(f"{name:<24}{1e3 * fwd / iterations:>12.3f}{1e3 * times.backward[name] / iterations:>13.3f}")
+    echo(f"average iteration: {1e3 * times.total / iterations:.3f} ms over {iterations} iterations")

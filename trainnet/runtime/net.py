@@ -10,6 +10,8 @@ Solver captures its own graph of a whole training iteration from ``forward_devic
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -20,6 +22,17 @@ from trainnet.errors import TrainnetError
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.memory import check_fits
 from trainnet.runtime.params import ParamStore
+
+
+@dataclass
+class StepTimes:
+    """Seconds per step name summed over ``iterations`` (``backward`` 0 for a step without one),
+    and the whole run's wall-clock seconds."""
+
+    iterations: int
+    forward: dict[str, float] = field(default_factory=dict)
+    backward: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
 
 
 class Net:
@@ -211,3 +224,29 @@ class Net:
         loss = self.forward()
         self.backward()
         return loss
+
+    # --- timing -----------------------------------------------------------------------------
+    def time_steps(self, iterations: int) -> StepTimes:
+        """Run forward (and backward, if planned) ``iterations`` times after one untimed warm-up,
+        timing each step on its own, synchronised on a GPU (as `caffe time`: so the sum is
+        slower than a graph-replayed iteration)."""
+        clock, sync, device = time.perf_counter, self.device.synchronize, self.device
+        times = StepTimes(iterations, {s.name: 0.0 for s in self.plan.steps})
+        times.backward = dict.fromkeys(times.forward, 0.0)
+        self.forward_backward() if self.plan.backward else self.forward()  # warm up
+        start = clock()
+        for _ in range(iterations):
+            for step, io in zip(self.plan.steps, self.ios):
+                t = clock()
+                step.layer.forward(io, device)
+                sync()
+                times.forward[step.name] += clock() - t
+            if self.plan.backward:
+                self.seed_gradients()
+                for step, io in self.backward_steps:
+                    t = clock()
+                    step.layer.backward(io, device)
+                    sync()
+                    times.backward[step.name] += clock() - t
+        times.total = clock() - start
+        return times
