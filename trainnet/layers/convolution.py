@@ -1,19 +1,6 @@
-"""Convolution: Caffe's 2-D convolution as one batched im2col and one stacked GEMM.
-
-Forward copies the windows of the (zero-padded) bottom once into a column buffer laid out
-``(group, C/group*kh*kw, N*Ho*Wo)``, multiplies every group's weight ``(num_output/group,
-C/group*kh*kw)`` by its columns in one stacked GEMM into an output-ordered buffer ``(num_output,
-N*Ho*Wo)`` and transposes that into the NCHW top, adding the bias in the same pass.  There is no
-loop over groups, images or pixels.  Backward finds the forward's columns still in the column
-buffer, so it never reads the bottom; the bottom gradient is col2im as one strided add per
-kernel tap (with one output channel per group its GEMM is an outer product: a broadcast multiply).
-
-A forward-only step keeps no columns for a backward, so it runs the batch in a few chunks of
-images whose scratch fits ``forward_only_bytes``: a bounded buffer instead of one that grows with
-the batch (1 GiB for AlexNet's conv1 at batch 256).  Small images keep the layout above, chunk
-by chunk; larger ones (batch-first) take image-major columns ``(n, group, C/group*kh*kw + 1,
-Ho*Wo)`` whose last row is ones, against the weight with the bias beside it, so that one stacked
-GEMM writes every image's NCHW top, bias added: no staging buffer, no transpose, no bias pass.
+"""Convolution: Caffe's 2-D convolution as one batched im2col and one stacked GEMM per pass
+(``columns.py`` holds the column layout, forward-only chunks and the CPU's im2col/col2im; the
+geometry, shared with Deconvolution, is in ``conv_geometry.py``).
 
 The GPU pass uses the same chunks: im2col is one kernel per chunk, then cuBLAS, then one
 epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, strided batched
@@ -28,75 +15,22 @@ the bottom in backward.  The CPU runs them on the im2col path above.
 
 from __future__ import annotations
 
-import math
-from typing import ClassVar, Literal, Optional
-
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
-from pydantic import Field
 
 from trainnet.layers import depthwise
-from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register, spatial_pair
-from trainnet.netcfg.common import FillerParameter, PosIntList, Strict, UIntList
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register
+from trainnet.layers.columns import Columns
+from trainnet.layers.conv_geometry import ConvolutionParams, kernel_geometry
 from trainnet.runtime.kernels import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 
-UInt = Optional[int]
-
-
-class ConvolutionParams(Strict):
-    num_output: int = Field(ge=1)
-    bias_term: bool = True
-    pad: UIntList = []          # default 0
-    kernel_size: PosIntList = []  # no default: kernel_size or kernel_h/kernel_w is required
-    stride: PosIntList = []       # default 1
-    dilation: PosIntList = []     # default 1
-    pad_h: UInt = Field(None, ge=0)
-    pad_w: UInt = Field(None, ge=0)
-    kernel_h: UInt = Field(None, ge=1)
-    kernel_w: UInt = Field(None, ge=1)
-    stride_h: UInt = Field(None, ge=1)
-    stride_w: UInt = Field(None, ge=1)
-    group: int = Field(1, ge=1)
-    weight_filler: FillerParameter = FillerParameter()
-    bias_filler: FillerParameter = FillerParameter()
-    axis: int = 1
-    force_nd_im2col: bool = False  # accepted for Caffe compatibility; 2-D only here
-    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
-
-
-def kernel_geometry(layer: Layer, shape: tuple) -> tuple[int, ...]:
-    """Check a Convolution's or Deconvolution's parameters against its NCHW bottom ``shape``;
-    returns (kh, kw, ph, pw, sh, sw, dh, dw).  A misfit raises the layer's located error."""
-    p = layer.p
-    if p.axis not in (1, -3):
-        raise layer.error(f"axis {p.axis}: only axis 1 (the channels of an NCHW bottom) is "
-                          "supported")
-    if len(shape) != 4:
-        raise layer.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
-    try:
-        kh, kw = spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, 0, "kernel")
-        ph, pw = spatial_pair(p.pad, p.pad_h, p.pad_w, 0, "pad")
-        sh, sw = spatial_pair(p.stride, p.stride_h, p.stride_w, 1, "stride")
-        dh, dw = spatial_pair(p.dilation, None, None, 1, "dilation")
-    except ValueError as e:
-        raise layer.error(str(e)) from None
-    if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
-        raise layer.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
-    if shape[1] % p.group:
-        raise layer.error(f"{shape[1]} input channels are not divisible by group {p.group}")
-    if p.num_output % p.group:
-        raise layer.error(f"num_output {p.num_output} is not divisible by group {p.group}")
-    return kh, kw, ph, pw, sh, sw, dh, dw
-
 
 @register("Convolution")
-class Convolution(Layer):
+class Convolution(Columns, Layer):
     Params = ConvolutionParams
     caffe_params = {"convolution_param": None}
     can_fuse_relu = True
-    forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
 
     @property
     def backward_reads_bottom(self) -> bool:
@@ -134,25 +68,6 @@ class Convolution(Layer):
             blobs.append(ParamBlob((p.num_output,), p.bias_filler))
         return blobs
 
-    def _image_major(self) -> bool:
-        """Forward-only with large images: per-image GEMMs straight into the top."""
-        return self.forward_only and not self.batch_last
-
-    def _image_rows(self) -> int:
-        """Image-major column rows per group: the windows, and ones for the bias."""
-        return self.ckk + self.p.bias_term
-
-    def chunk(self) -> int:
-        """Images per pass of the forward: the batch, or when forward-only as many as fit the
-        budget (at least one), evened out over the fewest chunks that cover the batch."""
-        if not self.forward_only:
-            return self.N
-        g = self.p.group
-        rows = g * self._image_rows() if self._image_major() else g * self.ckk + self.p.num_output
-        per_image = rows * self.Ho * self.Wo * 4
-        chunks = -(-self.N // max(1, self.forward_only_bytes // per_image))
-        return -(-self.N // chunks)
-
     def buffers(self):  # read after the compiler sets forward_only and on_gpu
         if self.on_gpu and self.depthwise:
             return {}
@@ -173,46 +88,6 @@ class Convolution(Layer):
     def flops(self):
         outputs = self.N * self.p.num_output * self.Ho * self.Wo
         return 2 * outputs * self.ckk + (outputs if self.p.bias_term else 0)
-
-    # --- helpers: buffers are stored in the internal layout and used through NCHW-ordered views
-    def _internal(self, nchw: tuple) -> tuple:
-        n, c, h, w = nchw
-        return (c, h, w, n) if self.batch_last else (c, n, h, w)
-
-    def _nchw(self, a: np.ndarray) -> np.ndarray:
-        """An internal-layout (C, ., ., .) buffer viewed as (N, C, H, W)."""
-        return a.transpose(3, 0, 1, 2) if self.batch_last else a.transpose(1, 0, 2, 3)
-
-    def _col6(self, col: np.ndarray, n: int) -> np.ndarray:
-        """The column buffer of ``n`` images viewed as (C, kh, kw, n, Ho, Wo)."""
-        head = (self.C, self.kh, self.kw)
-        if self.batch_last:
-            return col.reshape(head + (self.Ho, self.Wo, n)).transpose(0, 1, 2, 5, 3, 4)
-        return col.reshape(head + (n, self.Ho, self.Wo))
-
-    def _top_view(self, out: np.ndarray, n: int) -> np.ndarray:
-        """The output-ordered (num_output, n*Ho*Wo) buffer viewed as (n, num_output, Ho, Wo)."""
-        return self._nchw(out.reshape(self._internal((n, self.p.num_output, self.Ho, self.Wo))))
-
-    def _windows(self, x: np.ndarray) -> np.ndarray:
-        """A read-only (C, kh, kw, n, Ho, Wo) view of the windows of NCHW ``x``."""
-        sn, sc, sy, sx = x.strides
-        return as_strided(x, shape=(self.C, self.kh, self.kw, x.shape[0], self.Ho, self.Wo),
-                          strides=(sc, self.dh * sy, self.dw * sx, sn, self.sh * sy, self.sw * sx),
-                          writeable=False)
-
-    def _tap(self, a: np.ndarray, i: int, j: int) -> np.ndarray:
-        """The (N, C, Ho, Wo) cells of NCHW ``a`` that kernel tap (i, j) touches."""
-        y, x = i * self.dh, j * self.dw
-        return a[:, :, y:y + self.sh * (self.Ho - 1) + 1:self.sh, x:x + self.sw * (self.Wo - 1) + 1:self.sw]
-
-    def _grouped(self, a: np.ndarray) -> np.ndarray:
-        return a.reshape(self.p.group, -1, a.shape[-1])
-
-    @staticmethod
-    def _head(buf: np.ndarray, shape: tuple) -> np.ndarray:
-        """The first cells of a (contiguous) buffer in ``shape``: a short last chunk's share."""
-        return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
@@ -308,15 +183,7 @@ class Convolution(Layer):
         # does several times faster than BLAS.
         outer = np.multiply if w_g.shape[1] == 1 else np.matmul
         outer(w_g.transpose(0, 2, 1), dy_g, out=col)
-        acc = self._nchw(io.buf["pad"]) if self.use_pad_buf else dx
-        acc.fill(0)
-        dcol = self._col6(col, self.N)
-        for i in range(self.kh):
-            for j in range(self.kw):
-                cells = self._tap(acc, i, j)
-                np.add(cells, dcol[:, i, j].transpose(1, 0, 2, 3), out=cells)
-        if self.use_pad_buf:
-            np.copyto(dx, acc[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W])
+        self._col2im(col, dx, io)
 
     # --- GPU -------------------------------------------------------------------------------
     def _geometry(self) -> tuple:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
-from trainnet.layers.convolution import ConvolutionParams, kernel_geometry
+from trainnet.layers.conv_geometry import ConvolutionParams, kernel_geometry
 from trainnet.runtime.kernels import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
