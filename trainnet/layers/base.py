@@ -55,6 +55,23 @@ class Buffer:
     keep: bool = False
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What the plan decided for one step, given to its layer rather than set on it: whether a
+    backward runs (``forward_only``: keep nothing for it, bound scratch instead), the device
+    kind (``gpu``: declare the GPU pass's buffers), an in-place ReLU folded into the layer's
+    epilogue (``fused_relu``: its backward masks the top gradient by ``top > 0`` first) and the
+    layers folded into the step (``folded``: a Scale into its BatchNorm)."""
+
+    forward_only: bool = False
+    gpu: bool = False
+    fused_relu: bool = False
+    folded: tuple["Layer", ...] = ()
+
+
+NO_PLAN = StepContext()  # a layer run outside a plan (tests): full forward and backward, CPU
+
+
 @dataclass
 class StepIO:
     """Everything one layer reads and writes, bound once when a Net is built.
@@ -62,7 +79,8 @@ class StepIO:
     ``bottom_diff[i]`` is None when bottom i needs no gradient, ``param_diff[i]`` when
     parameter i is frozen (``lr_mult: 0``).  Backward overwrites the diffs it writes.
     ``state`` is the layer's runtime object (a data reader), ``rng`` the net's random generator,
-    ``gpu`` the GPU backend when the net runs on one (None on the CPU).
+    ``gpu`` the GPU backend when the net runs on one (None on the CPU), ``ctx`` what the plan
+    decided for the step.
     """
 
     bottom: list[np.ndarray]
@@ -75,6 +93,7 @@ class StepIO:
     state: Any = None
     rng: Optional[np.random.Generator] = None
     gpu: Any = None
+    ctx: StepContext = NO_PLAN
 
 
 class Layer(ABC):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from trainnet.layers.base import Layer, Shape
+from trainnet.layers.base import NO_PLAN, Layer, ParamBlob, Shape, StepContext
 from trainnet.netcfg.common import FillerParameter
 from trainnet.netcfg.net import LayerConfig
 
@@ -86,6 +86,7 @@ class Step:
     frozen: list[bool] = field(default_factory=list)   # per parameter blob: takes no update
     params: list[ParamUse] = field(default_factory=list)
     buffers: dict[str, Region] = field(default_factory=dict)
+    ctx: StepContext = NO_PLAN        # what the passes decided for the layer (given to it)
 
     @property
     def name(self) -> str:
@@ -98,6 +99,10 @@ class Step:
     @property
     def in_place(self) -> list[str]:
         return [t for t in self.tops if t in self.bottoms]
+
+    def param_blobs(self) -> list[ParamBlob]:
+        """The parameter blobs the step binds, in order (see ``param_owners``)."""
+        return self.layer.param_blobs()
 
     def param_owners(self) -> list[tuple["Step", int]]:
         """Each parameter blob of this step's layer as (the step that declares it, its index
