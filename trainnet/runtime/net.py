@@ -107,7 +107,7 @@ class Net:
     def _bind(self, step: Step) -> StepIO:
         plan = self.plan
         params, param_diff = [], []
-        for use, blob in zip(step.params, step.layer.param_blobs()):
+        for use, blob in zip(step.params, step.param_blobs()):
             slot = plan.params[use.slot]
             store = self.params if slot.key in self.params.index else self.own_params
             i = store.lookup(slot)  # by (layer, index): a shared store has its own layout
@@ -135,7 +135,7 @@ class Net:
             top_diff=[self.diff(t) for t in step.tops],
             params=params, param_diff=param_diff,
             buf={k: self._view(r) for k, r in step.buffers.items()},
-            state=state, rng=self.rng, gpu=self.device.backend)
+            state=state, rng=self.rng, gpu=self.device.backend, ctx=step.ctx)
 
     # --- blobs ------------------------------------------------------------------------------
     def data(self, name: str):
