@@ -60,11 +60,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "part 2, netcfg->layers (a type's caffe_params and caffe_notes to write prototxt)",
     ("trainnet/netcfg/net.py", "trainnet.zoo.registry"):
         "part 2, netcfg->zoo (zoo:NAME resolved in load_net): resolve it in zoo/cli",
-    ("trainnet/netcfg/solver.py", "trainnet.solver.lr_policy"):
-        "part 2, netcfg->solver (lr_policy checked in parse_solver): check it where the solver "
-        "is built (solver/solver.py), keeping file:line",
     ("trainnet/netcfg/solver.py", "trainnet.solver.update"):
-        "part 2, netcfg->solver (type checked in parse_solver): as lr_policy",
+        "part 2, netcfg->solver (the solver type and its check, e.g. AdaGrad refusing momentum, "
+        "looked up in parse_solver): declare the types and their checks in netcfg as "
+        "netcfg/lr_policies.py does for lr_policy, registering the rules against them in "
+        "solver/update.py (its owner)",
 }
 
 

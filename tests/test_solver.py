@@ -14,7 +14,8 @@ from trainnet.formats.atomic import atomic_write
 from trainnet.netcfg import load_solver, load_solver_text
 from trainnet.netcfg.solver import SolverConfig
 from trainnet.solver import snapshot as snap
-from trainnet.solver.lr_policy import learning_rate
+from trainnet.netcfg.lr_policies import POLICIES
+from trainnet.solver.lr_policy import RATES, learning_rate
 from trainnet.solver.solver import Solver
 from trainnet.solver.update import SGD
 from trainnet.solver.weights import FINETUNE, load_weights
@@ -44,6 +45,10 @@ def test_inv_policy_matches_caffe_lenet_log():
 ])
 def test_lr_policies(kw, it, expected):
     assert learning_rate(cfg(base_lr=0.1, **kw), it) == pytest.approx(expected, rel=1e-12)
+
+
+def test_every_declared_policy_has_a_rate():
+    assert RATES.names() == POLICIES.names()
 
 
 def test_policy_needs_its_fields():

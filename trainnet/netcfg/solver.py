@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, fi
 from trainnet.netcfg.common import NetState, Repeated, Strict, StrList, _as_list
 from trainnet.netcfg.errors import located
 from trainnet.netcfg.kind import refuse_other_kind
+from trainnet.netcfg.lr_policies import POLICIES, check_policy
 from trainnet.netcfg.net import NetConfig, parse_net
 from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file, read_solver
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
@@ -166,10 +167,9 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
         raise src.error(("test_iter",), f"gives {_count(len(cfg.test_iter), 'test net')} but "
                         "test_interval is 0, so none would ever run: set test_interval (Caffe "
                         "requires it > 0 when there are test nets)")
-    from trainnet.solver.lr_policy import check_policy, lr_policy
     from trainnet.solver.update import update_rule
 
-    for key, lookup in (("lr_policy", lr_policy), ("type", update_rule)):
+    for key, lookup in (("lr_policy", POLICIES.__getitem__), ("type", update_rule)):
         try:
             lookup(getattr(cfg, key))
         except KeyError as exc:

@@ -1,41 +1,34 @@
-"""Caffe's learning-rate policies, registered by name; each maps (config, iteration) -> rate."""
+"""Caffe's learning-rate policies, registered by name; each maps (config, iteration) -> rate.
+
+The names and the fields each policy needs are the config's (trainnet.netcfg.lr_policies,
+checked when a solver file is read); a policy registered here must be declared there.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Callable
 
+from trainnet.netcfg.lr_policies import POLICIES as DECLARED, check_policy  # noqa: F401
 from trainnet.registry import Registry
 
-POLICIES = Registry("lr_policy")
+RATES = Registry("lr_policy")
 
 
-def register(name: str, requires: Callable = lambda cfg: None):
-    """``requires(cfg)`` raises ValueError when the policy's own fields are missing."""
+def register(name: str):
     def deco(fn):
-        fn.requires = requires
-        return POLICIES.register(name)(fn)
+        if name not in DECLARED.entries:
+            raise RuntimeError(f"lr_policy {name!r} is not declared in trainnet.netcfg.lr_policies")
+        return RATES.register(name)(fn)
     return deco
 
 
 def lr_policy(name: str) -> Callable:
-    return POLICIES[name]
-
-
-def check_policy(cfg) -> None:
-    """Raise ValueError when the policy's fields are missing (step without stepsize ...)."""
-    POLICIES[cfg.lr_policy].requires(cfg)
+    return RATES[name]
 
 
 def learning_rate(cfg, it: int) -> float:
     return lr_policy(cfg.lr_policy)(cfg, it)
-
-
-def _need(field: str, test: Callable, what: str):
-    def check(cfg):
-        if not test(getattr(cfg, field)):
-            raise ValueError(f"lr_policy {cfg.lr_policy} needs {field} {what}")
-    return check
 
 
 @register("fixed")
@@ -43,7 +36,7 @@ def fixed(cfg, it):
     return cfg.base_lr
 
 
-@register("step", _need("stepsize", lambda v: v > 0, "> 0"))
+@register("step")
 def step(cfg, it):
     return cfg.base_lr * cfg.gamma ** (it // cfg.stepsize)
 
@@ -58,14 +51,13 @@ def inv(cfg, it):
     return cfg.base_lr * (1 + cfg.gamma * it) ** (-cfg.power)
 
 
-@register("multistep", _need("stepvalue", lambda v: len(v) > 0 and list(v) == sorted(v),
-                             "(a non-empty, increasing list)"))
+@register("multistep")
 def multistep(cfg, it):
     current = sum(1 for v in cfg.stepvalue if it >= v)
     return cfg.base_lr * cfg.gamma ** current
 
 
-@register("poly", _need("max_iter", lambda v: v > 0, "> 0"))
+@register("poly")
 def poly(cfg, it):
     return cfg.base_lr * (1 - it / cfg.max_iter) ** cfg.power
 
