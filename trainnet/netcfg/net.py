@@ -19,6 +19,7 @@ from trainnet.netcfg.common import (BoolList, FloatList, NetState, NetStateRule,
                                     Repeated, Strict, StrList, TransformationParameter)
 from trainnet.netcfg.errors import located
 from trainnet.netcfg.kind import refuse_other_kind
+from trainnet.netcfg.layer_types import layer_class
 from trainnet.netcfg.prototxt import is_prototxt, read_file, read_net
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
 
@@ -74,8 +75,6 @@ class NetConfig(Strict):
 
 
 def parse_layer(data: Any, src: SourceMap, index: int) -> LayerConfig:
-    from trainnet.layers.base import layer_class
-
     path = ("layer", index)
     if path in src.errors:
         raise src.errors[path]

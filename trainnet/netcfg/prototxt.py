@@ -26,6 +26,7 @@ from typing import Union
 
 from trainnet.errors import ConfigError
 from trainnet.formats.caffe_types import V1_TYPES
+from trainnet.netcfg.layer_types import registered
 from trainnet.netcfg.source import SourceMap, read_config_text
 from trainnet.netcfg.text_format import Field, parse_text, to_data
 from trainnet.netcfg.upgrade import upgrade_data_transformation
@@ -98,12 +99,9 @@ def _net_inputs(fields: list[Field], file: str) -> tuple[list[Field], list[Field
 
 def _flatten_params(layer: list[Field], file: str) -> list[Field]:
     """Move the fields of the layer's own parameter messages onto the layer."""
-    from trainnet.layers.base import LAYERS, known_types
-
     type_name = next((f.value for f in layer if f.key == "type" and not f.message), None)
     name = next((f.value for f in layer if f.key == "name" and not f.message), None)
-    known_types()  # registers every layer module
-    cls = LAYERS.entries.get(type_name) if isinstance(type_name, str) else None
+    cls = registered().get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         return layer  # parse_layer reports the unknown (or missing) type with its line
     owners = _param_owners()
@@ -151,11 +149,8 @@ def _first_line(fields: list[Field], key: str) -> int:
 def _param_owners() -> dict[str, frozenset[str]]:
     """Each parameter message name -> the layer types that read it (made once: the registry is
     complete after ``known_types``)."""
-    from trainnet.layers.base import LAYERS, known_types
-
-    known_types()  # registers every layer module
     owners: dict[str, set[str]] = {}
-    for type_name, cls in LAYERS.entries.items():
+    for type_name, cls in registered().items():
         for message in cls.caffe_params:
             owners.setdefault(message, set()).add(type_name)
     return {message: frozenset(types) for message, types in owners.items()}

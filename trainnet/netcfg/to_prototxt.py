@@ -21,6 +21,7 @@ from trainnet.netcfg.caffe_defaults import caffe_needs, must_write
 from trainnet.netcfg.common import (BlobShape, FillerParameter, NetState, NetStateRule, ParamSpec,
                                     TransformationParameter)
 from trainnet.netcfg.errors import _model_in
+from trainnet.netcfg.layer_types import layer_class
 from trainnet.netcfg.net import LayerConfig, NetConfig
 from trainnet.netcfg.solver import SolverConfig
 
@@ -103,8 +104,6 @@ def _fields(model: Optional[type[BaseModel]], data: dict, depth: int) -> list[st
 
 
 def _layer(layer: LayerConfig, depth: int) -> list[str]:
-    from trainnet.layers.base import layer_class
-
     cls = layer_class(layer.type)
     lines = _fields(LayerConfig, message_data(layer, skip=("params", "line")), depth)
     needs = {k: v for message in cls.caffe_params for k, v in caffe_needs(message).items()}
@@ -150,7 +149,5 @@ def dump_solver_prototxt(cfg: SolverConfig) -> str:
 def caffe_notes(net: NetConfig) -> list[str]:
     """Per layer, what Caffe would not read in the prototxt as trainnet does (fields and values
     trainnet adds to Caffe's), to tell the user converting the net for Caffe."""
-    from trainnet.layers.base import layer_class
-
     return [f"layer '{layer.name}' ({layer.type}): {note}" for layer in net.layer
             for note in layer_class(layer.type).caffe_notes(layer.params)]
