@@ -22,6 +22,7 @@ from trainnet.netcfg import load_solver
 from trainnet.solver import caffe_state
 from trainnet.solver.solver import Solver
 from trainnet.formats.caffemodel import read_caffemodel
+from trainnet.formats.weightkey import split_key, weight_key
 
 # BatchNorm + Scale (folded into one step by the compiler) with a parameter layer between them
 # in the file, a blob shared by name, and lr_mult 0 blobs: Caffe's history order is the file's.
@@ -57,7 +58,7 @@ def order_project(tmp_path, solver_type="SGD", fmt="BINARYPROTO", net=NET, **ext
 
 
 def keys(s: Solver, order) -> list[str]:
-    return [f"{s.net.params.slots[i].key[0]}.{s.net.params.slots[i].key[1]}" for i in order]
+    return [weight_key(*s.net.params.slots[i].key) for i in order]
 
 
 def test_history_in_caffes_order_and_binaryproto_files(tmp_path):
@@ -159,8 +160,8 @@ def caffe_project(tmp_path, **extra):
     net = caffe_pb.NetParameter(name="Tiny")
     for layer in ("data", "conv1", "pool1", "ip1", "relu1", "drop1", "ip2", "loss"):
         entry = net.layer.add(name=layer, type="X")
-        for j in range(2 if f"{layer}.0" in values else 0):
-            entry.blobs.append(blob(values[f"{layer}.{j}"], legacy=layer == "ip1"))
+        for j in range(2 if weight_key(layer, 0) in values else 0):
+            entry.blobs.append(blob(values[weight_key(layer, j)], legacy=layer == "ip1"))
     (tmp_path / "caffe_iter_30.caffemodel").write_bytes(net.SerializeToString())
     state = caffe_pb.SolverState(iter=30, learned_net="snapshots/caffe_iter_30.caffemodel",
                                  current_step=0)
@@ -190,7 +191,7 @@ def test_resume_from_a_caffe_binaryproto_state(tmp_path, monkeypatch):
     assert s.iter == 30
     for key, view in s.net.params.named().items():
         np.testing.assert_array_equal(view, values[key])
-        i = s.net.params.index[(key.rsplit(".", 1)[0], int(key[-1]))]
+        i = s.net.params.index[split_key(key)]
         np.testing.assert_array_equal(s.net.params.view(s.rule.history["momentum"], i), history[key])
     assert "the data starts from the beginning of its source" in lines[-1]
     assert "random generators" in lines[-1] and "smoothed loss" in lines[-1]

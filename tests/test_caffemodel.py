@@ -20,6 +20,7 @@ from trainnet.plan import compile_net
 from trainnet.runtime.net import Net
 from trainnet.solver.weights import EXACT, load_weights
 from trainnet.formats import caffe_pb
+from trainnet.formats.weightkey import weight_key
 from trainnet.formats.caffemodel import (CaffeLayer, caffe_to_trainnet, read_caffemodel,
                                      trainnet_to_caffe, write_caffemodel)
 
@@ -281,7 +282,7 @@ def test_load_weights_into_lenet(lenet_model, mnist_dir, monkeypatch, tmp_path):
     named = net.params.named()
     for layer in model.layers:
         for j, blob in enumerate(layer.blobs):
-            np.testing.assert_array_equal(named[f"{layer.name}.{j}"], blob)
+            np.testing.assert_array_equal(named[weight_key(layer.name, j)], blob)
     # by content when the suffix says nothing; and back through trainnet_to_caffe
     (tmp_path / "weights.bin").write_bytes(lenet_model.read_bytes())
     assert load_weights(tmp_path / "weights.bin", lenet_test_net().params, EXACT).loaded_layers == loaded
