@@ -100,18 +100,23 @@ def torch_net(case):
                          nn.Flatten(), nn.Linear(64 * 4 * 4, 64), nn.Linear(64, 10))
 
 
-def datasets(data_root: Path, tmp: Path) -> dict:
-    """(images uint8 NCHW, labels) per dataset, and IDX files trainnet's Data layer reads."""
+def datasets(data_root: Path, tmp: Path, names: set) -> dict:
+    """(images uint8 NCHW, labels) per dataset in ``names``, and IDX files trainnet's Data layer
+    reads (only the datasets the cases use are read: a GPU machine may have MNIST alone)."""
     from trainnet.data.idx import read_idx, write_idx
-    mnist = read_idx(data_root / "mnist/train-images-idx3-ubyte.gz")[:, None]
-    mnist_labels = read_idx(data_root / "mnist/train-labels-idx1-ubyte.gz")
-    raw = np.concatenate([np.fromfile(data_root / f"cifar10/data_batch_{i}.bin", np.uint8)
-                          .reshape(-1, 3073) for i in range(1, 6)])
-    cifar, cifar_labels = raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].copy()
-    write_idx(tmp / "cifar-images-idx3-ubyte", cifar)
-    write_idx(tmp / "cifar-labels-idx1-ubyte", cifar_labels)
-    return {"mnist": (mnist, mnist_labels, str(data_root / "mnist/train-images-idx3-ubyte.gz")),
-            "cifar": (cifar, cifar_labels, str(tmp / "cifar-images-idx3-ubyte"))}
+    found = {}
+    if "mnist" in names:
+        mnist = read_idx(data_root / "mnist/train-images-idx3-ubyte.gz")[:, None]
+        mnist_labels = read_idx(data_root / "mnist/train-labels-idx1-ubyte.gz")
+        found["mnist"] = (mnist, mnist_labels, str(data_root / "mnist/train-images-idx3-ubyte.gz"))
+    if "cifar" in names:
+        raw = np.concatenate([np.fromfile(data_root / f"cifar10/data_batch_{i}.bin", np.uint8)
+                              .reshape(-1, 3073) for i in range(1, 6)])
+        cifar, cifar_labels = raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0].copy()
+        write_idx(tmp / "cifar-images-idx3-ubyte", cifar)
+        write_idx(tmp / "cifar-labels-idx1-ubyte", cifar_labels)
+        found["cifar"] = (cifar, cifar_labels, str(tmp / "cifar-images-idx3-ubyte"))
+    return found
 
 
 def time_loop(step, sync, iterations, warmup, rounds) -> float:
@@ -199,8 +204,9 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        data = datasets(Path(args.data), tmp)
-        for case in args.cases.split(","):
+        cases = args.cases.split(",")
+        data = datasets(Path(args.data), tmp, {"mnist" if c.startswith("lenet") else "cifar" for c in cases})
+        for case in cases:
             batch = CASES[case]
             t_ours, mem_ours, loss = run_trainnet(case, batch, data, tmp, args)
             t_eager, mem_eager = run_torch(case, batch, data, args, compiled=False)
