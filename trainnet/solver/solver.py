@@ -49,8 +49,8 @@ class Solver:
                                       params=self.net.params, graph=graph))
         lr_mult, decay_mult = self.net.params.multipliers()
         self.rule = update_rule(cfg.type)(cfg, lr_mult, decay_mult)
-        # On a GPU one training iteration (forward, backward, update) is captured as a CUDA
-        # graph on its second run and replayed after; the data layers run before it.
+        # On a GPU a pass (forward, backward) and the update are each captured as a CUDA graph
+        # on their second run and replayed after (_run); the data layers run before them.
         self.graph = graph and device.is_gpu
         if self.graph and self.net.graph_blocker:
             self.graph = False
