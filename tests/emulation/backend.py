@@ -5,9 +5,19 @@ It has ``runtime/cuda.py``'s interface.  Each ``.cu`` source is compiled as host
 matrix products; ``capture`` records launches instead of running them, and a replay runs the
 record, as a CUDA graph would (so host work done while capturing is not repeated).
 
+A launch runs every block with blockDim.x threads, each a fiber, ``__syncthreads()`` a
+barrier and ``__shared__`` memory shared by the block's threads (see ``cuda_host.h``).  To keep
+the tests quick, blocks are capped at ``THREADS`` (32) threads and grid-stride launches at
+``max_blocks`` (4) blocks: every block reduction runs with more than one thread, and a
+grid-stride loop over more than 32 items with more than one block.  A source declaring
+``__shared__`` memory is built with GCC's ThreadSanitizer instrumentation feeding our own
+checker, so a shared-memory race, a read of shared memory no thread wrote, or a divergent
+barrier raises ``EmulationError`` naming the kernel and the source lines.
+
 This runs every layer's ``forward_gpu``/``backward_gpu``, the solver's update kernels and the
-graph logic in CI, where there is no GPU.  It cannot show races, timing, or anything of
-CuPy's own behaviour; ``pytest -m gpu`` on a real GPU covers those.
+graph logic in CI, where there is no GPU.  It cannot show timing, warp-level behaviour (there is
+none to emulate: no kernel uses warp intrinsics), or anything of CuPy's own behaviour;
+``pytest -m gpu`` on a real GPU covers those.
 """
 
 from __future__ import annotations
@@ -16,8 +26,8 @@ import ctypes
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +35,18 @@ import numpy as np
 from trainnet.runtime import kernels as K
 from trainnet.runtime.cuda import BASIC
 
+from .build import EmulationError, build, explain
+
+__all__ = ["EmulatedBackend", "EmulationError", "THREADS", "compiler"]
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(tempfile.gettempdir()) / f"trainnet-emulated-{os.getuid()}"
 CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.int64: ctypes.c_int64,
           np.uint64: ctypes.c_uint64, np.float32: ctypes.c_float}
+
+
+THREADS = int(os.environ.get("TRAINNET_EMULATED_THREADS", "32"))  # a power of two, at most 1024
+_LOCK = threading.Lock()  # a library's shared memory and fibers serve one launch at a time
 
 
 def compiler() -> str | None:
@@ -50,6 +68,7 @@ class EmulatedBackend:
 
     def __init__(self):
         self._libs: dict[Path, ctypes.CDLL] = {}
+        self._paths: dict[str, Path] = {}
         self.recording: list | None = None
         self.capturing = False
         self.launches = 0
@@ -112,34 +131,40 @@ class EmulatedBackend:
         lib = self._libs.get(source)
         if lib is None:
             text = K.read_source(source).encode() + (HERE / "cuda_host.h").read_bytes()
-            digest = hashlib.sha256(text).hexdigest()[:16]
+            digest = hashlib.sha256(text + (HERE / "build.py").read_bytes()).hexdigest()[:16]
             CACHE.mkdir(exist_ok=True)
             so = CACHE / f"{Path(source).stem}-{digest}.so"
             if not so.exists():
-                tmp = so.with_suffix(f".{os.getpid()}.tmp")
-                subprocess.run([compiler(), "-O1", "-shared", "-fPIC", "-x", "c++", "-std=c++17",
-                                "-include", str(HERE / "cuda_host.h"), f"-I{K.INCLUDE_DIR}",
-                                str(source), "-o", str(tmp)], check=True, capture_output=True)
-                tmp.replace(so)
+                build(compiler(), Path(source), so, HERE / "cuda_host.h")
             lib = self._libs[source] = ctypes.CDLL(str(so))
+            lib.emu_error.restype = ctypes.c_char_p
+            lib.emu_shared_base.restype = ctypes.c_long
+            self._paths[lib._name] = so
         return lib
 
     def launch(self, source, name, n, *args):
-        self.launch_blocks(source, name, 1, K.BLOCK, *args)
+        blocks = max(1, min((int(n) + THREADS - 1) // THREADS, self.max_blocks))
+        self.launch_blocks(source, name, blocks, THREADS, *args)
 
     def launch_blocks(self, source, name, blocks, threads, *args):
+        """``blocks`` blocks of ``threads`` threads, at most ``THREADS`` of them."""
         K.check_args(name, args, lambda a: isinstance(a, np.ndarray))
         lib = self.module(source)
         fn = getattr(lib, name)
         fn.restype = None
+        blocks, threads = int(blocks), min(int(threads), THREADS)
         cargs = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray) else CTYPES[type(a)](a)
                  for a in args]
 
         def op(arrays=args):  # the default keeps the arrays alive while a graph holds the launch
             self.launches += 1
-            for b in range(int(blocks)):
-                lib.emu_set_block(ctypes.c_uint(b), ctypes.c_uint(int(blocks)))
+            with _LOCK:
+                lib.emu_configure(ctypes.c_uint(blocks), ctypes.c_uint(threads))
                 fn(*cargs)
+                error = lib.emu_error()
+            if error is not None:
+                raise EmulationError(explain(self._paths[lib._name], lib.emu_shared_base(), name,
+                                             blocks, threads, error.decode()))
         self._run(op)
 
     # --- cuBLAS -----------------------------------------------------------------------------
