@@ -10,12 +10,13 @@ write fails the test.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from layer_check import make_io
-from trainnet.layers.base import Layer, StepIO
+from trainnet.layers.base import NO_PLAN, Layer, StepContext, StepIO
 from trainnet.runtime.device import CPU
 
 
@@ -42,14 +43,10 @@ def to_device(device, host: np.ndarray):
 
 def gpu_io(layer: Layer, device, cpu_io: StepIO, seed: int) -> StepIO:
     """``cpu_io``'s inputs on ``device``; outputs, diffs and scratch poisoned.  The scratch is
-    what the layer declares for its GPU pass (``on_gpu`` set while it is read)."""
+    what the layer declares for its GPU pass (``cpu_io``'s context on a GPU)."""
     bufs = {}
-    layer.on_gpu = True
-    try:
-        declared = layer.buffers()
-    finally:
-        layer.on_gpu = False
-    for k, b in declared.items():
+    ctx = replace(cpu_io.ctx, gpu=True)
+    for k, b in layer.buffers(ctx).items():
         host = np.zeros(b.shape, b.dtype)
         bufs[k] = to_device(device, host) if b.keep or b.dtype != np.float32 else _poisoned(device, host)
     return StepIO(
@@ -60,13 +57,13 @@ def gpu_io(layer: Layer, device, cpu_io: StepIO, seed: int) -> StepIO:
         params=[to_device(device, p) for p in cpu_io.params],
         param_diff=[None if d is None else _poisoned(device, d) for d in cpu_io.param_diff],
         buf=bufs, state=layer.make_state(np.random.default_rng(seed), device),
-        rng=np.random.default_rng(seed), gpu=device.backend)
+        rng=np.random.default_rng(seed), gpu=device.backend, ctx=ctx)
 
 
 def check_parity(layer: Layer, bottoms: Sequence[np.ndarray], device, *, seed: int = 0,
                  rtol: float = 1e-4, propagate_down: Optional[list[bool]] = None,
                  backward: bool = True, top_diffs: Optional[list[np.ndarray]] = None,
-                 passes: int = 1) -> tuple[StepIO, StepIO]:
+                 passes: int = 1, ctx: StepContext = NO_PLAN) -> tuple[StepIO, StepIO]:
     """Forward (and backward) on the CPU and on ``device``; assert they agree.
 
     ``passes`` > 1 runs forward/backward repeatedly (a layer with per-pass state, Dropout).
@@ -74,8 +71,7 @@ def check_parity(layer: Layer, bottoms: Sequence[np.ndarray], device, *, seed: i
     """
     bottoms = [np.asarray(b, np.float32) if np.asarray(b).dtype.kind == "f" else np.asarray(b)
                for b in bottoms]
-    layer.on_gpu = False  # the CPU io gets the CPU pass's buffers; gpu_io sets it for its own
-    cpu = make_io(layer, bottoms, propagate_down=propagate_down, seed=seed)
+    cpu = make_io(layer, bottoms, propagate_down=propagate_down, seed=seed, ctx=ctx)
     cpu.params = [p.astype(np.float32) for p in cpu.params]
     cpu.param_diff = [np.zeros_like(p) for p in cpu.params]
     cpu.state = layer.make_state(np.random.default_rng(seed), CPU)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from trainnet.layers.base import Layer, StepIO, layer_class
+from trainnet.layers.base import NO_PLAN, Layer, StepContext, StepIO, layer_class
 from trainnet.layers.fillers import fill
 from trainnet.runtime.device import CPU
 
@@ -23,11 +23,18 @@ def build(type_name: str, params: Optional[dict] = None, bottom_shapes: Sequence
     return cls(name, cls.Params.model_validate(params or {}), phase, [tuple(s) for s in bottom_shapes])
 
 
-def make_params(layer: Layer, seed: int = 0, dtype=np.float64) -> list[np.ndarray]:
+def step_blobs(layer: Layer, ctx: StepContext = NO_PLAN) -> list:
+    """The parameter blobs a step of ``layer`` binds: its own, then its folded layers' (as
+    ``Step.param_blobs``)."""
+    return layer.param_blobs() + [b for f in ctx.folded for b in f.param_blobs()]
+
+
+def make_params(layer: Layer, seed: int = 0, dtype=np.float64,
+                ctx: StepContext = NO_PLAN) -> list[np.ndarray]:
     """Parameters drawn from their fillers, then perturbed so that constant fillers test too."""
     rng = np.random.default_rng(seed)
     out = []
-    for blob in layer.param_blobs():
+    for blob in step_blobs(layer, ctx):
         a = np.empty(blob.shape, dtype=dtype)
         fill(a, blob.filler, rng)
         a += rng.normal(0, 0.1, size=a.shape)
@@ -36,13 +43,15 @@ def make_params(layer: Layer, seed: int = 0, dtype=np.float64) -> list[np.ndarra
 
 
 def make_io(layer: Layer, bottoms: list[np.ndarray], params: Optional[list[np.ndarray]] = None,
-            propagate_down: Optional[list[bool]] = None, seed: int = 0) -> StepIO:
+            propagate_down: Optional[list[bool]] = None, seed: int = 0,
+            ctx: StepContext = NO_PLAN) -> StepIO:
+    """``ctx`` stands for what a plan would decide for the step (forward-only, a fused ReLU)."""
     dtype = bottoms[0].dtype if bottoms else np.float64
-    params = make_params(layer, seed, dtype) if params is None else params
+    params = make_params(layer, seed, dtype, ctx) if params is None else params
     if propagate_down is None:
         propagate_down = [True] * len(bottoms)
     bufs = {k: np.zeros(b.shape, dtype=dtype if b.dtype == np.float32 else b.dtype)
-            for k, b in layer.buffers().items()}
+            for k, b in layer.buffers(ctx).items()}
     return StepIO(
         bottom=list(bottoms),
         top=[np.zeros(s, dtype=dtype) for s in layer.top_shapes],
@@ -53,6 +62,7 @@ def make_io(layer: Layer, bottoms: list[np.ndarray], params: Optional[list[np.nd
         buf=bufs,
         state=layer.make_state(np.random.default_rng(seed)),
         rng=np.random.default_rng(seed),
+        ctx=ctx,
     )
 
 
@@ -65,7 +75,7 @@ def run_forward(layer: Layer, bottoms: list[np.ndarray], **kw) -> StepIO:
 def check_gradients(layer: Layer, bottoms: list[np.ndarray], *, seed: int = 0, eps: float = 1e-4,
                     rtol: float = 1e-4, atol: float = 1e-6, check_bottoms: Optional[list[bool]] = None,
                     kink: Optional[float] = None, kink_range: float = -1.0,
-                    top_weights: Optional[list[np.ndarray]] = None) -> None:
+                    top_weights: Optional[list[np.ndarray]] = None, ctx: StepContext = NO_PLAN) -> None:
     """Central-difference check of d(sum_i w_i . top_i)/d(bottom, params) in float64.
 
     Coordinates within ``kink_range`` of ``kink`` (ReLU's 0) are skipped, as in Caffe's
@@ -74,7 +84,7 @@ def check_gradients(layer: Layer, bottoms: list[np.ndarray], *, seed: int = 0, e
     bottoms = [np.array(b, dtype=np.float64) for b in bottoms]
     if check_bottoms is None:
         check_bottoms = [True] * len(bottoms)
-    io = make_io(layer, bottoms, propagate_down=check_bottoms, seed=seed)
+    io = make_io(layer, bottoms, propagate_down=check_bottoms, seed=seed, ctx=ctx)
     rng = np.random.default_rng(seed + 1)
     weights = top_weights or [rng.normal(size=s) for s in layer.top_shapes]
 

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from gpu_check import gpu_io, relative_error
-from layer_check import build, check_gradients, make_io
+from layer_check import build, check_gradients, make_io, step_blobs
+from trainnet.layers.base import NO_PLAN, StepContext
 from trainnet.errors import ConfigError
 from trainnet.netcfg import load_net_text
 from trainnet.plan import compile_net
@@ -125,15 +126,15 @@ def test_in_place_matches_out_of_place(global_stats):
         np.testing.assert_array_equal(a, b)
 
 
-def gpu_parity(layer, x, params, device, *, backward=True, passes=2, seed=0):
+def gpu_parity(layer, x, params, device, *, backward=True, passes=2, seed=0, ctx=NO_PLAN):
     """Forward (and backward) ``passes`` times on the CPU and on ``device`` from the same inputs
     and parameters; tops, gradients and the updated statistics agree to 1e-4.  Blobs the layer
     does not learn get no gradient.  Returns the two StepIOs."""
     rng = np.random.default_rng(seed)
-    layer.on_gpu = False
-    cpu = make_io(layer, [x.astype(np.float32)], params=[np.array(p, np.float32) for p in params])
+    cpu = make_io(layer, [x.astype(np.float32)], params=[np.array(p, np.float32) for p in params],
+                  ctx=ctx)
     cpu.param_diff = [np.zeros_like(p) if b.learned else None
-                      for p, b in zip(cpu.params, layer.param_blobs())]
+                      for p, b in zip(cpu.params, step_blobs(layer, ctx))]
     gpu = gpu_io(layer, device, cpu, seed)
     for _ in range(passes):
         cpu.top_diff[0][...] = rng.normal(size=cpu.top_diff[0].shape)
@@ -168,10 +169,10 @@ def test_gpu_parity(gpu_device, shape, global_stats):
 def test_gpu_parity_forward_only_test_phase(gpu_device):
     rng = np.random.default_rng(6)
     layer = build("BatchNorm", {}, [(2, 3, 4, 4)], phase="TEST")
-    layer.forward_only = True
-    assert "xhat" not in layer.buffers() and "sums" not in layer.buffers()
+    ctx = StepContext(forward_only=True)
+    assert "xhat" not in layer.buffers(ctx) and "sums" not in layer.buffers(ctx)
     stats = [rng.normal(size=3), rng.uniform(0.5, 2, size=3), np.array([0.0])]
-    gpu_parity(layer, rng.normal(size=(2, 3, 4, 4)), stats, gpu_device, backward=False)
+    gpu_parity(layer, rng.normal(size=(2, 3, 4, 4)), stats, gpu_device, backward=False, ctx=ctx)
 
 
 @pytest.mark.parametrize("params,shape,message", [

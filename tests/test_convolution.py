@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
 
@@ -137,6 +138,11 @@ def test_gradient_check(shape, params):
     check_gradients(layer, [np.random.default_rng(3).normal(size=shape)])
 
 
+FUSED = StepContext(fused_relu=True)    # as the compiler decides when an in-place ReLU follows
+ONLY = StepContext(forward_only=True)   # as it decides for a step with no backward
+ONLY_FUSED = StepContext(forward_only=True, fused_relu=True)
+
+
 # --- a fused ReLU (set by the compiler when an in-place ReLU follows) ----------------------------
 def check_fused_relu(type_name, params, shape, seed=0):
     """With ``fused_relu`` the layer gives what it gives followed by an in-place ReLU: the top,
@@ -157,8 +163,7 @@ def check_fused_relu(type_name, params, shape, seed=0):
     plain.backward(ref, CPU)
 
     fused = build(type_name, params, [shape])
-    fused.fused_relu = True  # before buffers() is read, as the compiler does
-    io = make_io(fused, [x.copy()], seed=seed)
+    io = make_io(fused, [x.copy()], seed=seed, ctx=FUSED)
     fused.forward(io, CPU)
     io.top_diff[0][...] = dy
     fused.backward(io, CPU)
@@ -167,7 +172,7 @@ def check_fused_relu(type_name, params, shape, seed=0):
                       (ref.param_diff, io.param_diff)]:
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)
-    assert fused.backward_reads_top and not plain.backward_reads_top
+    assert fused.reads_top(FUSED) and not plain.reads_top(StepContext())
 
 
 @pytest.mark.parametrize("shape,params", CASES)
@@ -178,8 +183,7 @@ def test_fused_relu_is_the_layer_then_relu(shape, params):
 @pytest.mark.parametrize("shape,params", [CASES[1], CASES[4], CASES[10]])
 def test_gradient_check_with_fused_relu(shape, params):
     layer = build("Convolution", params, [shape])
-    layer.fused_relu = True
-    check_gradients(layer, [np.random.default_rng(4).normal(size=shape)])
+    check_gradients(layer, [np.random.default_rng(4).normal(size=shape)], ctx=FUSED)
 
 
 def test_float32_and_shapes_through_build():
@@ -239,17 +243,16 @@ def per_image_bytes(layer):
 
 
 def forward_only(params, shape, images_per_chunk=None):
-    """A layer built with ``forward_only`` set, its budget cut to ``images_per_chunk`` images."""
+    """A layer to run with ``ONLY`` (forward-only), its budget cut to ``images_per_chunk`` images."""
     layer = build("Convolution", params, [shape])
-    layer.forward_only = True
     if images_per_chunk is not None:
         layer.forward_only_bytes = per_image_bytes(layer) * images_per_chunk
     return layer
 
 
-def buffer_bytes(layer, names=None):
+def buffer_bytes(layer, names=None, ctx=ONLY):
     return sum(int(np.prod(b.shape)) * np.dtype(b.dtype).itemsize
-               for k, b in layer.buffers().items() if names is None or k in names)
+               for k, b in layer.buffers(ctx).items() if names is None or k in names)
 
 
 ONLY_CASES = CASES + [  # image-major without a bias, strided
@@ -265,8 +268,8 @@ def test_forward_only_matches_the_full_forward(shape, params, images_per_chunk, 
     x = np.random.default_rng(5).normal(size=shape)
     full = run_forward(build("Convolution", params, [shape]), [x], seed=2)
     layer = forward_only(params, shape, images_per_chunk)
-    assert layer.chunk() == chunk
-    io = run_forward(layer, [x], seed=2)
+    assert layer.chunk(ONLY) == chunk
+    io = run_forward(layer, [x], seed=2, ctx=ONLY)
     np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-12, atol=1e-12)
     layer.forward(io, CPU)  # the scratch left by the last chunk does not leak into the next pass
     np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-12, atol=1e-12)
@@ -292,13 +295,12 @@ def test_forward_only_buffers_hold_one_chunk(shape, params, layouts):
     layer = build("Convolution", params, [shape])
     whole = {k: b.shape for k, b in layer.buffers().items()}
     assert whole["col"] == (2, 18, 10 * layer.Ho * layer.Wo) and "out" in whole
-    layer.forward_only = True  # set after setup, as the compiler does; buffers() reads it now
     per_image = per_image_bytes(layer)
     for budget, chunk in [(per_image * 3, 3), (per_image * 4, 4), (per_image * 5 - 1, 4),
                           (per_image * 10, 10), (1 << 30, 10), (1, 1)]:
         layer.forward_only_bytes = budget
-        assert layer.chunk() == chunk
-        assert {k: b.shape for k, b in layer.buffers().items()} == layouts(chunk)
+        assert layer.chunk(ONLY) == chunk
+        assert {k: b.shape for k, b in layer.buffers(ONLY).items()} == layouts(chunk)
         assert buffer_bytes(layer, {"col", "out"}) <= max(budget, per_image)
         assert buffer_bytes(layer, {"weight_bias"}) in (0, 2 * 3 * 19 * 4)
 
@@ -311,10 +313,10 @@ def test_forward_only_lenet_convs_stay_within_2_mib(N, C, H, cout):
     pad = buffer_bytes(layer, {"pad"})
     assert buffer_bytes(layer) <= (2 << 20) + pad
     assert pad <= buffer_bytes(layer, {"col"})  # the padded copy is chunked too
-    chunks = -(-N // layer.chunk())
+    chunks = -(-N // layer.chunk(ONLY))
     assert chunks == -(-N // ((2 << 20) // per_image_bytes(layer)))  # as few as the budget allows
     trained = build("Convolution", params, [(N, C, H, H)])
-    assert buffer_bytes(trained) >= 2 * buffer_bytes(layer)
+    assert buffer_bytes(trained, ctx=StepContext()) >= 2 * buffer_bytes(layer)
 
 
 @pytest.mark.parametrize("shape,params", [
@@ -326,8 +328,8 @@ def test_forward_only_float32_lenet(shape, params):
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     full = run_forward(build("Convolution", params, [shape]), [x])
     layer = forward_only(params, shape)
-    assert 1 < layer.chunk() < 64
-    io = run_forward(layer, [x])
+    assert 1 < layer.chunk(ONLY) < 64
+    io = run_forward(layer, [x], ctx=ONLY)
     assert io.top[0].dtype == np.float32
     np.testing.assert_allclose(io.top[0], full.top[0], rtol=1e-5, atol=1e-5)
 
@@ -338,6 +340,5 @@ def test_forward_only_with_fused_relu(shape, params):
     x = np.random.default_rng(6).normal(size=shape)
     full = run_forward(build("Convolution", params, [shape]), [x], seed=2)
     layer = forward_only(params, shape, images_per_chunk=2)
-    layer.fused_relu = True
-    io = run_forward(layer, [x], seed=2)
+    io = run_forward(layer, [x], seed=2, ctx=ONLY_FUSED)
     np.testing.assert_allclose(io.top[0], np.maximum(full.top[0], 0), rtol=1e-12, atol=1e-12)

@@ -7,7 +7,8 @@ import pytest
 
 from gpu_check import check_parity, relative_error
 from layer_check import build, check_gradients, run_forward
-from test_convolution import check_fused_relu, forward_only, pair, ref_conv
+from test_convolution import FUSED, ONLY_FUSED, check_fused_relu, forward_only, pair, ref_conv
+from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
 
@@ -38,11 +39,10 @@ def test_buffers_and_what_backward_reads():
     """On the GPU the direct path declares no buffer and reads the bottom in backward; on the
     CPU the im2col path keeps its columns instead."""
     layer = build("Convolution", dw(4, pad=1), [(2, 4, 7, 6)])
-    assert "col" in layer.buffers() and not layer.backward_reads_bottom
-    layer.on_gpu = True
-    assert layer.buffers() == {} and layer.backward_reads_bottom
-    layer.forward_only = True
-    assert layer.buffers() == {}
+    cpu, gpu = StepContext(), StepContext(gpu=True)
+    assert "col" in layer.buffers(cpu) and not layer.reads_bottom(cpu)
+    assert layer.buffers(gpu) == {} and layer.reads_bottom(gpu)
+    assert layer.buffers(StepContext(gpu=True, forward_only=True)) == {}
 
 
 @pytest.mark.parametrize("shape,params", CASES)
@@ -80,8 +80,8 @@ def test_cpu_fused_relu(shape, params):
 @pytest.mark.parametrize("shape,params", CASES)
 def test_gpu_parity(gpu_device, shape, params, fused_relu):
     layer = build("Convolution", params, [shape])
-    layer.fused_relu = fused_relu
-    cpu, gpu = check_parity(layer, [np.random.default_rng(1).normal(size=shape)], gpu_device)
+    cpu, gpu = check_parity(layer, [np.random.default_rng(1).normal(size=shape)], gpu_device,
+                            ctx=StepContext(fused_relu=fused_relu))
     assert relative_error(gpu_device.to_host(gpu.top_diff[0]), cpu.top_diff[0]) < 1e-4  # masked
     assert gpu.buf == {}
 
@@ -90,10 +90,9 @@ def test_gpu_parity(gpu_device, shape, params, fused_relu):
 def test_gpu_frozen_params_and_no_bottom_gradient(gpu_device, frozen):
     shape, params = CASES[1]
     layer = build("Convolution", params, [shape])
-    layer.fused_relu = True
     x = np.random.default_rng(2).normal(size=shape)
-    check_parity(layer, [x], gpu_device, propagate_down=[False])
-    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False)
+    check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=FUSED)
+    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=FUSED)
     off = {"weight": [0], "bias": [1], "both": [0, 1]}[frozen]
     for io in (cpu, gpu):
         for i in off:
@@ -108,18 +107,16 @@ def test_gpu_frozen_params_and_no_bottom_gradient(gpu_device, frozen):
 @pytest.mark.parametrize("shape,params", [CASES[0], CASES[5]])
 def test_gpu_forward_only(gpu_device, shape, params):
     layer = forward_only(params, (5,) + shape[1:], images_per_chunk=2)
-    layer.fused_relu = True
     check_parity(layer, [np.random.default_rng(4).normal(size=(5,) + shape[1:])], gpu_device,
-                 backward=False, passes=2)
+                 backward=False, passes=2, ctx=ONLY_FUSED)
 
 
 def test_gpu_replayed_graph_matches_the_cpu(gpu_device):
     """Forward and backward captured once and replayed on new inputs."""
     shape, params = CASES[1]
     layer = build("Convolution", params, [shape])
-    layer.fused_relu = True
     rng = np.random.default_rng(6)
-    cpu, gpu = check_parity(layer, [rng.normal(size=shape)], gpu_device)
+    cpu, gpu = check_parity(layer, [rng.normal(size=shape)], gpu_device, ctx=FUSED)
     graph = gpu_device.backend.capture(lambda: (layer.forward(gpu, gpu_device),
                                                 layer.backward(gpu, gpu_device)))
     x, dy = rng.normal(size=shape).astype(np.float32), rng.normal(size=cpu.top[0].shape)

@@ -8,6 +8,7 @@ import pytest
 from gpu_check import check_parity, relative_error
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 from trainnet.netcfg import load_net_text
 from trainnet.plan import compile_net, format_plan
 from trainnet.runtime.device import CPU
@@ -114,7 +115,7 @@ def test_fused_relu_is_the_layer_then_an_in_place_relu(params, n):
     xs = inputs(n, seed=20 + n)
     dy = np.random.default_rng(5).normal(size=SHAPE)
     plain, fused = eltwise(params, n), eltwise(params, n)
-    fused.fused_relu = True  # before buffers() is read, as the compiler does
+    ctx = StepContext(fused_relu=True)  # as the compiler decides when an in-place ReLU follows
     ref = make_io(plain, [x.copy() for x in xs])
     plain.forward(ref, CPU)
     relu = build("ReLU", {}, [SHAPE])
@@ -126,7 +127,7 @@ def test_fused_relu_is_the_layer_then_an_in_place_relu(params, n):
     relu.backward(relu_io, CPU)
     plain.backward(ref, CPU)
 
-    io = make_io(fused, [x.copy() for x in xs])
+    io = make_io(fused, [x.copy() for x in xs], ctx=ctx)
     fused.forward(io, CPU)
     io.top_diff[0][...] = dy
     fused.backward(io, CPU)
@@ -134,16 +135,15 @@ def test_fused_relu_is_the_layer_then_an_in_place_relu(params, n):
     for want, got in [(ref.top, io.top), (ref.top_diff, io.top_diff), (ref.bottom_diff, io.bottom_diff)]:
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)
-    assert fused.backward_reads_top and not plain.backward_reads_top
+    assert fused.reads_top(ctx) and not plain.reads_top(StepContext())
 
 
 def test_forward_only_keeps_nothing_and_gives_the_same_top():
     xs = inputs(3, seed=3, ties=True)
     full = eltwise({"operation": "MAX"}, 3)
-    only = eltwise({"operation": "MAX"}, 3)
-    only.forward_only = True
-    assert only.buffers() == {} and "winner" in full.buffers()
-    np.testing.assert_array_equal(run_forward(only, xs).top[0], run_forward(full, xs).top[0])
+    only, ctx = eltwise({"operation": "MAX"}, 3), StepContext(forward_only=True)
+    assert only.buffers(ctx) == {} and "winner" in full.buffers()
+    np.testing.assert_array_equal(run_forward(only, xs, ctx=ctx).top[0], run_forward(full, xs).top[0])
 
 
 def test_backward_reads_only_what_it_needs():
@@ -167,11 +167,10 @@ GPU_CASES = CASES + [
 @pytest.mark.parametrize("fused_relu", [False, True])
 def test_gpu_parity(gpu_device, params, n, fused_relu):
     layer = eltwise(params, n)
-    layer.fused_relu = fused_relu
     ties = params.get("operation") == "MAX"
     propagate = [True] * n if n != 3 else [True, False, True]
     cpu, gpu = check_parity(layer, inputs(n, seed=30 + n, ties=ties), gpu_device,
-                            propagate_down=propagate)
+                            propagate_down=propagate, ctx=StepContext(fused_relu=fused_relu))
     if ties:
         np.testing.assert_array_equal(gpu_device.to_host(gpu.buf["winner"]), cpu.buf["winner"])
 
@@ -179,8 +178,8 @@ def test_gpu_parity(gpu_device, params, n, fused_relu):
 @pytest.mark.parametrize("params, n", [({"operation": "MAX"}, 6), ({"coeff": [2.0, -1.0]}, 2)])
 def test_gpu_parity_forward_only(gpu_device, params, n):
     layer = eltwise(params, n)
-    layer.forward_only = True
-    check_parity(layer, inputs(n, seed=40, ties=True), gpu_device, backward=False)
+    check_parity(layer, inputs(n, seed=40, ties=True), gpu_device, backward=False,
+                 ctx=StepContext(forward_only=True))
 
 
 # --- user errors -----------------------------------------------------------------------------------
@@ -239,7 +238,7 @@ def test_the_compiler_fuses_the_relu_into_the_eltwise():
     plan = compile_net(load_net_text(BLOCK, "block.yaml"), "TRAIN")
     step = plan.step("sum")
     assert "relu" not in [s.name for s in plan.steps] and step.fused == ["relu"]
-    assert step.layer.fused_relu and step.layer.backward_reads_top
+    assert step.ctx.fused_relu and step.layer.reads_top(step.ctx)
     assert "fused relu" in format_plan(plan)
 
 
@@ -283,7 +282,7 @@ def test_a_forward_only_block_agrees_on_the_cpu_and_the_gpu(gpu_device, operatio
     tops = []
     for device in (CPU, gpu_device):
         plan = compile_net(load_net_text(text, "block.yaml"), "TEST", gpu=device.is_gpu)
-        assert plan.step("sum").fused and plan.step("sum").layer.forward_only
+        assert plan.step("sum").fused and plan.step("sum").ctx.forward_only
         net = Net(plan, device, rng=np.random.default_rng(0))
         net.set_input("data", np.random.default_rng(1).normal(size=(2, 3, 6, 6)).astype(np.float32))
         net.set_input("label", np.array([0, 2], np.float32))

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from gpu_check import relative_error
-from layer_check import build, check_gradients, make_io
+from layer_check import build, check_gradients, make_io, step_blobs
 from synthetic import write_project
 from test_batch_norm import gpu_parity
+from trainnet.layers.base import StepContext
 from trainnet.netcfg import load_net_text, load_solver
 from trainnet.plan import compile_net, format_plan
 from trainnet.runtime.device import CPU
@@ -49,7 +50,8 @@ def test_batch_norm_scale_relu_become_one_step(phase):
     plan = compile_text(IN_PLACE, phase)
     assert [s.name for s in plan.steps] == ["in", "conv1", "bn_conv1", "flat", "ip", "loss"]
     bn = plan.step("bn_conv1")
-    assert bn.fused == ["scale_conv1", "relu_conv1"] and bn.layer.fused_relu
+    assert bn.fused == ["scale_conv1", "relu_conv1"] and bn.ctx.fused_relu
+    assert bn.ctx.folded == (bn.absorbed[0].layer,) and bn.ctx.forward_only == (phase == "TEST")
     assert "fused scale_conv1, relu_conv1; in place" in format_plan(plan)
     # the Scale's blobs stay the Scale's: its names, its multipliers
     slots = [plan.params[u.slot] for u in bn.params]
@@ -125,17 +127,16 @@ def test_fuse_false_folds_nothing():
 # --- the folded layer ----------------------------------------------------------------------------
 
 def folded(shape, scale_params, relu, **bn_params):
+    """A BatchNorm and the context the compiler gives it with a Scale (and a ReLU) folded in."""
     bn = build("BatchNorm", bn_params, [shape])
     scale = build("Scale", scale_params, [shape])
     assert bn.folds(scale)
-    bn.fold_scale(scale)  # before buffers() is read, as the compiler does
-    bn.fused_relu = relu
-    return bn
+    return bn, StepContext(fused_relu=relu, folded=(scale,))
 
 
-def random_params(layer, rng, C):
+def random_params(layer, ctx, rng, C):
     stats = [rng.normal(size=C), rng.uniform(0.5, 2.0, size=C), np.array([1.5])]
-    learned = [rng.normal(1.0, 0.5, size=b.shape) for b in layer.param_blobs()[3:]]
+    learned = [rng.normal(1.0, 0.5, size=b.shape) for b in step_blobs(layer, ctx)[3:]]
     return stats + learned
 
 
@@ -146,9 +147,9 @@ def random_params(layer, rng, C):
 def test_folded_layer_is_the_three_layers(shape, bias_term, relu, global_stats):
     rng = np.random.default_rng(0)
     x, dy = rng.normal(size=shape), rng.normal(size=shape)
-    layer = folded(shape, {"bias_term": bias_term}, relu, use_global_stats=global_stats,
-                   moving_average_fraction=0.7)
-    params = random_params(layer, rng, shape[1])
+    layer, ctx = folded(shape, {"bias_term": bias_term}, relu, use_global_stats=global_stats,
+                        moving_average_fraction=0.7)
+    params = random_params(layer, ctx, rng, shape[1])
 
     chain = [build("BatchNorm", {"use_global_stats": global_stats, "moving_average_fraction": 0.7},
                    [shape]), build("Scale", {"bias_term": bias_term}, [shape])]
@@ -164,7 +165,7 @@ def test_folded_layer_is_the_three_layers(shape, bias_term, relu, global_stats):
         lay.backward(io, CPU)
         diff = io.bottom_diff[0]
 
-    io = make_io(layer, [x.copy()], params=[q.copy() for q in params])
+    io = make_io(layer, [x.copy()], params=[q.copy() for q in params], ctx=ctx)
     layer.forward(io, CPU)
     io.top_diff[0][...] = dy
     layer.backward(io, CPU)
@@ -180,8 +181,8 @@ def test_folded_layer_is_the_three_layers(shape, bias_term, relu, global_stats):
 @pytest.mark.parametrize("relu", [False, True])
 def test_folded_layer_gradients(bias_term, relu):
     shape = (3, 2, 2, 3)
-    layer = folded(shape, {"bias_term": bias_term}, relu)
-    check_gradients(layer, [np.random.default_rng(1).normal(size=shape)])
+    layer, ctx = folded(shape, {"bias_term": bias_term}, relu)
+    check_gradients(layer, [np.random.default_rng(1).normal(size=shape)], ctx=ctx)
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 2, 3), (6, 5), (2, 3, 17)])
@@ -190,8 +191,9 @@ def test_folded_layer_gradients(bias_term, relu):
 @pytest.mark.parametrize("global_stats", [False, True])
 def test_folded_layer_gpu_parity(gpu_device, shape, bias_term, relu, global_stats):
     rng = np.random.default_rng(2)
-    layer = folded(shape, {"bias_term": bias_term}, relu, use_global_stats=global_stats)
-    gpu_parity(layer, rng.normal(size=shape), random_params(layer, rng, shape[1]), gpu_device)
+    layer, ctx = folded(shape, {"bias_term": bias_term}, relu, use_global_stats=global_stats)
+    gpu_parity(layer, rng.normal(size=shape), random_params(layer, ctx, rng, shape[1]), gpu_device,
+               ctx=ctx)
 
 
 @pytest.mark.parametrize("phase,launches", [("TEST", 1), ("TRAIN", 2)])

@@ -6,7 +6,8 @@ import pytest
 
 from gpu_check import check_parity, relative_error, to_device
 from layer_check import build
-from test_convolution import CASES, forward_only
+from test_convolution import CASES, ONLY, forward_only
+from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
 IP_CASES = [
@@ -20,9 +21,8 @@ IP_CASES = [
 
 
 def layer_with(type_name, params, shape, fused_relu=False):
-    layer = build(type_name, params, [shape])
-    layer.fused_relu = fused_relu
-    return layer
+    """The layer and the context a plan would give it (a fused ReLU or not)."""
+    return build(type_name, params, [shape]), StepContext(fused_relu=fused_relu)
 
 
 def assert_close(device, got, want, what):
@@ -34,8 +34,8 @@ def assert_close(device, got, want, what):
 @pytest.mark.parametrize("shape,params", CASES)
 def test_convolution(gpu_device, shape, params, fused_relu):
     """Groups, pad/stride/dilation, rectangular and 1x1 kernels, no bias; both internal layouts."""
-    layer = layer_with("Convolution", params, shape, fused_relu)
-    cpu, gpu = check_parity(layer, [np.random.default_rng(1).normal(size=shape)], gpu_device)
+    layer, ctx = layer_with("Convolution", params, shape, fused_relu)
+    cpu, gpu = check_parity(layer, [np.random.default_rng(1).normal(size=shape)], gpu_device, ctx=ctx)
     assert_close(gpu_device, gpu.top_diff[0], cpu.top_diff[0], "top_diff (masked in place)")
 
 
@@ -48,25 +48,24 @@ def test_convolution_forward_only_chunks(gpu_device, shape, params, images_per_c
     """7 images in chunks of 1, 3 (3+3+1) or all at once, in either column layout."""
     shape = (7,) + shape[1:]
     layer = forward_only(params, shape, images_per_chunk)
-    layer.fused_relu = fused_relu
     check_parity(layer, [np.random.default_rng(2).normal(size=shape)], gpu_device, backward=False,
-                 passes=2)
+                 passes=2, ctx=StepContext(forward_only=True, fused_relu=fused_relu))
 
 
 def test_forward_only_cases_cover_both_column_layouts():
     layers = [forward_only(p, (7,) + s[1:], 3) for s, p in CASES]
     assert {l.batch_last for l in layers} == {True, False}
-    assert all(l.chunk() == 3 for l in layers)
+    assert all(l.chunk(ONLY) == 3 for l in layers)
 
 
 @pytest.mark.parametrize("shape,params", [CASES[3], CASES[10]])
 def test_convolution_frozen_no_bottom_gradient_and_bottom_unread(gpu_device, shape, params):
     """Backward with the weight frozen and no bottom gradient; the bottom poisoned after the
     forward (backward reads the columns instead)."""
-    layer = layer_with("Convolution", params, shape, fused_relu=True)
+    layer, ctx = layer_with("Convolution", params, shape, fused_relu=True)
     x = np.random.default_rng(3).normal(size=shape)
-    check_parity(layer, [x], gpu_device, propagate_down=[False])
-    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False)
+    check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=ctx)
+    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=ctx)
     gpu_device.fill(gpu.bottom[0], np.nan)
     for io in (cpu, gpu):
         io.param_diff[0] = None
@@ -79,17 +78,17 @@ def test_convolution_frozen_no_bottom_gradient_and_bottom_unread(gpu_device, sha
 @pytest.mark.parametrize("fused_relu", [False, True])
 @pytest.mark.parametrize("shape,params", IP_CASES)
 def test_inner_product(gpu_device, shape, params, fused_relu):
-    layer = layer_with("InnerProduct", params, shape, fused_relu)
-    cpu, gpu = check_parity(layer, [np.random.default_rng(4).normal(size=shape)], gpu_device)
+    layer, ctx = layer_with("InnerProduct", params, shape, fused_relu)
+    cpu, gpu = check_parity(layer, [np.random.default_rng(4).normal(size=shape)], gpu_device, ctx=ctx)
     assert_close(gpu_device, gpu.top_diff[0], cpu.top_diff[0], "top_diff (masked in place)")
 
 
 @pytest.mark.parametrize("shape,params", [IP_CASES[1], IP_CASES[4]])
 def test_inner_product_frozen_and_no_bottom_gradient(gpu_device, shape, params):
-    layer = layer_with("InnerProduct", params, shape, fused_relu=True)
+    layer, ctx = layer_with("InnerProduct", params, shape, fused_relu=True)
     x = np.random.default_rng(5).normal(size=shape)
-    check_parity(layer, [x], gpu_device, propagate_down=[False])
-    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False)
+    check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=ctx)
+    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=ctx)
     for io in (cpu, gpu):
         io.param_diff[0] = None
     layer.backward(cpu, CPU)
@@ -110,9 +109,9 @@ def test_replayed_graph_matches_the_cpu(gpu_device, type_name, shape, params, ch
     """Forward and backward captured once and replayed on new inputs: every piece of work goes
     through the backend, none is done while capturing."""
     layer = forward_only(params, shape, 2) if chunked else build(type_name, params, [shape])
-    layer.fused_relu = True
+    ctx = StepContext(forward_only=chunked, fused_relu=True)
     rng = np.random.default_rng(6)
-    cpu, gpu = check_parity(layer, [rng.normal(size=shape)], gpu_device, backward=not chunked)
+    cpu, gpu = check_parity(layer, [rng.normal(size=shape)], gpu_device, backward=not chunked, ctx=ctx)
 
     def step():
         layer.forward(gpu, gpu_device)

@@ -7,6 +7,7 @@ import pytest
 from gpu_check import check_parity, gpu_io
 from layer_check import build, make_io
 from test_split import with_tops
+from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
 POOL_WINDOWS = [
@@ -37,7 +38,7 @@ def check_graph_replay(layer, bottoms, device, new_bottoms, *, top_diffs=None,
     or read on the host while the pass was recorded."""
     cpu, gpu = check_parity(layer, bottoms, device, top_diffs=top_diffs,
                             propagate_down=propagate_down)
-    backward = layer.has_backward and not layer.forward_only
+    backward = layer.has_backward
 
     def step():
         layer.forward(gpu, device)
@@ -94,10 +95,10 @@ def test_pooling_max_padding_never_wins(gpu_device):
                                     {"kernel_size": 2, "stride": 2}, {"global_pooling": True}])
 def test_pooling_forward_only(gpu_device, pool, window):
     layer = build("Pooling", dict(window, pool=pool), [(2, 3, 6, 7)])
-    layer.forward_only = True
-    assert layer.buffers() == {}
+    ctx = StepContext(forward_only=True)
+    assert layer.buffers(ctx) == {} and layer.buffers(StepContext(forward_only=True, gpu=True)) == {}
     check_parity(layer, [np.random.default_rng(2).normal(size=(2, 3, 6, 7))], gpu_device,
-                 backward=False, rtol=0)
+                 backward=False, rtol=0, ctx=ctx)
 
 
 @pytest.mark.parametrize("pool", ["MAX", "AVE"])

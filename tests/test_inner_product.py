@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from layer_check import build, check_gradients, run_forward
-from test_convolution import check_fused_relu
+from test_convolution import FUSED, ONLY_FUSED, check_fused_relu
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 
 
 def naive_inner_product(x, w, b, axis, transpose):
@@ -75,14 +76,11 @@ def test_fused_relu_is_the_layer_then_relu(shape, params):
 @pytest.mark.parametrize("shape, params", FUSED_CASES)
 def test_gradients_with_fused_relu(shape, params):
     layer = build("InnerProduct", params, [shape])
-    layer.fused_relu = True
-    check_gradients(layer, [np.random.default_rng(2).normal(size=shape)])
+    check_gradients(layer, [np.random.default_rng(2).normal(size=shape)], ctx=FUSED)
 
 
 def test_fused_relu_needs_a_mask_only_with_a_backward():
     layer = build("InnerProduct", {"num_output": 3}, [(4, 6)])
-    assert layer.buffers() == {} and not layer.backward_reads_top
-    layer.fused_relu = True
-    assert layer.buffers()["positive"].shape == (4, 3) and layer.backward_reads_top
-    layer.forward_only = True
-    assert layer.buffers() == {}
+    assert layer.buffers() == {} and not layer.reads_top(StepContext())
+    assert layer.buffers(FUSED)["positive"].shape == (4, 3) and layer.reads_top(FUSED)
+    assert layer.buffers(ONLY_FUSED) == {} and layer.buffers(StepContext(gpu=True, fused_relu=True)) == {}

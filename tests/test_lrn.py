@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from gpu_check import check_parity, relative_error
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 from trainnet.netcfg import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.device import CPU
@@ -125,12 +126,10 @@ def test_forward_only_keeps_no_scale(region):
     x = np.random.default_rng(3).normal(size=(2, 3, 5, 5)).astype(np.float32)
     full = build("LRN", {"norm_region": region, "local_size": 3}, [x.shape])
     only = build("LRN", {"norm_region": region, "local_size": 3}, [x.shape])
-    only.forward_only = True
-    assert set(only.buffers()) == {"work"} and "scale" in full.buffers()
-    only.on_gpu = True
-    assert only.buffers() == {}
-    only.on_gpu = False
-    np.testing.assert_array_equal(run_forward(only, [x]).top[0], run_forward(full, [x]).top[0])
+    ctx = StepContext(forward_only=True)
+    assert set(only.buffers(ctx)) == {"work"} and "scale" in full.buffers()
+    assert only.buffers(StepContext(forward_only=True, gpu=True)) == {}
+    np.testing.assert_array_equal(run_forward(only, [x], ctx=ctx).top[0], run_forward(full, [x]).top[0])
 
 
 # --- GPU parity ------------------------------------------------------------------------------------
@@ -149,9 +148,8 @@ def test_gpu_parity(gpu_device, shape, params):
 @pytest.mark.parametrize("region", ["ACROSS_CHANNELS", "WITHIN_CHANNEL"])
 def test_gpu_parity_forward_only(gpu_device, region):
     layer = build("LRN", {"norm_region": region}, [(2, 6, 5, 5)])
-    layer.forward_only = True
     check_parity(layer, [np.random.default_rng(5).normal(size=(2, 6, 5, 5))], gpu_device,
-                 backward=False)
+                 backward=False, ctx=StepContext(forward_only=True))
 
 
 # --- user errors -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from gpu_check import check_parity, relative_error
 from layer_check import build, check_gradients, make_io
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 from trainnet.netcfg import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.device import CPU
@@ -91,9 +92,8 @@ def test_gpu_parity(gpu_device, shape, params):
 
 def test_gpu_parity_forward_only(gpu_device):
     layer = build("MVN", {}, [(2, 3, 5, 5)])
-    layer.forward_only = True
     check_parity(layer, [np.random.default_rng(3).normal(size=(2, 3, 5, 5))], gpu_device,
-                 backward=False)
+                 backward=False, ctx=StepContext(forward_only=True))
 
 
 # --- user errors -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from gpu_check import check_parity, relative_error
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
-from trainnet.layers.base import layer_class
+from trainnet.layers.base import StepContext, layer_class
 from trainnet.netcfg import load_net_text
 from trainnet.plan import compile_net
 from trainnet.runtime.device import CPU
@@ -254,11 +254,8 @@ def test_gpu_prelu_with_a_frozen_slope(gpu_device):
 def test_gpu_forward_only_swish_keeps_no_sigmoid(gpu_device):
     x = normal(44)
     layer = build("Swish", {"beta": 1.5}, [x.shape])
-    layer.forward_only = True
-    layer.on_gpu = True
-    assert layer.buffers() == {}
-    layer.on_gpu = False
-    check_parity(layer, [x], gpu_device, backward=False, rtol=1e-4)
+    assert layer.buffers(StepContext(forward_only=True, gpu=True)) == {}
+    check_parity(layer, [x], gpu_device, backward=False, rtol=1e-4, ctx=StepContext(forward_only=True))
 
 
 # --- in place -----------------------------------------------------------------------------------

@@ -863,7 +863,8 @@ def test_fuse_folds_an_in_place_relu_into_its_producer():
     plan = compile_net(net(FUSE))
     names = [s.name for s in plan.steps]
     assert "relu1" not in names and plan.step("ip1").fused == ["relu1"]
-    assert plan.step("ip1").layer.fused_relu and plan.step("ip1").layer.backward_reads_top
+    ip1 = plan.step("ip1")
+    assert ip1.ctx.fused_relu and ip1.layer.reads_top(ip1.ctx) and not ip1.layer.backward_reads_top
     assert [s.index for s in plan.steps] == list(range(len(plan.steps)))
     assert "fused relu1" in format_plan(plan)
 

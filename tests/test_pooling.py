@@ -8,6 +8,7 @@ import pytest
 
 from layer_check import build, check_gradients, run_forward
 from trainnet.errors import ConfigError
+from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -188,14 +189,16 @@ ONLY_CASES = CASES + [((2, 3, 1, 5), {"pool": pool, "kernel_size": 2, "stride": 
                       for pool in ("MAX", "AVE")]  # tap (0, 0) falls in no window's input cells
 
 
+ONLY = StepContext(forward_only=True)  # as the compiler decides for a step with no backward
+
+
 @pytest.mark.parametrize("shape,params", ONLY_CASES)
 def test_forward_only_matches_the_full_forward(shape, params):
     x = np.random.default_rng(0).normal(size=shape)
     full = run_forward(build("Pooling", params, [shape]), [x])
     layer = build("Pooling", params, [shape])
-    layer.forward_only = True
-    assert layer.buffers() == {}
-    io = run_forward(layer, [x])
+    assert layer.buffers(ONLY) == {}
+    io = run_forward(layer, [x], ctx=ONLY)
     np.testing.assert_array_equal(io.top[0], full.top[0])  # AVE adds the same cells in the same order
     np.testing.assert_allclose(io.top[0], ref_pool(x, np.zeros(full.top[0].shape), params)[0],
                                rtol=1e-12, atol=1e-12)
@@ -205,8 +208,7 @@ def test_forward_only_matches_the_full_forward(shape, params):
 def test_forward_only_padding_never_wins_and_counts_for_ave(pool):
     x = -np.ones((1, 1, 3, 3))
     layer = build("Pooling", {"pool": pool, "kernel_size": 2, "stride": 2, "pad": 1}, [x.shape])
-    layer.forward_only = True
-    top = run_forward(layer, [x]).top[0][0, 0]
+    top = run_forward(layer, [x], ctx=ONLY).top[0][0, 0]
     expected = [[-1, -1], [-1, -1]] if pool == "MAX" else [[-1 / 4, -2 / 4], [-2 / 4, -4 / 4]]
     np.testing.assert_array_equal(top, expected)
 
@@ -214,15 +216,13 @@ def test_forward_only_padding_never_wins_and_counts_for_ave(pool):
 def test_forward_only_declares_no_buffer_but_training_keeps_the_argmax():
     layer = build("Pooling", {"pool": "MAX", "kernel_size": 3, "stride": 2}, [(100, 32, 32, 32)])
     assert {"pad", "argmax", "mask"} <= set(layer.buffers())
-    layer.forward_only = True  # set after setup, as the compiler does; buffers() reads it now
-    assert layer.buffers() == {}
+    assert layer.buffers(ONLY) == {}
 
 
 def test_forward_only_lenet_pool_float32():
     layer = build("Pooling", {"pool": "MAX", "kernel_size": 2, "stride": 2}, [(64, 20, 24, 24)])
-    layer.forward_only = True
     x = np.random.default_rng(0).normal(size=(64, 20, 24, 24)).astype(np.float32)
-    io = run_forward(layer, [x])
+    io = run_forward(layer, [x], ctx=ONLY)
     np.testing.assert_array_equal(io.top[0], x.reshape(64, 20, 12, 2, 12, 2).max(axis=(3, 5)))
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from gpu_check import check_parity, gpu_io, relative_error
 from layer_check import build, check_gradients, make_io
 from trainnet.errors import ConfigError
-from trainnet.layers.base import layer_class
+from trainnet.layers.base import StepContext, layer_class
 from trainnet.netcfg import load_net_text
 from trainnet.netcfg.net import LayerConfig
 from trainnet.plan import compile_net
@@ -115,8 +115,7 @@ def test_in_place_keeps_a_copy_of_x(bias_term):
     for want, got in zip(runs[0], runs[1]):
         for w, g in zip(want if isinstance(want, list) else [want], got if isinstance(got, list) else [got]):
             np.testing.assert_array_equal(g, w)
-    layer.forward_only = True
-    assert not layer.buffers()
+    assert not layer.buffers(StepContext(forward_only=True))
 
 
 IN_PLACE_NET = """

@@ -13,8 +13,8 @@ KERNELS = kernel_source(__file__)
 
 @register("AbsVal")
 class AbsVal(Neuron):
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("sign",))
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("sign",))
 
     def forward_cpu(self, io: StepIO):
         np.abs(io.bottom[0], out=io.top[0])

@@ -47,9 +47,10 @@ class Accuracy(Layer):
             raise self.error(f"top_k {self.p.top_k} exceeds the number of classes {c}")
         return [(), (c,)][:count_tops(self)]
 
-    def buffers(self):
-        if self.on_gpu:  # accuracy.cu needs no buffer
-            return {}
+    def buffers_gpu(self, ctx):
+        return {}  # accuracy.cu needs no buffer
+
+    def buffers_cpu(self, ctx):
         outer, c, inner = self.shape3
         return {**label_buffers(self.shape3),
                 "true_score": Buffer((outer, 1, inner)),

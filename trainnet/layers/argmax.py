@@ -62,9 +62,10 @@ class ArgMax(Layer):
         self.positions = np.arange(dim).reshape(1, dim, 1)  # each value's index (CPU pass)
         return [top]
 
-    def buffers(self):
-        if self.on_gpu:  # argmax.cu needs no buffer
-            return {}
+    def buffers_gpu(self, ctx):
+        return {}  # argmax.cu needs no buffer
+
+    def buffers_cpu(self, ctx):
         outer, dim, inner = self.shape3
         return {"candidate": Buffer((outer, dim, inner), np.bool_),
                 "tie": Buffer((outer, dim, inner), np.bool_),

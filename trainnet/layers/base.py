@@ -6,7 +6,10 @@ time.  ``forward``/``backward`` receive a ``StepIO`` whose arrays are views the 
 and write their results into them: a layer never allocates while running.
 
 Device dispatch happens here and nowhere else: ``forward`` calls ``forward_gpu`` when the
-device is a GPU, ``forward_cpu`` otherwise.  A GPU pass gets the device's backend as ``io.gpu``
+device is a GPU, ``forward_cpu`` otherwise, and ``buffers`` likewise ``buffers_gpu`` or
+``buffers_cpu``.  What the plan decided for the step (forward-only, device kind, a fused ReLU,
+folded layers) reaches the layer as a frozen ``StepContext`` (``buffers(ctx)``, ``io.ctx``):
+nothing is set on a layer after it is built.  A GPU pass gets the device's backend as ``io.gpu``
 (kernels, cuBLAS) and device arrays everywhere else in ``io``; it writes the same results as the
 CPU pass, which is the reference its tests compare against.
 """
@@ -131,28 +134,6 @@ class Layer(ABC):
         self.data_root = data_root if data_root is not None else DataRoot()
         self.bottom_shapes = [tuple(s) for s in bottom_shapes]
         self.top_shapes: list[Shape] = [tuple(s) for s in self.setup(self.bottom_shapes)]
-        # Set by the compiler when this step runs no backward: keep nothing for it, and bound
-        # scratch memory instead (``buffers`` is read after this is set).
-        self.forward_only = False
-        # Set by the fuse pass: an in-place ReLU that followed this layer is applied in its
-        # forward epilogue, and its backward masks the top gradient first (Convolution,
-        # InnerProduct).
-        self.fused_relu = False
-        # Set by the compiler: the net runs on a GPU, so ``buffers`` declares only what the GPU
-        # pass uses (read after this is set, like ``forward_only``).
-        self.on_gpu = False
-
-    @property
-    def fused_relu(self) -> bool:
-        return self._fused_relu
-
-    @fused_relu.setter
-    def fused_relu(self, on: bool) -> None:
-        self._fused_relu = on
-        if on:
-            self.backward_reads_top = True  # the folded ReLU's backward masks by the top
-        else:
-            vars(self).pop("backward_reads_top", None)  # the class's own answer
 
     # --- compile-time contract -------------------------------------------------------------
     @abstractmethod
@@ -162,8 +143,35 @@ class Layer(ABC):
     def param_blobs(self) -> list[ParamBlob]:
         return []
 
-    def buffers(self) -> dict[str, Buffer]:
+    def buffers(self, ctx: StepContext = NO_PLAN) -> dict[str, Buffer]:
+        """The private memory of the step's pass: ``buffers_gpu`` on a GPU, else ``buffers_cpu``
+        (``ctx`` says which, and whether a backward runs)."""
+        return (self.buffers_gpu if ctx.gpu else self.buffers_cpu)(ctx)
+
+    def buffers_cpu(self, ctx: StepContext) -> dict[str, Buffer]:
         return {}
+
+    def buffers_gpu(self, ctx: StepContext) -> dict[str, Buffer]:
+        """The GPU pass's buffers; a layer that declares none uses its CPU pass's."""
+        return self.buffers_cpu(ctx)
+
+    def reads_bottom(self, ctx: StepContext) -> bool:
+        """Whether the step's backward reads the bottoms (the memory planner keeps them)."""
+        return self.backward_reads_bottom
+
+    def reads_top(self, ctx: StepContext) -> bool:
+        """Whether the step's backward reads the tops: a folded ReLU masks by the top."""
+        return self.backward_reads_top or ctx.fused_relu
+
+    def folds(self, layer: "Layer") -> bool:
+        """Whether ``layer``, reading this layer's only top, can be folded into this step, which
+        then does its work too (BatchNorm folds a learned per-channel Scale)."""
+        return False
+
+    @property
+    def fuses_as_relu(self) -> bool:
+        """An in-place ReLU a ``can_fuse_relu`` producer may apply in its epilogue."""
+        return False
 
     def flops(self) -> int:
         """Forward multiply-adds counted as 2 flops; elementwise ops as 1 per element."""

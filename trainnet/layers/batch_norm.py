@@ -9,10 +9,11 @@ statistics: ``s = f s + 1``, ``mean_sum = mu + f mean_sum``, ``var_sum = m/(m-1)
 f var_sum`` (m = N*H*W, Caffe's bias correction).  Backward keeps its own copy of the
 normalized ``xhat``, as Caffe does, because the Scale that follows usually overwrites the top.
 
-There is no gamma/beta: a Scale follows.  The compiler may fold that Scale (``fold_scale``)
-and an in-place ReLU after it (``fused_relu``) into this step, which then computes
-``y = relu(gamma * xhat + beta)`` in one pass (one kernel on the GPU) and their backward too;
-the Scale's blobs follow this layer's three in ``param_blobs``.
+There is no gamma/beta: a Scale follows.  The compiler may fold that Scale (``folds``; the
+step's context then holds it in ``folded``) and an in-place ReLU after it (``fused_relu``) into
+this step, which then computes ``y = relu(gamma * xhat + beta)`` in one pass (one kernel on the
+GPU) and their backward too; the Scale's blobs follow this layer's three in the step's
+``param_blobs``.
 """
 
 from __future__ import annotations
@@ -52,40 +53,44 @@ class BatchNorm(Layer):
         self.m = self.N * self.S  # values per channel
         self.global_stats = (self.phase == "TEST" if self.p.use_global_stats is None
                              else self.p.use_global_stats)
-        self.scale = None  # a Scale layer folded in by the compiler
         return [x]
 
-    def folds(self, scale: Layer) -> bool:
-        """Whether ``scale`` (a Scale on this layer's top) is a learned per-channel gamma (and
-        beta) that this layer can apply itself."""
-        return scale.learned and scale.axis == 1 and scale.shape == (self.C,)
-
-    def fold_scale(self, scale: Layer) -> None:
-        self.scale = scale
+    def folds(self, layer: Layer) -> bool:
+        """Whether ``layer`` (on this layer's top) is a Scale with a learned per-channel gamma
+        (and beta) that this layer can apply itself."""
+        return (layer.type == "Scale" and len(layer.bottom_shapes) == 1 and layer.learned
+                and layer.axis == 1 and layer.shape == (self.C,))
 
     def param_blobs(self):
-        stats = [ParamBlob(shape, FillerParameter(), learned=False)
-                 for shape in ((self.C,), (self.C,), (1,))]
-        return stats + (self.scale.param_blobs() if self.scale else [])
+        return [ParamBlob(shape, FillerParameter(), learned=False)
+                for shape in ((self.C,), (self.C,), (1,))]
 
-    def buffers(self):  # read after the compiler sets forward_only, on_gpu and the folds
+    def buffers_gpu(self, ctx):
         channels = (self.C,)
         bufs = {}
-        if not self.on_gpu:
-            bufs = {"mean": Buffer(channels), "var": Buffer(channels), "inv_std": Buffer(channels)}
-        elif not self.global_stats:  # the GPU kernels read stored statistics where they are
+        if not self.global_stats:  # the GPU kernels read stored statistics where they are
             bufs = {"mean": Buffer(channels), "inv_std": Buffer(channels)}
-        if not self.forward_only:
-            bufs["sums"] = Buffer((2, self.C))  # backward's sum(dy), sum(dy * xhat)
-            if not self.global_stats or self.scale is not None:
-                bufs["xhat"] = Buffer(self.bottom_shapes[0])
-            if self.fused_relu and not self.on_gpu:
-                bufs["positive"] = Buffer(self.top_shapes[0], np.bool_)
+        return {**bufs, **self._backward_buffers(ctx)}
+
+    def buffers_cpu(self, ctx):
+        channels = (self.C,)
+        bufs = {"mean": Buffer(channels), "var": Buffer(channels), "inv_std": Buffer(channels),
+                **self._backward_buffers(ctx)}
+        if ctx.fused_relu and not ctx.forward_only:
+            bufs["positive"] = Buffer(self.top_shapes[0], np.bool_)
+        return bufs
+
+    def _backward_buffers(self, ctx) -> dict:
+        if ctx.forward_only:
+            return {}
+        bufs = {"sums": Buffer((2, self.C))}  # backward's sum(dy), sum(dy * xhat)
+        if not self.global_stats or ctx.folded:
+            bufs["xhat"] = Buffer(self.bottom_shapes[0])
         return bufs
 
     def flops(self):
         n = math.prod(self.top_shapes[0])
-        return n * (2 if self.global_stats else 5) + (self.scale.flops() if self.scale else 0)
+        return n * (2 if self.global_stats else 5)
 
     @property
     def correction(self) -> np.float32:
@@ -94,9 +99,9 @@ class BatchNorm(Layer):
 
     def _gamma_beta(self, io: StepIO):
         """(gamma, dgamma, beta, dbeta) of a folded Scale; None where absent or frozen."""
-        if self.scale is None:
+        if not io.ctx.folded:
             return None, None, None, None
-        beta = (io.params[4], io.param_diff[4]) if self.scale.p.bias_term else (None, None)
+        beta = (io.params[4], io.param_diff[4]) if io.ctx.folded[0].p.bias_term else (None, None)
         return io.params[3], io.param_diff[3], *beta
 
     def _nchw(self, a):
@@ -108,7 +113,7 @@ class BatchNorm(Layer):
         x, y = self._nchw(io.bottom[0]), self._nchw(io.top[0])
         mean, var, inv_std = io.buf["mean"], io.buf["var"], io.buf["inv_std"]
         mean_sum, var_sum, factor = io.params[:3]
-        if self.global_stats and self.forward_only:
+        if self.global_stats and io.ctx.forward_only:
             self._forward_affine_cpu(io, x, y)
             return
         if self.global_stats:
@@ -140,7 +145,7 @@ class BatchNorm(Layer):
             y *= gamma[:, None]
         if beta is not None:
             y += beta[:, None]
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             np.maximum(y, 0, out=y)
 
     def _forward_affine_cpu(self, io: StepIO, x, y) -> None:
@@ -163,11 +168,11 @@ class BatchNorm(Layer):
             b += beta
         np.multiply(x, a[:, None], out=y)
         y += b[:, None]
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             np.maximum(y, 0, out=y)
 
     def backward_cpu(self, io: StepIO):
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             io.top_diff[0] *= np.greater(io.top[0], 0, out=io.buf["positive"])
         dy, dx = self._nchw(io.top_diff[0]), io.bottom_diff[0]
         gamma, dgamma, _, dbeta = self._gamma_beta(io)
@@ -220,14 +225,14 @@ class BatchNorm(Layer):
         gpu.launch(KERNELS, "batch_norm_forward", y.size, y, y if xhat is None else xhat, x,
                    *self._stats_gpu(io), x if gamma is None else gamma, x if beta is None else beta,
                    np.int32(xhat is not None), np.int32(gamma is not None),
-                   np.int32(beta is not None), np.int32(self.fused_relu), np.int64(self.C),
+                   np.int32(beta is not None), np.int32(io.ctx.fused_relu), np.int64(self.C),
                    np.int64(self.S), np.int64(y.size))
 
     def backward_gpu(self, io: StepIO):
         gpu, dy, dx, top = io.gpu, io.top_diff[0], io.bottom_diff[0], io.top[0]
         gamma, dgamma, _, dbeta = self._gamma_beta(io)
         sums, xhat = io.buf["sums"], io.buf.get("xhat", dy)
-        C, S, relu = np.int64(self.C), np.int64(self.S), np.int32(self.fused_relu)
+        C, S, relu = np.int64(self.C), np.int64(self.S), np.int32(io.ctx.fused_relu)
         if dgamma is not None or dbeta is not None or (dx is not None and not self.global_stats):
             gpu.launch_blocks(KERNELS, "batch_norm_backward_sums", self.C, BLOCK, sums,
                               sums if dgamma is None else dgamma, sums if dbeta is None else dbeta,

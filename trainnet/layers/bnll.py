@@ -20,8 +20,8 @@ THRESHOLD = np.float32(50)  # Caffe's kBNLL_THRESHOLD
 
 @register("BNLL")
 class BNLL(Neuron):
-    def scratch(self):
-        return self.scratch_if_cpu("soft")
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, "soft")
 
     def forward_cpu(self, io: StepIO):
         x, y, soft = io.bottom[0], io.top[0], io.buf["soft"]

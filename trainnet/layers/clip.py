@@ -32,8 +32,8 @@ class Clip(Neuron):
         self.lo, self.hi = np.float32(self.p.min), np.float32(self.p.max)
         return [bottom_shapes[0]]
 
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("inside",))
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("inside",))
 
     def forward_cpu(self, io: StepIO):
         y = np.minimum(io.bottom[0], self.hi, out=io.top[0])

@@ -36,21 +36,21 @@ class Columns:
 
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
 
-    def _image_major(self) -> bool:
+    def _image_major(self, ctx) -> bool:
         """Forward-only with large images: per-image GEMMs straight into the top."""
-        return self.forward_only and not self.batch_last
+        return ctx.forward_only and not self.batch_last
 
     def _image_rows(self) -> int:
         """Image-major column rows per group: the windows, and ones for the bias."""
         return self.ckk + self.p.bias_term
 
-    def chunk(self) -> int:
+    def chunk(self, ctx) -> int:
         """Images per pass of the forward: the batch, or when forward-only as many as fit the
         budget (at least one), evened out over the fewest chunks that cover the batch."""
-        if not self.forward_only:
+        if not ctx.forward_only:
             return self.N
         g = self.p.group
-        rows = g * self._image_rows() if self._image_major() else g * self.ckk + self.p.num_output
+        rows = g * self._image_rows() if self._image_major(ctx) else g * self.ckk + self.p.num_output
         per_image = rows * self.Ho * self.Wo * 4
         chunks = -(-self.N // max(1, self.forward_only_bytes // per_image))
         return -(-self.N // chunks)
@@ -101,9 +101,9 @@ class Columns:
         pad = source = out = None
         if self.use_pad_buf:
             pad = self._nchw(self._head(io.buf["pad"], self._internal((k, self.C, self.Hp, self.Wp))))
-            source = self._im2col_source(pad)
+            source = self._im2col_source(pad, io.ctx)
         g, hw = self.p.group, self.Ho * self.Wo
-        if self._image_major():
+        if self._image_major(io.ctx):
             col = self._head(io.buf["col"], (k, g, self._image_rows(), hw))
             cells = col[:, :, :self.ckk].reshape(k, g, self.C // g, self.kh, self.kw, self.Ho, self.Wo)
             if self.p.bias_term:
@@ -114,11 +114,11 @@ class Columns:
             out = self._head(io.buf["out"], (self.p.num_output, k * hw))
         return pad, source, cells, col, out
 
-    def _im2col_source(self, x: np.ndarray) -> np.ndarray:
+    def _im2col_source(self, x: np.ndarray, ctx) -> np.ndarray:
         """The windows of NCHW ``x`` in the order of the column cells: (C, kh, kw, n, Ho, Wo), or
         image-major (n, group, C/group, kh, kw, Ho, Wo)."""
         windows = self._windows(x)
-        if not self._image_major():
+        if not self._image_major(ctx):
             return windows
         g = self.p.group
         return windows.transpose(3, 0, 1, 2, 4, 5).reshape(

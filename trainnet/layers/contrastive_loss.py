@@ -53,10 +53,11 @@ class ContrastiveLoss(Layer):
                              f"pair), got shape {y}")
         return [()]
 
-    def buffers(self):
+    def buffers_gpu(self, ctx):
+        return {"diff": Buffer((self.n, self.c)), "coef": Buffer((self.n,))}
+
+    def buffers_cpu(self, ctx):
         n, c = self.n, self.c
-        if self.on_gpu:
-            return {"diff": Buffer((n, c)), "coef": Buffer((n,))}
         return {"diff": Buffer((n, c)), "coef": Buffer((n,)), "dsq": Buffer((n,)),
                 "dist": Buffer((n,)), "mdist": Buffer((n,)), "code": Buffer((n,), np.int64),
                 "similar": Buffer((n,), np.bool_), "inside": Buffer((n,), np.bool_)}

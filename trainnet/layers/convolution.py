@@ -5,7 +5,7 @@ geometry, shared with Deconvolution, is in ``conv_geometry.py``).
 The GPU pass uses the same chunks: im2col is one kernel per chunk, then cuBLAS, then one
 epilogue kernel for bias, fused ReLU and the transpose into NCHW; image-major, strided batched
 GEMMs write the top and the epilogue runs in place.  im2col reads the bottom with its padding
-implied, and the bias goes in the epilogue, so a GPU plan (``on_gpu``) has no ``pad``, no ones
+implied, and the bias goes in the epilogue, so a GPU step (``buffers_gpu``) has no ``pad``, no ones
 row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
 
 Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
@@ -32,11 +32,12 @@ class Convolution(Columns, Layer):
     caffe_params = {"convolution_param": None}
     can_fuse_relu = True
 
-    @property
-    def backward_reads_bottom(self) -> bool:
+    backward_reads_bottom = False
+
+    def reads_bottom(self, ctx):
         """The column buffer keeps the forward's im2col; only the GPU's depthwise path, which
         has none, reads the bottom."""
-        return self.on_gpu and self.depthwise
+        return ctx.gpu and self.depthwise
 
     def setup(self, bottom_shapes):
         kh, kw, ph, pw, sh, sw, dh, dw = kernel_geometry(self, bottom_shapes[0])
@@ -68,22 +69,29 @@ class Convolution(Columns, Layer):
             blobs.append(ParamBlob((p.num_output,), p.bias_filler))
         return blobs
 
-    def buffers(self):  # read after the compiler sets forward_only and on_gpu
-        if self.on_gpu and self.depthwise:
+    def buffers_gpu(self, ctx):
+        if self.depthwise:
             return {}
-        n, g, cout = self.chunk(), self.p.group, self.p.num_output
-        m = n * self.Ho * self.Wo
-        if self._image_major():
-            # the GPU adds the bias in its epilogue: no ones row, no weight_bias
-            rows = self.ckk if self.on_gpu else self._image_rows()
-            bufs = {"col": Buffer((n, g, rows, self.Ho * self.Wo))}
-            if self.p.bias_term and not self.on_gpu:
+        n, g = self.chunk(ctx), self.p.group
+        if self._image_major(ctx):  # the bias is added in the epilogue: no ones row
+            return {"col": Buffer((n, g, self.ckk, self.Ho * self.Wo))}
+        return self._batch_columns(n)  # im2col implies the padding: no pad buffer
+
+    def buffers_cpu(self, ctx):
+        n, g, cout = self.chunk(ctx), self.p.group, self.p.num_output
+        if self._image_major(ctx):
+            bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo))}
+            if self.p.bias_term:
                 bufs["weight_bias"] = Buffer((g, cout // g, self.ckk + 1))
         else:
-            bufs = {"col": Buffer((g, self.ckk, m)), "out": Buffer((cout, m))}
-        if self.use_pad_buf and not self.on_gpu:  # the GPU's im2col implies the padding
+            bufs = self._batch_columns(n)
+        if self.use_pad_buf:
             bufs["pad"] = Buffer(self._internal((n, self.C, self.Hp, self.Wp)))
         return bufs
+
+    def _batch_columns(self, n: int) -> dict:
+        m = n * self.Ho * self.Wo
+        return {"col": Buffer((self.p.group, self.ckk, m)), "out": Buffer((self.p.num_output, m))}
 
     def flops(self):
         outputs = self.N * self.p.num_output * self.Ho * self.Wo
@@ -91,14 +99,14 @@ class Convolution(Columns, Layer):
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
-        n, g, image_major = self.chunk(), self.p.group, self._image_major()
+        n, g, image_major = self.chunk(io.ctx), self.p.group, self._image_major(io.ctx)
         if image_major:
             w, bias = self._image_weight(io), None
         else:
             w = self._grouped(io.params[0].reshape(self.p.num_output, self.ckk))
             bias = io.params[1].reshape(1, -1, 1, 1) if self.p.bias_term else None
         batch_axis = (slice(None),) * (0 if image_major else 3)
-        windows = None if self.use_pad_buf else self._im2col_source(io.bottom[0])
+        windows = None if self.use_pad_buf else self._im2col_source(io.bottom[0], io.ctx)
         views = {}  # of the buffers, for a chunk of k images: made once per size, not per chunk
         for start in range(0, self.N, n):  # one pass unless forward-only
             x, top = io.bottom[0][start:start + n], io.top[0][start:start + n]
@@ -119,53 +127,13 @@ class Convolution(Columns, Layer):
                 np.add(self._top_view(out, k), bias, out=top)
             else:
                 np.copyto(top, self._top_view(out, k))
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             np.maximum(io.top[0], 0, out=io.top[0])
-
-    def _chunk_views(self, io: StepIO, k: int) -> tuple:
-        """For a chunk of k images: the padded bottom (NCHW) and its windows, or None for both
-        when the bottom is read in place; the cells of the columns that im2col fills; the
-        columns; the GEMM's output (None when image-major: it writes the top)."""
-        pad = source = out = None
-        if self.use_pad_buf:
-            pad = self._nchw(self._head(io.buf["pad"], self._internal((k, self.C, self.Hp, self.Wp))))
-            source = self._im2col_source(pad)
-        g, hw = self.p.group, self.Ho * self.Wo
-        if self._image_major():
-            col = self._head(io.buf["col"], (k, g, self._image_rows(), hw))
-            cells = col[:, :, :self.ckk].reshape(k, g, self.C // g, self.kh, self.kw, self.Ho, self.Wo)
-            if self.p.bias_term:
-                col[:, :, self.ckk] = 1  # the bias's row, which im2col leaves alone
-        else:
-            col = self._head(io.buf["col"], (g, self.ckk, k * hw))
-            cells = self._col6(col, k)
-            out = self._head(io.buf["out"], (self.p.num_output, k * hw))
-        return pad, source, cells, col, out
-
-    def _im2col_source(self, x: np.ndarray) -> np.ndarray:
-        """The windows of NCHW ``x`` in the order of the column cells: (C, kh, kw, n, Ho, Wo), or
-        image-major (n, group, C/group, kh, kw, Ho, Wo)."""
-        windows = self._windows(x)
-        if not self._image_major():
-            return windows
-        g = self.p.group
-        return windows.transpose(3, 0, 1, 2, 4, 5).reshape(
-            x.shape[0], g, self.C // g, self.kh, self.kw, self.Ho, self.Wo)
-
-    def _image_weight(self, io: StepIO) -> np.ndarray:
-        """The weight as (group, num_output/group, rows), the bias beside it if there is one."""
-        g, k = self.p.group, self.ckk
-        if not self.p.bias_term:
-            return io.params[0].reshape(g, -1, k)
-        w = io.buf["weight_bias"]
-        np.copyto(w[:, :, :k], io.params[0].reshape(g, -1, k))
-        np.copyto(w[:, :, k], io.params[1].reshape(g, -1))
-        return w
 
     def backward_cpu(self, io: StepIO):
         cout = self.p.num_output
         col, dy = io.buf["col"], io.buf["out"]
-        if self.fused_relu:  # the staging buffer holds the mask first
+        if io.ctx.fused_relu:  # the staging buffer holds the mask first
             io.top_diff[0] *= np.greater(io.top[0], 0, out=self._top_view(dy, self.N))
         np.copyto(self._top_view(dy, self.N), io.top_diff[0])
         dy_g = self._grouped(dy)
@@ -194,19 +162,19 @@ class Convolution(Columns, Layer):
     def forward_gpu(self, io: StepIO):
         if self.depthwise:
             return depthwise.forward_gpu(self, io)
-        gpu, n, g, hw = io.gpu, self.chunk(), self.p.group, self.Ho * self.Wo
+        gpu, n, g, hw = io.gpu, self.chunk(io.ctx), self.p.group, self.Ho * self.Wo
         w = io.params[0].reshape(g, -1, self.ckk)
         for start in range(0, self.N, n):  # one pass unless forward-only
             x, top = io.bottom[0][start:start + n], io.top[0][start:start + n]
             k = len(x)
-            if self._image_major():  # columns (k, g, ckk, hw); GEMMs straight into the top
+            if self._image_major(io.ctx):  # columns (k, g, ckk, hw); GEMMs straight into the top
                 rows = self.ckk  # no ones row: the epilogue adds the bias
                 col = self._head(io.buf["col"], (k, g, rows, hw))
                 self._im2col_gpu(gpu, col, x, rows, g * rows * hw, hw)
                 tops = top.reshape(k, g, -1, hw)
                 for gi in range(g):
                     gpu.gemm_batched(w[gi], col[:, gi], tops[:, gi])
-                if self.p.bias_term or self.fused_relu:
+                if self.p.bias_term or io.ctx.fused_relu:
                     self._epilogue_gpu(io, top, top, hw, self.p.num_output * hw)
             else:  # columns (g, ckk, k*hw), GEMMs into (num_output, k*hw), then transposed
                 col = self._head(io.buf["col"], (g, self.ckk, k * hw))
@@ -224,7 +192,7 @@ class Convolution(Columns, Layer):
     def _epilogue_gpu(self, io: StepIO, top, src, src_channel: int, src_image: int) -> None:
         # params[-1] is the bias, or (unread) the weight when there is none
         io.gpu.launch(KERNELS, "convolution_forward_epilogue", top.size, top, src, io.params[-1],
-                      np.int32(self.p.bias_term), np.int32(self.fused_relu),
+                      np.int32(self.p.bias_term), np.int32(io.ctx.fused_relu),
                       np.int32(self.p.num_output), np.int64(self.Ho * self.Wo),
                       np.int64(src_channel), np.int64(src_image), np.int64(top.size))
 
@@ -235,7 +203,7 @@ class Convolution(Columns, Layer):
         m = self.N * hw
         col, dy = io.buf["col"], io.buf["out"].reshape(g, -1, m)
         gpu.launch(KERNELS, "convolution_backward_top", dy.size, dy, io.top_diff[0], io.top[0],
-                   np.int32(self.fused_relu), np.int32(cout), np.int64(hw), np.int64(m),
+                   np.int32(io.ctx.fused_relu), np.int32(cout), np.int64(hw), np.int64(m),
                    np.int64(dy.size))
         if self.p.bias_term and io.param_diff[1] is not None:
             gpu.launch_blocks(KERNELS, "convolution_bias_backward", cout, BLOCK,

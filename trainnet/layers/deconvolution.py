@@ -79,7 +79,7 @@ class Deconvolution(Layer):
             blobs.append(ParamBlob((p.num_output,), p.bias_filler))
         return blobs
 
-    def buffers(self):
+    def buffers_cpu(self, ctx):
         m = self.N * self.H * self.W
         return {"bottom_t": Buffer((self.C, m)), "col": Buffer((self.p.group, self.ckk, m))}
 

@@ -8,7 +8,7 @@ the top with its bias and fused ReLU, and backward is a kernel per gradient (``d
 the bottom gradient gathered per bottom cell, the weight gradient as one block per (channel,
 tap) and the bias gradient as one block per channel, each a deterministic block sum over the
 batch and the top's cells.  The path declares no buffer, and its weight gradient reads the
-bottom, so a GPU Convolution on it sets ``backward_reads_bottom``.
+bottom, so a GPU Convolution on it ``reads_bottom``.
 
 The CPU keeps the im2col path (one stacked GEMM for all the groups; backward's outer product
 as a broadcast multiply).  On N=8, C=256, 28x28, 3x3, pad 1 (2 CPU cores, medians) it takes
@@ -41,14 +41,14 @@ def forward_gpu(conv, io) -> None:
     top = io.top[0]
     # params[-1] is the bias, or (unread) the weight when there is none
     io.gpu.launch(KERNELS, "depthwise_forward", top.size, top, io.bottom[0], io.params[0],
-                  io.params[-1], np.int32(conv.p.bias_term), np.int32(conv.fused_relu),
+                  io.params[-1], np.int32(conv.p.bias_term), np.int32(io.ctx.fused_relu),
                   *_geometry(conv, conv.N))
 
 
 def backward_gpu(conv, io) -> None:
     """The gradients of Convolution ``conv`` that ``io`` asks for, each in one launch."""
     gpu, dy, geometry = io.gpu, io.top_diff[0], _geometry(conv, conv.N)
-    if conv.fused_relu:
+    if io.ctx.fused_relu:
         gpu.launch(KERNELS, "depthwise_relu_backward", dy.size, dy, io.top[0], np.int64(dy.size))
     if conv.p.bias_term and io.param_diff[1] is not None:
         gpu.launch_blocks(KERNELS, "depthwise_backward_bias", conv.C, BLOCK, io.param_diff[1], dy,

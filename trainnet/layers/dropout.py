@@ -76,7 +76,7 @@ class Dropout(Layer):
     def train(self) -> bool:
         return self.phase == "TRAIN"
 
-    def buffers(self):
+    def buffers_cpu(self, ctx):
         return {"mask": Buffer(self.top_shapes[0])} if self.train else {}
 
     def flops(self):

@@ -61,18 +61,18 @@ class Eltwise(Layer):
         self.coeffs = list(p.coeff) or [1.0] * len(bottom_shapes)
         return [bottom_shapes[0]]
 
-    def buffers(self):  # read after the compiler sets fused_relu, forward_only and on_gpu
-        shape, bufs = self.top_shapes[0], {}
-        keep_winner = self.p.operation == "MAX" and not self.forward_only
-        if keep_winner:
-            bufs["winner"] = Buffer(shape, np.int32)  # the bottom each top element came from
-        if self.on_gpu:
-            return bufs
-        if keep_winner:
+    def buffers_gpu(self, ctx):
+        if self.p.operation == "MAX" and not ctx.forward_only:
+            return {"winner": Buffer(self.top_shapes[0], np.int32)}  # the bottom each came from
+        return {}
+
+    def buffers_cpu(self, ctx):
+        shape, bufs = self.top_shapes[0], self.buffers_gpu(ctx)
+        if "winner" in bufs:
             bufs["flag"] = Buffer(shape, np.bool_)
         if self.p.operation == "SUM" and any(c != 1 for c in self.coeffs):
             bufs["scaled"] = Buffer(shape)
-        if self.fused_relu and not self.forward_only:
+        if ctx.fused_relu and not ctx.forward_only:
             bufs["positive"] = Buffer(shape, np.bool_)
         return bufs
 
@@ -89,7 +89,7 @@ class Eltwise(Layer):
                 np.add(top, x if c == 1 else np.multiply(x, c, out=io.buf["scaled"]), out=top)
         elif op == "PROD":
             self._product(xs, top)
-        elif self.forward_only:
+        elif io.ctx.forward_only:
             np.maximum(xs[0], xs[1], out=top)
             for x in xs[2:]:
                 np.maximum(top, x, out=top)
@@ -103,7 +103,7 @@ class Eltwise(Layer):
                 np.greater(x, top, out=flag)
                 np.copyto(top, x, where=flag)
                 np.copyto(winner, i, where=flag)
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             np.maximum(top, 0, out=top)
 
     @staticmethod
@@ -125,7 +125,7 @@ class Eltwise(Layer):
 
     def backward_cpu(self, io: StepIO):
         dy, xs, op = io.top_diff[0], io.bottom, self.p.operation
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             dy *= np.greater(io.top[0], 0, out=io.buf["positive"])
         for i, dx in enumerate(io.bottom_diff):
             if dx is None:
@@ -160,11 +160,11 @@ class Eltwise(Layer):
 
     def forward_gpu(self, io: StepIO):
         self._combine_gpu(io.gpu, io.top[0], list(io.bottom), self.p.operation, self.coeffs,
-                          io.buf.get("winner"), self.fused_relu)
+                          io.buf.get("winner"), io.ctx.fused_relu)
 
     def backward_gpu(self, io: StepIO):
         gpu, dy, xs, n = io.gpu, io.top_diff[0], list(io.bottom), np.int64(io.top_diff[0].size)
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             gpu.launch(KERNELS, "eltwise_relu_backward", n, dy, io.top[0], n)
         for i, dx in enumerate(io.bottom_diff):
             if dx is None:

@@ -29,9 +29,9 @@ class ELU(Neuron):
     backward_reads_bottom = False
     backward_reads_top = True
 
-    def scratch(self):
-        bufs = self.scratch_if_cpu("negative")
-        if not self.on_gpu and not self.forward_only:
+    def scratch_cpu(self, ctx):
+        bufs = self.top_scratch(ctx, "negative")
+        if not ctx.forward_only:
             bufs["positive"] = Buffer(self.top_shapes[0], np.bool_)
         return bufs
 

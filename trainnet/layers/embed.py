@@ -54,8 +54,11 @@ class Embed(Layer):
             blobs.append(ParamBlob((self.N,), self.p.bias_filler))
         return blobs
 
-    def buffers(self):
-        return {} if self.on_gpu else {"index": Buffer((self.M,), np.int64)}
+    def buffers_gpu(self, ctx):
+        return {}
+
+    def buffers_cpu(self, ctx):
+        return {"index": Buffer((self.M,), np.int64)}
 
     def flops(self):
         return self.M * self.N if self.p.bias_term else 0  # the bias adds; lookups are copies

@@ -36,7 +36,7 @@ class EuclideanLoss(Layer):
         self.num = a[0]
         return [()]
 
-    def buffers(self):
+    def buffers_cpu(self, ctx):
         return {"diff": Buffer(self.bottom_shapes[0])}
 
     def flops(self):

@@ -43,10 +43,11 @@ class HingeLoss(Layer):
         self.shape3 = row_label_setup(self, bottom_shapes)
         return [()]
 
-    def buffers(self):
+    def buffers_gpu(self, ctx):
         n, dim, _ = self.shape3
-        if self.on_gpu:
-            return {"margin": Buffer((n, dim)), "label": Buffer((n,), np.int64)}
+        return {"margin": Buffer((n, dim)), "label": Buffer((n,), np.int64)}
+
+    def buffers_cpu(self, ctx):
         return {"margin": Buffer(self.shape3), **label_buffers(self.shape3)}
 
     def flops(self):

@@ -100,11 +100,13 @@ class InfogainLoss(Layer):
         device.upload(h, self.H)
         return h
 
-    def buffers(self):
+    def buffers_gpu(self, ctx):  # infogain_loss.cu keeps probabilities, label codes, row sums of H
+        outer, _, inner = self.shape3
+        return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
+                "hsum": Buffer((outer * inner,)), "norm": Buffer((1,))}
+
+    def buffers_cpu(self, ctx):
         outer, k, inner = self.shape3
-        if self.on_gpu:  # infogain_loss.cu keeps probabilities, label codes, row sums of H
-            return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
-                    "hsum": Buffer((outer * inner,)), "norm": Buffer((1,))}
         return {"prob": Buffer(self.shape3), "logp": Buffer(self.shape3),
                 "hrow": Buffer((outer * inner, k)), "scale": Buffer((outer, 1, inner)),
                 **label_buffers(self.shape3)}

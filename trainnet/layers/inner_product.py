@@ -50,9 +50,12 @@ class InnerProduct(Layer):
             blobs.append(ParamBlob((self.N,), self.p.bias_filler))
         return blobs
 
-    def buffers(self):  # read after the compiler sets fused_relu, forward_only and on_gpu
-        if self.fused_relu and not self.forward_only and not self.on_gpu:
-            return {"positive": Buffer(self.top_shapes[0], np.bool_)}  # the CPU's ReLU mask
+    def buffers_gpu(self, ctx):
+        return {}
+
+    def buffers_cpu(self, ctx):
+        if ctx.fused_relu and not ctx.forward_only:
+            return {"positive": Buffer(self.top_shapes[0], np.bool_)}  # the ReLU's mask
         return {}
 
     def flops(self):
@@ -69,11 +72,11 @@ class InnerProduct(Layer):
         np.matmul(x, self._weight(io.params[0]), out=y)
         if self.p.bias_term:
             y += io.params[1]
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             np.maximum(y, 0, out=y)
 
     def backward_cpu(self, io: StepIO):
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             io.top_diff[0] *= np.greater(io.top[0], 0, out=io.buf["positive"])
         dy = io.top_diff[0].reshape(self.M, self.N)
         dw = io.param_diff[0]
@@ -94,15 +97,15 @@ class InnerProduct(Layer):
         y = io.top[0].reshape(self.M, self.N)
         io.gpu.gemm(io.bottom[0].reshape(self.M, self.K), io.params[0], y,
                     trans_b=not self.p.transpose)
-        if self.p.bias_term or self.fused_relu:
+        if self.p.bias_term or io.ctx.fused_relu:
             # params[-1] is the bias, or (unread) the weight when there is none
             io.gpu.launch(KERNELS, "inner_product_forward_epilogue", y.size, y, io.params[-1],
-                          np.int32(self.p.bias_term), np.int32(self.fused_relu),
+                          np.int32(self.p.bias_term), np.int32(io.ctx.fused_relu),
                           np.int64(self.N), np.int64(y.size))
 
     def backward_gpu(self, io: StepIO):
         gpu, dy = io.gpu, io.top_diff[0].reshape(self.M, self.N)
-        if self.fused_relu:
+        if io.ctx.fused_relu:
             gpu.launch(KERNELS, "inner_product_relu_backward", dy.size, dy, io.top[0],
                        np.int64(dy.size))
         dw = io.param_diff[0]

@@ -33,8 +33,8 @@ class Log(Neuron):
         self.backward_scale = np.float32(self.p.scale / ln_base)
         return [bottom_shapes[0]]
 
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("factor",))
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("factor",))
 
     def forward_cpu(self, io: StepIO):
         y = np.multiply(io.bottom[0], np.float32(self.p.scale), out=io.top[0])

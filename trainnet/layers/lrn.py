@@ -71,12 +71,12 @@ class LRN(Layer):
             self.divisor = p.local_size ** 2
         return [shape]
 
-    def buffers(self):  # read after the compiler sets forward_only and on_gpu
-        shape = self.top_shapes[0]
-        bufs = {} if self.forward_only else {"scale": Buffer(shape)}
-        if not self.on_gpu:
-            bufs["work"] = Buffer(shape)  # x^2 in forward, dy * y / scale in backward
-        return bufs
+    def buffers_gpu(self, ctx):
+        return {} if ctx.forward_only else {"scale": Buffer(self.top_shapes[0])}
+
+    def buffers_cpu(self, ctx):
+        # work: x^2 in forward, dy * y / scale in backward
+        return {**self.buffers_gpu(ctx), "work": Buffer(self.top_shapes[0])}
 
     def flops(self):
         rc, rs = self.radius
@@ -102,7 +102,7 @@ class LRN(Layer):
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
         p, x, top = self.p, io.bottom[0], io.top[0]
-        scale = top if self.forward_only else io.buf["scale"]
+        scale = top if io.ctx.forward_only else io.buf["scale"]
         squares = np.multiply(x, x, out=io.buf["work"])
         self._window_sum(squares, scale)
         np.multiply(scale, p.alpha / self.divisor, out=scale)
@@ -131,7 +131,7 @@ class LRN(Layer):
 
     def forward_gpu(self, io: StepIO):
         p, top = self.p, io.top[0]
-        keep = not self.forward_only
+        keep = not io.ctx.forward_only
         n = np.int64(top.size)
         io.gpu.launch(KERNELS, "lrn_forward", n, top, io.buf["scale"] if keep else top,
                       io.bottom[0], *self._dims(), np.float32(p.k),

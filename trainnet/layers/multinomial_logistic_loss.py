@@ -32,9 +32,10 @@ class MultinomialLogisticLoss(Layer):
         self.shape3 = row_label_setup(self, bottom_shapes)
         return [()]
 
-    def buffers(self):
-        if self.on_gpu:  # multinomial_logistic_loss.cu needs no buffer
-            return {}
+    def buffers_gpu(self, ctx):
+        return {}  # multinomial_logistic_loss.cu needs no buffer
+
+    def buffers_cpu(self, ctx):
         return {"picked": Buffer((self.shape3[0], 1, 1)), **label_buffers(self.shape3)}
 
     def flops(self):

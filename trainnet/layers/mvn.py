@@ -49,13 +49,13 @@ class MVN(Layer):
         self.dim = math.prod(shape) // self.rows if self.rows else 0
         return [shape]
 
-    def buffers(self):  # read after the compiler sets on_gpu
-        bufs = {}
+    def buffers_gpu(self, ctx):
         if self.p.normalize_variance:
-            bufs["divisor"] = Buffer((self.rows, 1))  # sqrt(var) + eps of each row
-        if not self.on_gpu:
-            bufs["mean"] = Buffer((self.rows, 1))  # also the backward's row sums
-        return bufs
+            return {"divisor": Buffer((self.rows, 1))}  # sqrt(var) + eps of each row
+        return {}
+
+    def buffers_cpu(self, ctx):
+        return {**self.buffers_gpu(ctx), "mean": Buffer((self.rows, 1))}  # also backward's row sums
 
     def flops(self):
         return math.prod(self.top_shapes[0]) * (5 if self.p.normalize_variance else 2)

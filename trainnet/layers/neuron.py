@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from trainnet.layers.base import Buffer, Layer, StepIO
+from trainnet.layers.base import Buffer, Layer, StepContext, StepIO
 
 
 class Neuron(Layer):
@@ -34,36 +34,43 @@ class Neuron(Layer):
     def flops(self):
         return self.count
 
-    @property
-    def keeps_bottom(self) -> bool:
+    def keeps_bottom(self, ctx: StepContext) -> bool:
         """Configured in place while backward reads the bottom: forward saves a copy of it."""
         cfg = self.common
         in_place = cfg is not None and list(cfg.bottom) == list(cfg.top)
-        return in_place and self.backward_reads_bottom and not self.forward_only
+        return in_place and self.backward_reads_bottom and not ctx.forward_only
 
-    def scratch(self) -> dict[str, Buffer]:
-        """The type's own buffers (read after ``on_gpu`` and ``forward_only`` are set)."""
+    def scratch_cpu(self, ctx: StepContext) -> dict[str, Buffer]:
+        """The type's own buffers for its CPU pass."""
         return {}
 
-    def buffers(self):
-        bufs = dict(self.scratch())
-        if self.keeps_bottom:
-            bufs["bottom"] = Buffer(self.top_shapes[0])
+    def scratch_gpu(self, ctx: StepContext) -> dict[str, Buffer]:
+        """The type's own buffers for its GPU pass (the kernels need none)."""
+        return {}
+
+    def buffers_cpu(self, ctx):
+        return self._with_bottom(self.scratch_cpu(ctx), ctx)
+
+    def buffers_gpu(self, ctx):
+        return self._with_bottom(self.scratch_gpu(ctx), ctx)
+
+    def _with_bottom(self, bufs: dict[str, Buffer], ctx: StepContext) -> dict[str, Buffer]:
+        if self.keeps_bottom(ctx):
+            bufs = {**bufs, "bottom": Buffer(self.top_shapes[0])}
         return bufs
 
-    def scratch_if_cpu(self, *names: str, backward_only: tuple[str, ...] = ()) -> dict[str, Buffer]:
-        """Top-shaped float32 scratch for the CPU pass (the kernels need none)."""
-        if self.on_gpu:
-            return {}
-        wanted = list(names) + ([] if self.forward_only else list(backward_only))
+    def top_scratch(self, ctx: StepContext, *names: str,
+                    backward_only: tuple[str, ...] = ()) -> dict[str, Buffer]:
+        """Top-shaped float32 scratch (``backward_only`` ones when a backward runs)."""
+        wanted = list(names) + ([] if ctx.forward_only else list(backward_only))
         return {n: Buffer(self.top_shapes[0]) for n in wanted}
 
     def saved_bottom(self, io: StepIO):
         """The bottom as forward saw it: its copy when the layer runs in place."""
-        return io.buf["bottom"] if self.keeps_bottom else io.bottom[0]
+        return io.buf["bottom"] if self.keeps_bottom(io.ctx) else io.bottom[0]
 
     def forward(self, io: StepIO, device) -> None:
-        if self.keeps_bottom:
+        if self.keeps_bottom(io.ctx):
             if device.is_gpu:
                 io.gpu.copy(io.buf["bottom"], io.bottom[0])
             else:

@@ -128,12 +128,15 @@ class Pooling(Layer):
             self.divisor = np.outer(sizes(Ho, H, kh, ph, sh), sizes(Wo, W, kw, pw, sw)).astype(np.float32)
         return [(N, C, Ho, Wo)]
 
-    def buffers(self):  # read after the compiler sets forward_only and on_gpu
-        if self.forward_only:
+    def buffers_gpu(self, ctx):  # pooling.cu keeps MAX's argmax and needs nothing else
+        if ctx.forward_only or self.p.pool != "MAX":
+            return {}
+        return {"argmax": Buffer((self.N, self.C, self.Ho, self.Wo))}
+
+    def buffers_cpu(self, ctx):
+        if ctx.forward_only:
             return {}
         top = (self.N, self.C, self.Ho, self.Wo)
-        if self.on_gpu:  # pooling.cu keeps MAX's argmax and needs nothing else
-            return {"argmax": Buffer(top)} if self.p.pool == "MAX" else {}
         bufs = {}
         if self.padded:
             bufs["pad"] = Buffer((self.N, self.C, self.Hp, self.Wp))
@@ -181,7 +184,7 @@ class Pooling(Layer):
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
-        if self.forward_only:
+        if io.ctx.forward_only:
             self._forward_only(io.bottom[0], io.top[0])
             return
         x, top = self._source(io), io.top[0]
@@ -247,7 +250,7 @@ class Pooling(Layer):
         n = np.int64(top.size)
         if self.p.pool == "AVE":
             io.gpu.launch(KERNELS, "pooling_forward_ave", n, top, x, n, *self._dims())
-        elif self.forward_only:
+        elif io.ctx.forward_only:
             io.gpu.launch(KERNELS, "pooling_forward_max_only", n, top, x, n, *self._dims())
         else:
             io.gpu.launch(KERNELS, "pooling_forward_max", n, top, io.buf["argmax"], x, n,

@@ -37,8 +37,8 @@ class Power(Neuron):
         self.backward_reads_bottom = not (self.constant or p.power == 1)
         return [bottom_shapes[0]]
 
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("factor",)) if self.backward_reads_bottom else {}
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("factor",)) if self.backward_reads_bottom else {}
 
     def _constant(self) -> np.float32:
         p = self.p

@@ -50,9 +50,9 @@ class PReLU(Neuron):
         # Caffe's channel-shared slope is a 0-axis blob of one value; here it is shape (1,).
         return [ParamBlob((self.slopes,), self.p.filler or DEFAULT_FILLER)]
 
-    def scratch(self):
-        bufs = self.scratch_if_cpu("scaled")
-        if not self.on_gpu and not self.forward_only:
+    def scratch_cpu(self, ctx):
+        bufs = self.top_scratch(ctx, "scaled")
+        if not ctx.forward_only:
             bufs["positive"] = Buffer(self.top_shapes[0], np.bool_)
         return bufs
 

@@ -48,11 +48,14 @@ class Reduction(Layer):
         self.backward_reads_bottom = self.p.operation in ("ASUM", "SUMSQ")
         return [shape[:a]]
 
-    def buffers(self):
-        bufs = {"scale": Buffer((self.rows,))}  # coeff * dy per row (CPU backward)
+    def buffers_gpu(self, ctx):
+        return {}
+
+    def buffers_cpu(self, ctx):
+        bufs = {"scale": Buffer((self.rows,))}  # coeff * dy per row (backward)
         if self.p.operation in ("ASUM", "SUMSQ"):
-            bufs["terms"] = Buffer((self.rows, self.dim))  # |x| or x^2 (CPU forward)
-        return {} if self.on_gpu else bufs
+            bufs["terms"] = Buffer((self.rows, self.dim))  # |x| or x^2 (forward)
+        return bufs
 
     def flops(self):
         return 2 * self.rows * self.dim

@@ -34,9 +34,14 @@ class ReLU(Layer):
     def setup(self, bottom_shapes):
         return [bottom_shapes[0]]
 
-    def buffers(self):
-        if self.on_gpu:  # relu.cu needs no buffer
-            return {}
+    @property
+    def fuses_as_relu(self) -> bool:
+        return self.p.negative_slope == 0
+
+    def buffers_gpu(self, ctx):
+        return {}  # relu.cu needs no buffer
+
+    def buffers_cpu(self, ctx):
         shape = self.top_shapes[0]
         bufs = {"positive": Buffer(shape, np.bool_)}
         if self.p.negative_slope:

@@ -65,8 +65,8 @@ class Scale(Layer):
             blobs.append(ParamBlob(self.shape, self.p.bias_filler))
         return blobs
 
-    def buffers(self):
-        if self.in_place and not self.forward_only:
+    def buffers_cpu(self, ctx):
+        if self.in_place and not ctx.forward_only:
             return {"bottom": Buffer(self.bottom_shapes[0])}
         return {}
 

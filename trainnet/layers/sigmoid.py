@@ -38,8 +38,8 @@ class Sigmoid(Neuron):
     backward_reads_bottom = False
     backward_reads_top = True
 
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("factor",))
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("factor",))
 
     def forward_cpu(self, io: StepIO):
         sigmoid_into(io.top[0], io.bottom[0])

@@ -47,9 +47,10 @@ class SigmoidCrossEntropyLoss(Layer):
         self.outer, self.inner = x[0], math.prod(x[1:])
         return [()]
 
-    def buffers(self):
-        if self.on_gpu:
-            return {"norm": Buffer((1,))}
+    def buffers_gpu(self, ctx):
+        return {"norm": Buffer((1,))}
+
+    def buffers_cpu(self, ctx):
         n = self.outer * self.inner
         return {"term": Buffer((n,)), "tmp": Buffer((n,)), "code": Buffer((n,), np.int64),
                 "valid": Buffer((n,), np.bool_)}

@@ -58,9 +58,10 @@ class Softmax(Layer):
         self.shape3 = (outer, c, inner)
         return [bottom_shapes[0]]
 
-    def buffers(self):
-        if self.on_gpu:  # softmax.cu needs no buffer
-            return {}
+    def buffers_gpu(self, ctx):
+        return {}  # softmax.cu needs no buffer
+
+    def buffers_cpu(self, ctx):
         outer, _, inner = self.shape3
         return {"scale": Buffer((outer, 1, inner))}
 

@@ -90,11 +90,12 @@ class SoftmaxWithLoss(Layer):
         self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
         return [(), bottom_shapes[0]][:count_tops(self)]
 
-    def buffers(self):
+    def buffers_gpu(self, ctx):  # softmax_loss.cu keeps the probabilities, label codes, normalizer
+        return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
+                "norm": Buffer((1,))}
+
+    def buffers_cpu(self, ctx):
         outer, _, inner = self.shape3
-        if self.on_gpu:  # softmax_loss.cu keeps the probabilities, label codes and normalizer
-            return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
-                    "norm": Buffer((1,))}
         return {"prob": Buffer(self.shape3), "scale": Buffer((outer, 1, inner)),
                 "norm": Buffer((1,)),  # the GPU pass's normalizer, from forward to backward
                 **label_buffers(self.shape3)}

@@ -28,11 +28,11 @@ class Swish(Neuron):
     backward_reads_bottom = False
     backward_reads_top = True
 
-    def scratch(self):
-        bufs = self.scratch_if_cpu(backward_only=("factor",))
-        if not (self.on_gpu and self.forward_only):  # the CPU's forward needs it as scratch
-            bufs["sigmoid"] = Buffer(self.top_shapes[0])
-        return bufs
+    def scratch_cpu(self, ctx):  # the forward needs the sigmoid as scratch
+        return {**self.top_scratch(ctx, backward_only=("factor",)), "sigmoid": Buffer(self.top_shapes[0])}
+
+    def scratch_gpu(self, ctx):
+        return {} if ctx.forward_only else {"sigmoid": Buffer(self.top_shapes[0])}
 
     def forward_cpu(self, io: StepIO):
         x, s = io.bottom[0], io.buf["sigmoid"]

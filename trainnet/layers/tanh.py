@@ -25,8 +25,8 @@ class TanH(Neuron):
     backward_reads_bottom = False
     backward_reads_top = True
 
-    def scratch(self):
-        return self.scratch_if_cpu(backward_only=("factor",))
+    def scratch_cpu(self, ctx):
+        return self.top_scratch(ctx, backward_only=("factor",))
 
     def forward_cpu(self, io: StepIO):
         np.tanh(io.bottom[0], out=io.top[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from trainnet.layers.base import StepContext
 from trainnet.netcfg.common import NetState
 from trainnet.netcfg.net import NetConfig
 from trainnet.plan.backward import mark_backward
@@ -24,7 +27,8 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     runs no layer in place that the config does not, ``fuse=False`` folds no layer into another
     (no ReLU into its producer, no Scale into its BatchNorm; all three for debugging).
     ``gpu=True`` compiles for a GPU Net: the layers' buffers are then those of their GPU passes,
-    and only a GPU Net runs the plan."""
+    and only a GPU Net runs the plan.  What the passes decide for a step reaches its layer as the
+    step's frozen ``ctx``; no pass sets anything on a layer."""
     state = NetState(phase=phase, level=cfg.state.level if level is None else level,
                      stage=cfg.state.stage if stages is None else stages)
     layers = filter_layers(cfg.layer, state)
@@ -34,18 +38,15 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     written = {l.name for l in layers}
     layers = insert_splits(layers, loss_weighted_tops(layers))
     steps, blobs = infer_shapes(layers, phase, cfg.file)
-    for s in steps:
-        s.inserted = s.name not in written  # a split the compiler added, not the user's own
+    # a split the compiler added is marked, not the user's own
+    steps = [replace(s, inserted=s.name not in written) for s in steps]
     backward = (phase == "TRAIN") if backward is None else backward
     if backward:
         mark_backward(steps, cfg.force_backward, cfg.file)
     else:
-        for s in steps:
-            s.propagate_down = [False] * len(s.bottoms)
-            s.frozen = [True] * len(s.layer.param_blobs())
-    for s in steps:
-        s.layer.forward_only = not s.need_backward
-        s.layer.on_gpu = gpu
+        steps = [replace(s, propagate_down=[False] * len(s.bottoms),
+                         frozen=[True] * len(s.layer.param_blobs())) for s in steps]
+    steps = [replace(s, ctx=StepContext(forward_only=not s.need_backward, gpu=gpu)) for s in steps]
     aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
     if fuse:
         steps = fuse_layers(steps)

@@ -37,8 +37,8 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool) -> d
                 or source.layer.is_data or blobs[b].shape != blobs[t].shape
                 or any(w != 0 for w in s.loss_weights)):
             continue
-        if backward and ((source.need_backward and source.layer.backward_reads_top)
-                         or (s.need_backward and layer.backward_reads_bottom)):
+        if backward and ((source.need_backward and source.layer.reads_top(source.ctx))
+                         or (s.need_backward and layer.reads_bottom(s.ctx))):
             continue
         s.tops = [b]
         del blobs[t]

@@ -59,10 +59,10 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             # the user fills an Input's blobs before the pass starts
             touch(data, t, 0 if layer.filled_by_user else s.index)
         if backward and s.need_backward:
-            if layer.backward_reads_bottom:
+            if layer.reads_bottom(s.ctx):
                 for b in s.bottoms:
                     touch(data, b, bwd(s.index))
-            if layer.backward_reads_top:
+            if layer.reads_top(s.ctx):
                 for t in s.tops:
                     touch(data, t, bwd(s.index))
             for t in s.tops:
@@ -70,7 +70,7 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             for b, p in zip(s.bottoms, s.propagate_down):
                 if p:
                     touch(diff, b, bwd(s.index))
-        for name, buf in layer.buffers().items():
+        for name, buf in s.buffer_decls().items():
             last = bwd(s.index) if (backward and s.need_backward) else s.index
             start, stop = (0, end_of_time) if buf.keep else (s.index, last)
             intervals.append(Interval(("buf", s.index, name), _size(buf.shape, buf.dtype), start, stop))
@@ -187,7 +187,7 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             blobs[iv.key[1]].diff = Region(iv.offset, blobs[iv.key[1]].shape)
         else:
             step = steps[iv.key[1]]
-            buf = step.layer.buffers()[iv.key[2]]
+            buf = step.buffer_decls()[iv.key[2]]
             step.buffers[iv.key[2]] = Region(iv.offset, tuple(buf.shape), buf.dtype)
     blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals if iv.key[0] != "buf"]
     return {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in intervals),

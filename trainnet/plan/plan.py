@@ -102,15 +102,22 @@ class Step:
 
     def param_blobs(self) -> list[ParamBlob]:
         """The parameter blobs the step binds, in order (see ``param_owners``)."""
-        return self.layer.param_blobs()
+        return self.layer.param_blobs() + [b for s in self.absorbed for b in s.layer.param_blobs()]
+
+    def flops(self) -> int:
+        """The step's forward flops, those of the layers folded into it included."""
+        return self.layer.flops() + sum(s.layer.flops() for s in self.absorbed)
+
+    def buffer_decls(self) -> dict:
+        """The layer's private buffers for this step (as the context decides them)."""
+        return self.layer.buffers(self.ctx)
 
     def param_owners(self) -> list[tuple["Step", int]]:
         """Each parameter blob of this step's layer as (the step that declares it, its index
         there): the step's own, then those of the steps folded into it (a Scale folded into a
         BatchNorm keeps its blobs, named after it, with its own lr_mult and decay_mult)."""
         folded = [(s, j) for s in self.absorbed for j in range(len(s.layer.param_blobs()))]
-        own = len(self.layer.param_blobs()) - len(folded)
-        return [(self, j) for j in range(own)] + folded
+        return [(self, j) for j in range(len(self.layer.param_blobs()))] + folded
 
 
 @dataclass

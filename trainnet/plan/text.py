@@ -51,7 +51,7 @@ def format_plan(plan: Plan) -> str:
         tops = ", ".join(f"{t} {'x'.join(map(str, plan.blobs[t].shape)) or 'scalar'}" for t in s.tops)
         count = sum(plan.params[u.slot].count for u in s.params)
         rows.append((str(s.index), s.name, s.type, tops, human_count(count),
-                     human_count(s.layer.flops()), "; ".join(_notes(plan, s))))
+                     human_count(s.flops()), "; ".join(_notes(plan, s))))
     header = ("#", "layer", "type", "tops", "params", "flops", "notes")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     right = {0, 4, 5}
@@ -61,7 +61,7 @@ def format_plan(plan: Plan) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     lines += [row(header), "-" * len(row(header))] + [row(r) for r in rows]
-    total_flops = sum(s.layer.flops() for s in plan.steps)
+    total_flops = sum(s.flops() for s in plan.steps)
     lines += ["",
               f"parameters:        {plan.param_count:,} ({human_bytes(4 * plan.param_count)})"
               + (f", {plan.learned_count:,} learned" if plan.learned_count != plan.param_count
