@@ -26,8 +26,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <sys/mman.h>
-#if !defined(__x86_64__)
-#include <ucontext.h>
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+#else
+#include <ucontext.h>  // other machines: portable, slower (two system calls a switch)
 #endif
 
 #define EMU_HIDDEN __attribute__((visibility("hidden")))
@@ -46,7 +48,7 @@ extern "C" char emu_library_base[] __asm__("__ehdr_start") __attribute__((visibi
 namespace emu {
 
 // --- fibers ---------------------------------------------------------------------------------
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
 // emu_switch(&save, to): pushes the callee-saved registers and the FP control words, saves the
 // stack pointer to *save, loads `to` and pops that context's.  No system call (swapcontext
 // makes two), so a block of 64 threads costs microseconds.
@@ -68,7 +70,7 @@ const int MAX_PENDING = 4096;
 
 struct Fiber {
     char* stack;
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
     void* sp;
 #else
     ucontext_t ctx;
@@ -92,7 +94,7 @@ struct Pending {  // two writers of one word in one epoch: the same value, or a 
 
 struct State {
     Fiber fibers[MAX_THREADS];
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
     void* main_sp;
 #else
     ucontext_t main_ctx;
@@ -195,7 +197,7 @@ EMU_NOSAN inline void close_epoch() {
 }
 
 EMU_RUNTIME void to_main() {
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
     emu_switch(&state.fibers[state.current].sp, state.main_sp);
 #else
     swapcontext(&state.fibers[state.current].ctx, &state.main_ctx);
@@ -210,13 +212,15 @@ EMU_RUNTIME void fiber_main() {
 }
 
 EMU_NOSAN inline void start(Fiber& f) {
-    if (!f.stack) {
-        void* m = mmap(nullptr, STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED) abort();
-        f.stack = (char*)m;
+    if (!f.stack) {  // a guard page below the stack: an overflow faults, it never corrupts
+        const size_t guard = 65536;
+        void* m = mmap(nullptr, STACK + guard, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED || mprotect(m, guard, PROT_NONE) != 0) abort();
+        f.stack = (char*)m + guard;
     }
     f.done = f.waiting = false;
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
     // the frame emu_switch pops: FP control words, six registers, then a "return" into
     // fiber_main with the stack aligned as after a call
     uint64_t* sp = (uint64_t*)(f.stack + STACK - 64) - 9;
@@ -241,7 +245,7 @@ EMU_NOSAN inline void start(Fiber& f) {
 EMU_RUNTIME void resume(int t) {
     state.current = t;
     threadIdx.x = (unsigned)t;
-#if defined(__x86_64__)
+#if defined(EMU_ASM_SWITCH)
     emu_switch(&state.main_sp, state.fibers[t].sp);
 #else
     swapcontext(&state.main_ctx, &state.fibers[t].ctx);
