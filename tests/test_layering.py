@@ -58,11 +58,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "below netcfg: owner of layers/",
     ("trainnet/netcfg/net.py", "trainnet.zoo.registry"):
         "part 2, netcfg->zoo (zoo:NAME resolved in load_net): resolve it in zoo/cli",
-    ("trainnet/netcfg/solver.py", "trainnet.solver.update"):
-        "part 2, netcfg->solver (the solver type and its check, e.g. AdaGrad refusing momentum, "
-        "looked up in parse_solver): declare the types and their checks in netcfg as "
-        "netcfg/lr_policies.py does for lr_policy, registering the rules against them in "
-        "solver/update.py (its owner)",
 }
 
 

@@ -15,9 +15,10 @@ from trainnet.netcfg import load_solver, load_solver_text
 from trainnet.netcfg.solver import SolverConfig
 from trainnet.solver import snapshot as snap
 from trainnet.netcfg.lr_policies import POLICIES
+from trainnet.netcfg.solver_types import TYPES as SOLVER_TYPES
 from trainnet.solver.lr_policy import RATES, learning_rate
 from trainnet.solver.solver import Solver
-from trainnet.solver.update import SGD
+from trainnet.solver.update import RULES, SGD
 from trainnet.solver.weights import FINETUNE, load_weights
 
 
@@ -49,6 +50,10 @@ def test_lr_policies(kw, it, expected):
 
 def test_every_declared_policy_has_a_rate():
     assert RATES.names() == POLICIES.names()
+
+
+def test_every_declared_solver_type_has_a_rule():
+    assert RULES.names() == SOLVER_TYPES.names()
 
 
 def test_policy_needs_its_fields():

@@ -13,6 +13,7 @@ from trainnet.netcfg.kind import refuse_other_kind
 from trainnet.netcfg.lr_policies import POLICIES, check_policy
 from trainnet.netcfg.net import NetConfig, parse_net
 from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file, read_solver
+from trainnet.netcfg.solver_types import TYPES, check_solver_type
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
 
 IntList = Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list)]
@@ -167,14 +168,12 @@ def parse_solver(data: Any, src: SourceMap) -> SolverConfig:
         raise src.error(("test_iter",), f"gives {_count(len(cfg.test_iter), 'test net')} but "
                         "test_interval is 0, so none would ever run: set test_interval (Caffe "
                         "requires it > 0 when there are test nets)")
-    from trainnet.solver.update import update_rule
-
-    for key, lookup in (("lr_policy", POLICIES.__getitem__), ("type", update_rule)):
+    for key, table in (("lr_policy", POLICIES), ("type", TYPES)):
         try:
-            lookup(getattr(cfg, key))
+            table[getattr(cfg, key)]
         except KeyError as exc:
             raise src.error((key,), exc.args[0]) from None
-    for key, check in (("lr_policy", check_policy), ("type", update_rule(cfg.type).check)):
+    for key, check in (("lr_policy", check_policy), ("type", check_solver_type)):
         try:
             check(cfg)
         except ValueError as exc:
