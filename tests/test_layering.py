@@ -118,8 +118,9 @@ def backward_imports(root: Path = PACKAGE) -> dict[tuple[str, str], list[int]]:
                 raise AssertionError(f"{path}:{line}: imports {module}, of a package the declared "
                                      f"order lacks ({theirs}): place it in ORDER")
             if LEVEL[theirs] > LEVEL[mine]:
-                key = (str(path.relative_to(PACKAGE.parent)), module)
-                out.setdefault(key, []).append(line)
+                lines = out.setdefault((str(path.relative_to(PACKAGE.parent)), module), [])
+                if line not in lines:  # one line may import several names of the module
+                    lines.append(line)
     return out
 
 
