@@ -9,6 +9,8 @@ label bottoms cut the gradient.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from trainnet.plan.plan import Step
 
 
@@ -19,26 +21,30 @@ def _lr_mults(step: Step) -> list[float]:
 
 
 def mark_backward(steps: list[Step], force_backward: bool = False,
-                  file: str | None = None) -> None:
+                  file: str | None = None) -> list[Step]:
+    """New steps with ``need_backward``, ``propagate_down`` and ``frozen`` decided."""
     needs_grad: dict[str, bool] = {}
+    need: list[bool] = []
+    propagate: list[list[bool]] = []
     for step in steps:
         layer = step.layer
         allowed = step.cfg.propagate_down or [True] * len(step.bottoms)
-        step.propagate_down = [
+        propagate.append([
             bool(allowed[j] and layer.has_backward and j not in layer.no_grad_bottoms
                  and (needs_grad.get(b, False) or force_backward))
-            for j, b in enumerate(step.bottoms)]
+            for j, b in enumerate(step.bottoms)])
         learnable = any(m != 0 for m in _lr_mults(step))
-        step.need_backward = layer.has_backward and not layer.is_data and (
-            any(step.propagate_down) or learnable or force_backward)
+        need.append(layer.has_backward and not layer.is_data and (
+            any(propagate[-1]) or learnable or force_backward))
         for t in step.tops:
-            needs_grad[t] = step.need_backward
+            needs_grad[t] = need[-1]
 
     # From the end: only what feeds a loss, and whose gradient someone propagates, runs backward.
     under_loss: set[str] = set()
     cut: set[str] = set()  # blobs whose consumer takes no gradient for them
     wanted: set[str] = set()  # blobs a loss would take a gradient for, as configured
-    for step in reversed(steps):
+    for i in reversed(range(len(steps))):
+        step = steps[i]
         contributes = force_backward or any(w != 0 for w in step.loss_weights) or \
             any(t in under_loss for t in step.tops)
         all_cut = bool(step.tops) and all(t in cut for t in step.tops) and \
@@ -46,16 +52,17 @@ def mark_backward(steps: list[Step], force_backward: bool = False,
         if not force_backward:
             _refuse_missing_backward(step, needs_grad, wanted, file)
         if not contributes or all_cut:
-            step.need_backward = False
-        if not step.need_backward:
-            step.propagate_down = [False] * len(step.bottoms)
+            need[i] = False
+        if not need[i]:
+            propagate[i] = [False] * len(step.bottoms)
         for j, b in enumerate(step.bottoms):
             if contributes:
                 under_loss.add(b)
-            if not step.propagate_down[j]:
+            if not propagate[i][j]:
                 cut.add(b)
-    for step in steps:
-        step.frozen = [not step.need_backward or m == 0 for m in _lr_mults(step)]
+    return [replace(s, need_backward=n, propagate_down=down,
+                    frozen=[not n or m == 0 for m in _lr_mults(s)])
+            for s, n, down in zip(steps, need, propagate)]
 
 
 def _refuse_missing_backward(step: Step, needs_grad: dict[str, bool], wanted: set[str],

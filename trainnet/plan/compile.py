@@ -42,17 +42,17 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     steps = [replace(s, inserted=s.name not in written) for s in steps]
     backward = (phase == "TRAIN") if backward is None else backward
     if backward:
-        mark_backward(steps, cfg.force_backward, cfg.file)
+        steps = mark_backward(steps, cfg.force_backward, cfg.file)
     else:
         steps = [replace(s, propagate_down=[False] * len(s.bottoms),
                          frozen=[True] * len(s.layer.param_blobs())) for s in steps]
     steps = [replace(s, ctx=StepContext(forward_only=not s.need_backward, gpu=gpu)) for s in steps]
-    aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else {}
+    steps, aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else (steps, {})
     if fuse:
         steps = fuse_layers(steps)
-    slots, param_arena, shadow = layout_params(steps, cfg.file)
+    steps, slots, param_arena, shadow = layout_params(steps, cfg.file)
     seeds = diff_seeds(steps) if backward else {}
-    memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
+    steps, memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],

@@ -13,6 +13,7 @@ update leaves it as forward wrote it; a non-zero lr_mult for it is refused, as i
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from trainnet.layers.fillers import check as check_filler
 from trainnet.netcfg.common import ParamSpec
@@ -25,7 +26,11 @@ def aligned(n: int) -> int:
     return (n + ALIGN_ELEMS - 1) // ALIGN_ELEMS * ALIGN_ELEMS
 
 
-def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot], int, int]:
+def layout_params(steps: list[Step],
+                  file: str | None) -> tuple[list[Step], list[ParamSlot], int, int]:
+    """New steps, each with its ``params`` (its views of the slots); the slots, and the elements
+    of the main layout and of the shadow gradients."""
+    out: list[Step] = []
     slots: list[ParamSlot] = []
     by_name: dict[str, int] = {}
     offset = shadow = 0
@@ -70,5 +75,5 @@ def layout_params(steps: list[Step], file: str | None) -> tuple[list[ParamSlot],
             uses.append(ParamUse(len(slots), frozen))
             slots.append(slot)
             offset += aligned(slot.count)
-        step.params = uses
-    return slots, offset, shadow
+        out.append(replace(step, params=uses))
+    return out, slots, offset, shadow
