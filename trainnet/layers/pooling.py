@@ -20,56 +20,14 @@ bit, ties included; it needs neither the padded copy nor the masks.
 from __future__ import annotations
 
 import itertools
-from typing import Literal, Optional
 
 import numpy as np
-from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register, spatial_pair
-from trainnet.netcfg.common import Strict
+from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register
+from trainnet.layers.pool_geometry import FLT_MAX, PoolingParams, clip_tap, window_geometry
 from trainnet.runtime.kernels import kernel_source
 
 KERNELS = kernel_source(__file__)
-
-UInt = Optional[int]
-FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's initial max and padding, in any dtype
-
-
-class PoolingParams(Strict):
-    pool: Literal["MAX", "AVE", "STOCHASTIC"] = "MAX"
-    pad: int = Field(0, ge=0)
-    pad_h: UInt = Field(None, ge=0)
-    pad_w: UInt = Field(None, ge=0)
-    kernel_size: UInt = Field(None, ge=1)
-    kernel_h: UInt = Field(None, ge=1)
-    kernel_w: UInt = Field(None, ge=1)
-    stride: int = Field(1, ge=1)
-    stride_h: UInt = Field(None, ge=1)
-    stride_w: UInt = Field(None, ge=1)
-    engine: Literal["DEFAULT", "CAFFE", "CUDNN"] = "DEFAULT"  # accepted, ignored
-    global_pooling: bool = False
-    round_mode: Literal["CEIL", "FLOOR"] = "CEIL"
-
-
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, padded: bool) -> int:
-    """Caffe's output size; when either pad is > 0 a last window that would start inside the
-    padding is dropped."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if padded and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _clip(tap: int, pad: int, stride: int, size: int, out: int) -> Optional[tuple[slice, slice]]:
-    """For one kernel tap along one axis: the outputs whose window puts that tap inside the
-    ``size`` input cells, and those input cells, as slices (None if there are none)."""
-    lo = max(0, -(-(pad - tap) // stride))
-    hi = min(out, (size - 1 + pad - tap) // stride + 1)
-    if hi <= lo:
-        return None
-    start = lo * stride + tap - pad
-    return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)
 
 
 @register("Pooling")
@@ -86,35 +44,7 @@ class Pooling(Layer):
         if len(shape) != 4:
             raise self.error(f"expects a 4-D NCHW bottom, got {len(shape)}-D {shape}")
         N, C, H, W = shape
-        given = p.model_fields_set
-        try:
-            if p.global_pooling:
-                if p.kernel_size is not None or p.kernel_h is not None or p.kernel_w is not None:
-                    raise ValueError("global_pooling takes the kernel from the bottom; "
-                                     "do not give kernel_size or kernel_h/kernel_w")
-                kh, kw = H, W
-            else:
-                kh, kw = spatial_pair([] if p.kernel_size is None else [p.kernel_size],
-                                      p.kernel_h, p.kernel_w, 0, "kernel")
-            ph, pw = spatial_pair([p.pad] if "pad" in given else [], p.pad_h, p.pad_w, 0, "pad")
-            sh, sw = spatial_pair([p.stride] if "stride" in given else [], p.stride_h, p.stride_w,
-                                  1, "stride")
-        except ValueError as e:
-            raise self.error(str(e)) from None
-        if p.global_pooling and (ph, pw, sh, sw) != (0, 0, 1, 1):
-            raise self.error("global_pooling requires pad 0 and stride 1")
-        if kh == 0 or kw == 0:  # the schema rejects zeros; 0 here means "not given"
-            raise self.error("kernel_size (or kernel_h and kernel_w) is required and must be > 0")
-        if ph >= kh or pw >= kw:
-            raise self.error(f"pad {ph}x{pw} must be smaller than the kernel {kh}x{kw}")
-        if kh > H + 2 * ph or kw > W + 2 * pw:
-            raise self.error(f"kernel {kh}x{kw} is larger than the padded input "
-                             f"{H + 2 * ph}x{W + 2 * pw}")
-        ceil, padded = p.round_mode == "CEIL", ph > 0 or pw > 0
-        Ho, Wo = pooled_size(H, kh, ph, sh, ceil, padded), pooled_size(W, kw, pw, sw, ceil, padded)
-        if (Ho - 1) * sh - ph >= H or (Wo - 1) * sw - pw >= W:  # Caffe would output NaN/-FLT_MAX
-            raise self.error(f"kernel {kh}x{kw} with stride {sh}x{sw} makes a last window that starts "
-                             f"outside the {H}x{W} input; use round_mode FLOOR")
+        Ho, Wo, kh, kw, ph, pw, sh, sw = window_geometry(self, shape)
         self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
         self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = kh, kw, ph, pw, sh, sw
         # Room for every window, ceil-rounded ones included, around the bottom.
@@ -165,8 +95,8 @@ class Pooling(Layer):
         """(top cells, cells of the unpadded bottom ``x``) of each tap in row-major order, both
         clipped to the windows in which that tap falls inside ``x``; taps that never do are left
         out."""
-        rows = [_clip(i, self.ph, self.sh, self.H, self.Ho) for i in range(self.kh)]
-        cols = [_clip(j, self.pw, self.sw, self.W, self.Wo) for j in range(self.kw)]
+        rows = [clip_tap(i, self.ph, self.sh, self.H, self.Ho) for i in range(self.kh)]
+        cols = [clip_tap(j, self.pw, self.sw, self.W, self.Wo) for j in range(self.kw)]
         for r in rows:
             for c in cols:
                 if r and c:
