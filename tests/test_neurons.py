@@ -278,9 +278,9 @@ def test_configured_in_place_matches_out_of_place(type_name, params, x, kink, rt
     ref.top_diff[0][...] = dy
     ref_layer.backward(ref, CPU)
 
-    layer = build_in_place(type_name, params, x.shape)
-    assert ("bottom" in layer.buffers()) == layer.backward_reads_bottom
-    io = make_io(layer, [x.copy()], params=[p.copy() for p in ref.params])
+    layer, ctx = build_in_place(type_name, params, x.shape), StepContext(in_place=True)
+    assert ("bottom" in layer.buffers(ctx)) == layer.backward_reads_bottom
+    io = make_io(layer, [x.copy()], params=[p.copy() for p in ref.params], ctx=ctx)
     io.top, io.top_diff = io.bottom, io.bottom_diff
     layer.forward(io, CPU)
     np.testing.assert_array_equal(io.top[0], ref.top[0])

@@ -102,10 +102,11 @@ def test_in_place_keeps_a_copy_of_x(bias_term):
     x, dy = rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4, 2))
     plain = build("Scale", {"bias_term": bias_term}, [x.shape])
     layer = in_place_scale({"bias_term": bias_term}, x.shape)
-    assert layer.in_place and "bottom" in layer.buffers() and not plain.buffers()
+    in_place_ctx = StepContext(in_place=True)
+    assert "bottom" in layer.buffers(in_place_ctx) and not plain.buffers()
     runs = []
     for lay, in_place in ((plain, False), (layer, True)):
-        io = make_io(lay, [x.copy()], seed=4)
+        io = make_io(lay, [x.copy()], seed=4, ctx=StepContext(in_place=in_place))
         if in_place:
             io.top, io.top_diff = io.bottom, io.bottom_diff
         lay.forward(io, CPU)
@@ -115,7 +116,7 @@ def test_in_place_keeps_a_copy_of_x(bias_term):
     for want, got in zip(runs[0], runs[1]):
         for w, g in zip(want if isinstance(want, list) else [want], got if isinstance(got, list) else [got]):
             np.testing.assert_array_equal(g, w)
-    assert not layer.buffers(StepContext(forward_only=True))
+    assert not layer.buffers(StepContext(forward_only=True, in_place=True))
 
 
 IN_PLACE_NET = """
@@ -168,7 +169,7 @@ def test_gpu_parity_in_place(gpu_device):
     rng = np.random.default_rng(7)
     layer = in_place_scale({"bias_term": True}, (2, 3, 4))
     x, dy = (rng.normal(size=(2, 3, 4)).astype(np.float32) for _ in range(2))
-    cpu = make_io(layer, [x])
+    cpu = make_io(layer, [x], ctx=StepContext(in_place=True))
     cpu.params = [p.astype(np.float32) for p in cpu.params]
     cpu.param_diff = [np.zeros_like(p) for p in cpu.params]
     gpu = gpu_io(layer, gpu_device, cpu, 0)

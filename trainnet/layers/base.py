@@ -63,13 +63,15 @@ class StepContext:
     """What the plan decided for one step, given to its layer rather than set on it: whether a
     backward runs (``forward_only``: keep nothing for it, bound scratch instead), the device
     kind (``gpu``: declare the GPU pass's buffers), an in-place ReLU folded into the layer's
-    epilogue (``fused_relu``: its backward masks the top gradient by ``top > 0`` first) and the
-    layers folded into the step (``folded``: a Scale into its BatchNorm)."""
+    epilogue (``fused_relu``: its backward masks the top gradient by ``top > 0`` first), the
+    layers folded into the step (``folded``: a Scale into its BatchNorm) and whether its top is
+    its bottom's memory (``in_place``: configured so, or made so by the compiler)."""
 
     forward_only: bool = False
     gpu: bool = False
     fused_relu: bool = False
     folded: tuple["Layer", ...] = ()
+    in_place: bool = False
 
 
 NO_PLAN = StepContext()  # a layer run outside a plan (tests): full forward and backward, CPU

@@ -35,10 +35,8 @@ class Neuron(Layer):
         return self.count
 
     def keeps_bottom(self, ctx: StepContext) -> bool:
-        """Configured in place while backward reads the bottom: forward saves a copy of it."""
-        cfg = self.common
-        in_place = cfg is not None and list(cfg.bottom) == list(cfg.top)
-        return in_place and self.backward_reads_bottom and not ctx.forward_only
+        """In place while backward reads the bottom: forward saves a copy of it."""
+        return ctx.in_place and self.backward_reads_bottom and not ctx.forward_only
 
     def scratch_cpu(self, ctx: StepContext) -> dict[str, Buffer]:
         """The type's own buffers for its CPU pass."""

@@ -53,20 +53,14 @@ class Scale(Layer):
         self.axis = 0 if not self.shape else self.p.axis % len(x)
         return [x]
 
-    @property
-    def in_place(self) -> bool:
-        """Configured to overwrite its bottom: forward keeps a copy of ``x`` for backward."""
-        cfg = self.common
-        return cfg is not None and bool(cfg.top) and cfg.top[0] == cfg.bottom[0]
-
     def param_blobs(self):
         blobs = [ParamBlob(self.shape, self.p.filler)] if self.learned else []
         if self.p.bias_term:
             blobs.append(ParamBlob(self.shape, self.p.bias_filler))
         return blobs
 
-    def buffers_cpu(self, ctx):
-        if self.in_place and not ctx.forward_only:
+    def buffers_cpu(self, ctx):  # in place, forward keeps a copy of ``x`` for backward
+        if ctx.in_place and not ctx.forward_only:
             return {"bottom": Buffer(self.bottom_shapes[0])}
         return {}
 

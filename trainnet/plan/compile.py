@@ -50,6 +50,7 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     steps, aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else (steps, {})
     if fuse:
         steps = fuse_layers(steps)
+    steps = [replace(s, ctx=replace(s.ctx, in_place=bool(s.in_place))) for s in steps]
     steps, slots, param_arena, shadow = layout_params(steps, cfg.file)
     seeds = diff_seeds(steps) if backward else {}
     steps, memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
