@@ -869,6 +869,26 @@ def test_fuse_folds_an_in_place_relu_into_its_producer():
     assert "fused relu1" in format_plan(plan)
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_the_passes_set_nothing_on_a_layer(phase, gpu):
+    """What the plan decides for a step (forward-only, device, a fused ReLU, a folded Scale, in
+    place) is the step's frozen context: every layer keeps exactly what its constructor set."""
+    from test_fuse_bn import IN_PLACE
+
+    plan = compile_net(load_net_text(IN_PLACE, "n.yaml"), phase, gpu=gpu)
+    bn = plan.step("bn_conv1")
+    assert bn.ctx.folded and bn.ctx.fused_relu and bn.ctx.gpu == gpu and bn.ctx.in_place
+    assert bn.ctx.forward_only == (phase == "TEST")
+    for step in plan.steps + [a for s in plan.steps for a in s.absorbed]:
+        layer = step.layer
+        fresh = type(layer)(layer.name, layer.p, layer.phase, layer.bottom_shapes,
+                            common=layer.common, data_root=layer.data_root)
+        assert vars(layer).keys() == vars(fresh).keys(), step.name
+    with pytest.raises(AttributeError):
+        bn.ctx.fused_relu = False  # frozen
+
+
 @pytest.mark.parametrize("change", [
     ("{name: relu1, type: ReLU, bottom: ip1, top: ip1}",
      "{name: relu1, type: ReLU, bottom: ip1, top: ip1, negative_slope: 0.1}"),   # a leaky ReLU
