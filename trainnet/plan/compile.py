@@ -47,13 +47,16 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
         steps = [replace(s, propagate_down=[False] * len(s.bottoms),
                          frozen=[True] * len(s.layer.param_blobs())) for s in steps]
     steps = [replace(s, ctx=StepContext(forward_only=not s.need_backward, gpu=gpu)) for s in steps]
-    steps, aliases = run_in_place(steps, blobs, backward) if in_place and reuse_memory else (steps, {})
+    if in_place and reuse_memory:
+        steps, blobs, aliases = run_in_place(steps, blobs, backward)
+    else:
+        aliases = {}
     if fuse:
         steps = fuse_layers(steps)
     steps = [replace(s, ctx=replace(s.ctx, in_place=bool(s.in_place))) for s in steps]
     steps, slots, param_arena, shadow = layout_params(steps, cfg.file)
     seeds = diff_seeds(steps) if backward else {}
-    steps, memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
+    steps, blobs, memory = assign_memory(steps, blobs, backward, seeds, reuse_memory)
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],

@@ -15,9 +15,9 @@ from trainnet.plan.plan import Blob, Step
 
 
 def run_in_place(steps: list[Step], blobs: dict[str, Blob],
-                 backward: bool) -> tuple[list[Step], dict[str, str]]:
-    """New steps, and the aliases (old top name -> blob name); drops the renamed tops from
-    ``blobs``.  A renamed top is renamed in the later steps as the walk reaches them (one pass,
+                 backward: bool) -> tuple[list[Step], dict[str, Blob], dict[str, str]]:
+    """New steps, the blobs without the renamed tops, and the aliases (old top name -> blob
+    name).  A renamed top is renamed in the later steps as the walk reaches them (one pass,
     not a rewrite of every later step per renaming)."""
     aliases: dict[str, str] = {}
     producer: dict[str, Step] = {}
@@ -28,6 +28,7 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob],
         for t in s.tops:
             producer.setdefault(t, s)
     out: list[Step] = []
+    blobs = dict(blobs)
     for s in steps:
         if aliases:
             s = replace(s, bottoms=[aliases.get(x, x) for x in s.bottoms],
@@ -44,7 +45,7 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob],
         while new in aliases:
             new = aliases[new]
         aliases[old] = new
-    return out, aliases
+    return out, blobs, aliases
 
 
 def _may_overwrite(s: Step, producer: dict[str, Step], readers: dict[str, int],

@@ -175,23 +175,25 @@ def _add_range(ranges: tuple[list[int], list[int]], lo: int, hi: int) -> None:
 
 
 def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                  seeds: dict[str, float], reuse: bool = True) -> tuple[list[Step], dict[str, int]]:
-    """Fill in every blob's Regions; returns new steps with their buffers' Regions, and the
-    arena size and, for reports, the bytes of blobs (activations and their gradients) alone,
-    packed with and without reuse."""
+                  seeds: dict[str, float],
+                  reuse: bool = True) -> tuple[list[Step], dict[str, Blob], dict[str, int]]:
+    """New steps with their buffers' Regions, new blobs with theirs, and the arena size and, for
+    reports, the bytes of blobs (activations and their gradients) alone, packed with and without
+    reuse."""
     intervals = live_intervals(steps, blobs, backward, seeds)
     size = pack(intervals, reuse)
     buffers: dict[int, dict[str, Region]] = {}
+    regions: dict[tuple[str, str], Region] = {}  # (blob, "data" or "diff")
     for iv in intervals:
         kind = iv.key[0]
-        if kind == "data":
-            blobs[iv.key[1]].data = Region(iv.offset, blobs[iv.key[1]].shape)
-        elif kind == "diff":
-            blobs[iv.key[1]].diff = Region(iv.offset, blobs[iv.key[1]].shape)
+        if kind in ("data", "diff"):
+            regions[iv.key[1], kind] = Region(iv.offset, blobs[iv.key[1]].shape)
         else:
             buf = steps[iv.key[1]].buffer_decls()[iv.key[2]]
             buffers.setdefault(iv.key[1], {})[iv.key[2]] = Region(iv.offset, tuple(buf.shape), buf.dtype)
     steps = [replace(s, buffers=buffers.get(s.index, {})) for s in steps]
+    blobs = {name: replace(b, data=regions.get((name, "data")), diff=regions.get((name, "diff")))
+             for name, b in blobs.items()}
     blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals if iv.key[0] != "buf"]
-    return steps, {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in intervals),
+    return steps, blobs, {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in intervals),
             "blobs": pack(blob_ivs, reuse), "blobs_no_reuse": sum(iv.nbytes for iv in blob_ivs)}
