@@ -63,7 +63,7 @@ asm(".text\n.p2align 4\n.globl emu_switch\n.hidden emu_switch\n.type emu_switch,
     "  ret\n.size emu_switch, .-emu_switch\n");
 #endif
 
-const size_t STACK = 1 << 20;  // per CUDA thread; the kernel maps pages as they are touched
+const size_t STACK = 256 << 10;  // per CUDA thread (pages are mapped as they are touched)
 const int MAX_THREADS = 1024;
 const int MULTI = -2;          // more than one thread read the word in this epoch
 const int MAX_PENDING = 4096;
