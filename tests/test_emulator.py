@@ -66,6 +66,18 @@ extern "C" __global__ void any_negative(int* out, const float* x) {
 }
 """
 
+# every thread adds into one shared word: atomics, no race
+ATOMIC = HEADER + """
+extern "C" __global__ void count(float* out) {
+    __shared__ float total;
+    if (threadIdx.x == 0) total = 0.0f;
+    __syncthreads();
+    atomicAdd(&total, 1.0f);
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x] = total;
+}
+"""
+
 DIVERGENT = HEADER + """
 extern "C" __global__ void halves(float* y) {
     if (threadIdx.x < blockDim.x / 2) return;
@@ -143,6 +155,12 @@ def test_threads_writing_one_shared_word_race_only_with_different_values(tmp_pat
     with pytest.raises(EmulationError, match=r"kernel any_negative .*write different values"):
         EmulatedBackend().launch_blocks(source(tmp_path, FLAG, VALUE="(int)threadIdx.x"),
                                         "any_negative", 1, THREADS, out, x)
+
+
+def test_atomics_on_one_shared_word_are_no_race(tmp_path):
+    out = np.zeros(3, np.float32)
+    EmulatedBackend().launch_blocks(source(tmp_path, ATOMIC), "count", 3, THREADS, out)
+    np.testing.assert_array_equal(out, THREADS)
 
 
 def test_a_divergent_barrier_is_an_error(tmp_path):
