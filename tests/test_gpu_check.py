@@ -7,6 +7,7 @@ Not marked ``gpu``: the script runs ``pytest -m gpu`` itself.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -64,13 +65,15 @@ def test_an_emulated_run_writes_every_log_the_device_tool_brings_back(tmp_path):
     assert done.returncode == 0, (done.stdout, done.stderr, steps)
     assert list(steps) == ["env", "install", "import", "tests", "gpu_train", "zoo_nets"]
     assert steps["install"].startswith("skipped (no wheels folder")
-    assert all(steps[k].startswith("ok") for k in ("env", "import", "tests", "zoo_nets")), steps
+    assert all(steps[k].startswith("ok") for k in ("env", "import", "tests")), steps
+    torch = importlib.util.find_spec("torch") is not None  # the bench extra: absent in CI
+    assert steps["zoo_nets"].startswith("ok" if torch else "skipped (no torch"), steps
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["env.log", "summary.txt", "tests.log", "tests.xml", "zoo_nets.log"]
+    assert files == ["env.log", "summary.txt", "tests.log", "tests.xml"] + ["zoo_nets.log"] * torch
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)  # what comes back
     suite = ET.parse(out / "tests.xml").getroot().find("testsuite")
     assert int(suite.get("tests")) > 10 and suite.get("failures") == "0" and suite.get("errors") == "0"
-    assert "| lenet | infer |" in (out / "zoo_nets.log").read_text()
+    assert not torch or "| lenet | infer |" in (out / "zoo_nets.log").read_text()
 
 
 def test_a_dry_run_names_the_real_devices_commands(tmp_path):
