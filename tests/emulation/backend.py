@@ -69,6 +69,7 @@ class EmulatedBackend:
     def __init__(self):
         self._libs: dict[Path, ctypes.CDLL] = {}
         self._paths: dict[str, Path] = {}
+        self._checked: set = set()   # kernel ABI checks done (trainnet.runtime.kernels.check_launch)
         self.recording: list | None = None
         self.capturing = False
         self.launches = 0
@@ -148,7 +149,7 @@ class EmulatedBackend:
 
     def launch_blocks(self, source, name, blocks, threads, *args):
         """``blocks`` blocks of ``threads`` threads, at most ``THREADS`` of them."""
-        K.check_args(name, args, lambda a: isinstance(a, np.ndarray))
+        K.check_launch(source, name, threads, args, lambda a: isinstance(a, np.ndarray), self._checked)
         lib = self.module(source)
         fn = getattr(lib, name)
         fn.restype = None
