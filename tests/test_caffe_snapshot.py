@@ -4,8 +4,6 @@ written here independently of trainnet's writers, and clear errors for every oth
 
 from __future__ import annotations
 
-import math
-import os
 import shutil
 from pathlib import Path
 

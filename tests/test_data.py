@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from layer_check import build, run_forward
-from trainnet.data import idx
 from trainnet.data.download import MNIST_SHA256, download_mnist
 from trainnet.data.idx import read_idx, read_idx_header, write_idx
 from trainnet.data.paths import DataRoot, resolve_data_path

@@ -4,7 +4,7 @@ a convolution, a fused ReLU, frozen parameters, and a pass replayed from a captu
 import numpy as np
 import pytest
 
-from gpu_check import check_parity, relative_error, to_device
+from gpu_check import check_parity, relative_error
 from layer_check import build
 from test_convolution import CASES, ONLY, forward_only
 from trainnet.layers.base import StepContext

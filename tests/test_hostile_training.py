@@ -17,7 +17,6 @@ from synthetic import write_project
 from trainnet.errors import TrainnetError
 from trainnet.formats.atomic import atomic_write
 from trainnet.netcfg import load_solver
-from trainnet.solver import snapshot as snap
 from trainnet.solver.outputs import RunFiles
 from trainnet.solver.solver import Solver
 

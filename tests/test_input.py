@@ -1,6 +1,5 @@
 """Input: one shape per top or one for all; forward leaves the blob to the user."""
 
-import numpy as np
 import pytest
 
 from layer_check import build

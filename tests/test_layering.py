@@ -30,8 +30,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "trainnet"
 
 ORDER = ["core", "formats", "netcfg", "data", "layers", "plan", "runtime", "solver", "zoo", "cli"]

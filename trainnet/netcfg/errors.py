@@ -40,7 +40,7 @@ def _message(err: dict, known_keys: Iterable[str]) -> str:
     if kind in kinds:
         return f"expects {kinds[kind]}, got {type(value).__name__} {value!r}"
     if kind == "too_short":
-        return f"must not be empty"
+        return "must not be empty"
     msg = err["msg"]
     return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
 

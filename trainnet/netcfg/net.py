@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from typing import Annotated, TypeVar
-
 from pydantic import Field, ValidationError, model_validator
 
 from trainnet.errors import ConfigError, ConfigErrors
