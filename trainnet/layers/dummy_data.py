@@ -14,12 +14,12 @@ buffers, used in turn, and uploaded on the compute stream.
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.rngstate import rng_from_array, rng_to_array
 from trainnet.layers import fillers
 from trainnet.layers.base import Layer, StepIO, count_tops, register
 from trainnet.netcfg.common import BlobShape, FillerParameter, Repeated, Strict, UIntList
@@ -45,14 +45,13 @@ class DummyDataState:
         self.slot = 0
 
     def get_state(self) -> dict[str, np.ndarray]:
-        text = json.dumps(self.rng.bit_generator.state).encode()
-        return {"rng": np.frombuffer(text, np.uint8).copy()}
+        return {"rng": rng_to_array(self.rng)}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         if "rng" not in state:
             raise TrainnetError("dummy data state lacks rng")
         try:
-            self.rng.bit_generator.state = json.loads(np.asarray(state["rng"], np.uint8).tobytes())
+            rng_from_array(self.rng, state["rng"])
         except (ValueError, TypeError, KeyError) as exc:
             raise TrainnetError(f"dummy data state: bad random generator state ({exc})") from None
 

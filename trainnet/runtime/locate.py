@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from trainnet.formats.weightkey import split_key
+
 
 def mark(net) -> dict[str, tuple[str, Any]]:
     """Where the net's resumable states stand: the data readers' positions (free to take), and
@@ -42,7 +44,7 @@ def nonfinite_weights(net) -> Optional[str]:
     for store in (net.params, net.own_params):
         for key, view in (store.named().items() if store is not None else ()):
             if not _finite(net, view):
-                layer, index = key.rsplit(".", 1)
+                layer, index = split_key(key)
                 return f"the weights of layer '{layer}' (blob {index}) are not finite"
     return None
 

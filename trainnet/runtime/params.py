@@ -7,20 +7,11 @@ from dataclasses import replace
 import numpy as np
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.weightkey import split_key, weight_key
 from trainnet.layers.fillers import fill
 from trainnet.plan.params import aligned
 from trainnet.plan.plan import ParamSlot
 from trainnet.runtime.device import CPU, Device
-
-
-def weight_key(layer: str, index: int) -> str:
-    """The name of a parameter blob in weight files: ``conv1.0`` (weights), ``conv1.1`` (bias)."""
-    return f"{layer}.{index}"
-
-
-def _slot_key(weight: str) -> tuple[str, int]:
-    layer, _, index = weight.rpartition(".")
-    return layer, int(index)
 
 
 class ParamStore:
@@ -70,7 +61,7 @@ class ParamStore:
 
     def assign(self, key: str, host: np.ndarray) -> None:
         """Set the blob ``key`` (a weight key) from a host array of its shape."""
-        i = self.index[_slot_key(key)]
+        i = self.index[split_key(key)]
         self.device.upload(self.view(self.data, i), np.asarray(host, np.float32))
 
     def multipliers(self) -> tuple[np.ndarray, np.ndarray]:
