@@ -65,9 +65,9 @@ class Eltwise(Layer):
         return self.p.operation == "MAX" and not ctx.forward_only
 
     def buffers_gpu(self, ctx):
-        # the kernel's int* winner: the bottom each output came from, or one int never written
-        shape = self.top_shapes[0] if self._keeps_winner(ctx) else (1,)
-        return {"winner": Buffer(shape, np.int32)}
+        if self._keeps_winner(ctx):
+            return {"winner": Buffer(self.top_shapes[0], np.int32)}  # the bottom each came from
+        return {}
 
     def buffers_cpu(self, ctx):
         shape, bufs = self.top_shapes[0], {}
@@ -147,11 +147,13 @@ class Eltwise(Layer):
                 np.multiply(dx, dy, out=dx)
 
     # --- GPU -------------------------------------------------------------------------------
-    def _combine_gpu(self, gpu, out, inputs, op: str, winner, coeffs=None, relu=False):
+    def _combine_gpu(self, gpu, out, inputs, op: str, coeffs=None, winner=None, relu=False):
         """out = op over ``inputs`` in order, up to PER_LAUNCH per launch, later launches
         continuing from ``out``; ``relu`` applies max(., 0) at the end; ``winner`` keeps the
-        MAX's winners when it has out's shape (else it is the one-int buffer, never written)."""
-        keep = op == "MAX" and winner.shape == out.shape
+        MAX's winners.  Without one the kernel's int* is out's memory seen as int32, which it
+        never writes (no allocation, and the prototype's type)."""
+        keep = winner is not None
+        winner = winner if keep else out.view(np.int32)
         coeffs = coeffs or [1.0] * len(inputs)
         for start in range(0, len(inputs), PER_LAUNCH):
             group = inputs[start:start + PER_LAUNCH]
@@ -164,8 +166,8 @@ class Eltwise(Layer):
                        np.int32(keep), np.int32(relu and last), np.int64(out.size))
 
     def forward_gpu(self, io: StepIO):
-        self._combine_gpu(io.gpu, io.top[0], list(io.bottom), self.p.operation, io.buf["winner"],
-                          self.coeffs, io.ctx.fused_relu)
+        self._combine_gpu(io.gpu, io.top[0], list(io.bottom), self.p.operation, self.coeffs,
+                          io.buf.get("winner"), io.ctx.fused_relu)
 
     def backward_gpu(self, io: StepIO):
         gpu, dy, xs, n = io.gpu, io.top_diff[0], list(io.bottom), np.int64(io.top_diff[0].size)
@@ -175,12 +177,12 @@ class Eltwise(Layer):
             if dx is None:
                 continue
             if self.p.operation == "SUM":
-                self._combine_gpu(gpu, dx, [dy], "SUM", io.buf["winner"], [self.coeffs[i]])
+                self._combine_gpu(gpu, dx, [dy], "SUM", [self.coeffs[i]])
             elif self.p.operation == "MAX":
                 gpu.launch(KERNELS, "eltwise_max_backward", n, dx, dy, io.buf["winner"],
                            np.int32(i), n)
             elif self.p.stable_prod_grad:
-                self._combine_gpu(gpu, dx, xs[:i] + xs[i + 1:] + [dy], "PROD", io.buf["winner"])
+                self._combine_gpu(gpu, dx, xs[:i] + xs[i + 1:] + [dy], "PROD")
             else:
-                self._combine_gpu(gpu, dx, xs, "PROD", io.buf["winner"])
+                self._combine_gpu(gpu, dx, xs, "PROD")
                 gpu.launch(KERNELS, "eltwise_prod_backward_unstable", n, dx, xs[i], dy, n)
