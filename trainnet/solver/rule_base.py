@@ -52,10 +52,6 @@ class UpdateRule(ABC):
         self.scratch2 = np.zeros_like(lr_mult)
         self.history = {name: np.zeros_like(lr_mult) for name in self.history_names}
 
-    @classmethod
-    def check(cls, cfg) -> None:
-        """Raise ValueError for settings the rule cannot use (Caffe's CHECKs)."""
-
     def local_rate(self, rate: float) -> np.ndarray:
         """``rate * lr_mult`` per element, in the scratch buffer."""
         return np.multiply(self.lr_mult, np.float32(rate), out=self.scratch)

@@ -124,6 +124,8 @@ class Solver:
             self.log(resume.every_iteration_warning(self))
         self._t0 = time.perf_counter()
         self._window = (self._t0, self.iter)
+        if self._acc is not None:  # no sum left over from an iteration an error cut short
+            self.device.fill(self._acc, 0)
         while self.iter < cfg.max_iter and not self.stop_requested:
             self.step_once()
             if self.stop_requested:

@@ -55,15 +55,8 @@ class Nesterov(_Momentum):
         g -= previous
 
 
-class _NoMomentum(UpdateRule):
-    @classmethod
-    def check(cls, cfg):
-        if cfg.momentum != 0:
-            raise ValueError(f"solver type {cls.type} does not use momentum; set momentum: 0")
-
-
 @register("AdaGrad")
-class AdaGrad(_NoMomentum):
+class AdaGrad(UpdateRule):
     """``h += g^2``; step ``lr g / (sqrt(h) + delta)``."""
 
     history_names = ("grad_sq",)
@@ -80,7 +73,7 @@ class AdaGrad(_NoMomentum):
 
 
 @register("RMSProp")
-class RMSProp(_NoMomentum):
+class RMSProp(UpdateRule):
     """``h = d h + (1 - d) g^2`` with d = rms_decay; step ``lr g / (sqrt(h) + delta)``."""
 
     history_names = ("grad_sq",)
