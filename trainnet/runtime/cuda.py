@@ -169,14 +169,16 @@ class CudaBackend:
         """Copy pinned ``host`` into ``dst`` on the side stream once ``after`` (an event of the
         compute stream) has passed; returns the event that marks the copy done."""
         _check_upload(dst, host)
-        if after is not None:
-            self.side.wait_event(after)
-        self._memcpy(dst.data.ptr, host.ctypes.data, host.nbytes, H2D, self.side)
-        return self.side.record()
+        with self.device:  # events belong to the device current when they are made
+            if after is not None:
+                self.side.wait_event(after)
+            self._memcpy(dst.data.ptr, host.ctypes.data, host.nbytes, H2D, self.side)
+            return self.side.record()
 
     def record(self):
         """An event on the compute stream at this point."""
-        return self.stream.record()
+        with self.device:
+            return self.stream.record()
 
     def wait(self, event) -> None:
         """Later compute-stream work waits for ``event`` (the host does not)."""
@@ -193,13 +195,15 @@ class CudaBackend:
 
     def _memcpy(self, dst_ptr, src_ptr, nbytes, kind, stream) -> None:
         if nbytes:
-            self.cp.cuda.runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, kind, stream.ptr)
+            with self.device:
+                self.cp.cuda.runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, kind, stream.ptr)
 
     def fill(self, array, value) -> None:
         if array.dtype == np.float32:
             self.launch(BASIC, "fill_f32", array.size, array, np.float32(value), np.int64(array.size))
         elif value == 0:
-            self.cp.cuda.runtime.memsetAsync(array.data.ptr, 0, array.nbytes, self.stream.ptr)
+            with self.device:
+                self.cp.cuda.runtime.memsetAsync(array.data.ptr, 0, array.nbytes, self.stream.ptr)
         else:
             raise TypeError(f"fill: {array.dtype} arrays are filled with 0 only")
 
@@ -263,13 +267,14 @@ class CudaBackend:
     # --- graphs -----------------------------------------------------------------------------
     def capture(self, fn: Callable[[], None]) -> CudaGraph:
         """Record what ``fn`` queues on the compute stream as a graph (nothing runs now)."""
-        self.stream.begin_capture()
-        self.capturing = True
-        try:
-            fn()
-        finally:
-            self.capturing = False
-            graph = self.stream.end_capture()
+        with self.device:
+            self.stream.begin_capture()
+            self.capturing = True
+            try:
+                fn()
+            finally:
+                self.capturing = False
+                graph = self.stream.end_capture()
         return CudaGraph(graph, self.stream)
 
     def _no_capture(self, what: str) -> None:
