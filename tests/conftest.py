@@ -46,7 +46,7 @@ def cifar_dir() -> Path:
 def _gpu_params():
     from emulation.backend import compiler
     emulated = pytest.param("emulated", marks=[pytest.mark.gpu] + (
-        [] if compiler() else [pytest.mark.skip(reason="no C++ compiler for the emulated GPU")]))
+        [] if compiler() else [pytest.mark.skip(reason="no GCC C++ compiler for the emulated GPU")]))
     from trainnet.runtime.device import gpu_count
     real = pytest.param("cuda", marks=[pytest.mark.gpu] + (
         [] if gpu_count() else [pytest.mark.skip(reason="no CUDA GPU here (CuPy missing or no device)")]))

@@ -12,7 +12,7 @@ EMBED = K.INCLUDE_DIR / "embed.cu"
 def emulated():
     from emulation.backend import EmulatedBackend, compiler
     if not compiler():
-        pytest.skip("no C++ compiler for the emulated GPU")
+        pytest.skip("no GCC C++ compiler for the emulated GPU")
     return EmulatedBackend()
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from emulation.backend import THREADS, EmulatedBackend, EmulationError, compiler
 
-pytestmark = pytest.mark.skipif(compiler() is None, reason="no C++ compiler for the emulated GPU")
+pytestmark = pytest.mark.skipif(compiler() is None, reason="no GCC C++ compiler for the emulated GPU")
 
 HEADER = """
 typedef long long i64;

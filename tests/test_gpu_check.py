@@ -55,7 +55,7 @@ def emulator_present() -> bool:
     return bool(compiler())
 
 
-@pytest.mark.skipif(not emulator_present(), reason="no C++ compiler for the emulated GPU")
+@pytest.mark.skipif(not emulator_present(), reason="no GCC C++ compiler for the emulated GPU")
 def test_an_emulated_run_writes_every_log_the_device_tool_brings_back(tmp_path):
     out = tmp_path / "out"
     done = run_check(out, GPU_CHECK_TESTS="tests/test_gpu_update.py",
@@ -114,10 +114,11 @@ def test_the_budget_bounds_a_step_and_skips_what_has_no_time_left(tmp_path):
     done = run_check(out, GPU_CHECK_BUDGET="30", GPU_CHECK_TESTS=str(tmp_path / "test_sleeper.py"))
     steps = summary(out)
     assert done.returncode == 1
-    assert steps["tests"].startswith("timed out"), steps
+    # on a loaded machine the first steps may leave the tests no time at all
+    assert steps["tests"].startswith(("timed out", "skipped (no time left)")), steps
     assert steps["zoo_nets"] == "skipped (no time left)"
-    seconds = int(re.search(r", (\d+) s of", steps["tests"]).group(1))
-    assert seconds <= 30
+    if steps["tests"].startswith("timed out"):
+        assert int(re.search(r", (\d+) s of", steps["tests"]).group(1)) <= 30
 
 
 def test_the_wheels_are_the_dependencies_the_device_lacks_pinned_to_ours(tmp_path):

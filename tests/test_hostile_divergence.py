@@ -58,7 +58,7 @@ def device(request):
     from trainnet.runtime.device import GpuDevice
 
     if not compiler():
-        pytest.skip("no C++ compiler for the emulated GPU")
+        pytest.skip("no GCC C++ compiler for the emulated GPU")
     return GpuDevice(EmulatedBackend(), "cuda:emulated")
 
 

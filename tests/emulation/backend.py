@@ -23,9 +23,11 @@ none to emulate: no kernel uses warp intrinsics), or anything of CuPy's own beha
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from trainnet.runtime import kernels as K
-from trainnet.runtime.cuda import BASIC
+from trainnet.runtime.cuda import BASIC, check_upload
 
 from .build import EmulationError, build, explain
 
@@ -50,7 +52,22 @@ _LOCK = threading.Lock()  # a library's shared memory and fibers serve one launc
 
 
 def compiler() -> str | None:
-    return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+    """A GCC C++ compiler ($CXX when it is one): the shared-memory race checker uses GCC's
+    ThreadSanitizer hooks (clang's emit others), so without GCC the emulated tests skip."""
+    for name in dict.fromkeys((os.environ.get("CXX", "g++"), "g++", "c++")):
+        path = shutil.which(name)
+        if path and _is_gcc(path):
+            return path
+    return None
+
+
+@functools.cache
+def _is_gcc(path: str) -> bool:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "Free Software Foundation" in out and "clang" not in out.lower()
 
 
 class EmulatedGraph:
@@ -92,14 +109,16 @@ class EmulatedBackend:
 
     def upload(self, dst, host):
         self._no_capture("upload")
-        np.copyto(dst, host)
+        check_upload(dst, host)  # the real backend's contract: same type and count, both dense
+        np.copyto(dst, host.reshape(dst.shape))
 
     def download(self, src):
         self._no_capture("download")
         return np.array(src)
 
     def upload_side(self, dst, host, after=None):
-        np.copyto(dst, host)
+        check_upload(dst, host)
+        np.copyto(dst, host.reshape(dst.shape))
         return None
 
     def record(self):

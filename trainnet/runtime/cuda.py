@@ -154,7 +154,7 @@ class CudaBackend:
 
     def upload(self, dst, host: np.ndarray) -> None:
         self._no_capture("upload")
-        _check_upload(dst, host)
+        check_upload(dst, host)
         self._memcpy(dst.data.ptr, host.ctypes.data, host.nbytes, H2D, self.stream)
 
     def download(self, src) -> np.ndarray:
@@ -168,7 +168,7 @@ class CudaBackend:
     def upload_side(self, dst, host: np.ndarray, after=None):
         """Copy pinned ``host`` into ``dst`` on the side stream once ``after`` (an event of the
         compute stream) has passed; returns the event that marks the copy done."""
-        _check_upload(dst, host)
+        check_upload(dst, host)
         with self.device:  # events belong to the device current when they are made
             if after is not None:
                 self.side.wait_event(after)
@@ -282,7 +282,7 @@ class CudaBackend:
             raise RuntimeError(f"{what} while capturing a CUDA graph (it would synchronize)")
 
 
-def _check_upload(dst, host: np.ndarray) -> None:
+def check_upload(dst, host: np.ndarray) -> None:
     """A host -> device copy fills ``dst`` exactly: same element type and count, both dense."""
     if (host.dtype != dst.dtype or host.size != dst.size or not host.flags.c_contiguous
             or not dst.flags.c_contiguous):
