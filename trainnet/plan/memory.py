@@ -1,4 +1,4 @@
-"""Pass 7: place activations, gradients and layer buffers in one arena by liveness.
+"""Pass 8: place activations, gradients and layer buffers in one arena by liveness.
 
 Time runs forward through the steps, then a seed (loss gradients are set), then backward
 in reverse.  Each buffer is live from its first write to its last read; buffers whose

@@ -1,4 +1,4 @@
-"""Pass 6: lay the parameter blobs out in one flat arena.
+"""Pass 7: lay the parameter blobs out in one flat arena.
 
 Blobs that share a ParamSpec ``name`` get one slot (the first user owns it); every other
 user reads the owner's data and writes its gradient to a shadow region that the Net adds
