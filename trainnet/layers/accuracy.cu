@@ -35,7 +35,7 @@ extern "C" __global__ void accuracy_forward(float* accuracy, float* per_class, c
     count = block_count(count, scratch);
     bad = block_count(bad, scratch);
     if (threadIdx.x == 0)
-        accuracy[0] = bad ? __int_as_float(0x7fffffff) : count > 0 ? (float)hits / (float)count : 0.0f;
+        accuracy[0] = bad ? quiet_nan() : count > 0 ? (float)hits / (float)count : 0.0f;
     for (int c = 0; c < n_per_class; ++c) {
         i64 class_hits = 0, class_count = 0;
         BLOCK_STRIDE(r, rows) {

@@ -10,11 +10,8 @@ extern "C" __global__ void bias_forward(float* y, const float* x, const float* b
 extern "C" __global__ void bias_backward(float* db, const float* dy, i64 outer, i64 dim,
                                          i64 inner) {
     __shared__ float scratch[1024];
-    const i64 d = blockIdx.x;
-    float s = 0.0f;
-    BLOCK_STRIDE(k, outer * inner) s += dy[(k / inner * dim + d) * inner + k % inner];
-    const float total = block_sum(s, scratch);
-    if (threadIdx.x == 0) db[d] = total;
+    const float total = channel_sum(dy, outer, dim, inner, blockIdx.x, scratch);
+    if (threadIdx.x == 0) db[blockIdx.x] = total;
 }
 
 // dx = dy, elementwise so that dx may be dy itself (in place).

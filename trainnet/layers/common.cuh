@@ -18,6 +18,9 @@ typedef unsigned int u32;
 __device__ __forceinline__ float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
 __device__ __forceinline__ float nan_min(float a, float b) { return (a < b || a != a) ? a : b; }
 
+// The quiet NaN a kernel writes where the CPU writes np.nan (a bad label, say).
+__device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fffffff); }
+
 // Block-wide sum of one float per thread; every thread gets the total.  `scratch` holds
 // blockDim.x floats (blockDim.x a power of two, at most 1024).
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
@@ -30,6 +33,16 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     float total = scratch[0];
     __syncthreads();
     return total;
+}
+
+// Block-wide sum of channel c of x seen as (outer, dim, inner): over outer and inner, each
+// thread's share in a fixed order, so a bias gradient is the same from run to run.  Every thread
+// gets the total; `scratch` as for block_sum.
+__device__ __forceinline__ float channel_sum(const float* x, i64 outer, i64 dim, i64 inner, i64 c,
+                                             float* scratch) {
+    float s = 0.0f;
+    BLOCK_STRIDE(k, outer * inner) s += x[(k / inner * dim + c) * inner + k % inner];
+    return block_sum(s, scratch);
 }
 
 // Philox4x32-10 (Salmon et al., SC'11): a counter-based generator.  Returns the first word

@@ -45,9 +45,6 @@ extern "C" __global__ void deconvolution_im2col(float* col, const float* dy, CON
 extern "C" __global__ void deconvolution_bias_backward(float* db, const float* dy, int C, i64 hw,
                                                        int n) {
     __shared__ float scratch[1024];
-    const i64 co = blockIdx.x;
-    float s = 0.0f;
-    BLOCK_STRIDE(q, n * hw) s += dy[(q / hw * C + co) * hw + q % hw];
-    float total = block_sum(s, scratch);
-    if (threadIdx.x == 0) db[co] = total;
+    const float total = channel_sum(dy, n, C, hw, blockIdx.x, scratch);
+    if (threadIdx.x == 0) db[blockIdx.x] = total;
 }

@@ -113,9 +113,6 @@ extern "C" __global__ void depthwise_backward_weight(float* dweight, const float
 extern "C" __global__ void depthwise_backward_bias(float* db, const float* dy, int C, i64 hw,
                                                    int n) {
     __shared__ float scratch[1024];
-    const i64 c = blockIdx.x;
-    float s = 0.0f;
-    BLOCK_STRIDE(q, n * hw) s += dy[(q / hw * C + c) * hw + q % hw];
-    float total = block_sum(s, scratch);
-    if (threadIdx.x == 0) db[c] = total;
+    const float total = channel_sum(dy, n, C, hw, blockIdx.x, scratch);
+    if (threadIdx.x == 0) db[blockIdx.x] = total;
 }

@@ -8,7 +8,6 @@ extern "C" __global__ void hinge_loss_forward(float* loss, float* margin, i64* c
                                               const float* x, const float* label, i64 N,
                                               i64 dim, int l2) {
     __shared__ float scratch[1024];
-    const float nan = __int_as_float(0x7fffffff);
     float total = 0.0f;
     BLOCK_STRIDE(i, N * dim) {
         const i64 row = i / dim, j = i % dim;
@@ -16,7 +15,7 @@ extern "C" __global__ void hinge_loss_forward(float* loss, float* margin, i64* c
         if (j == 0) code[row] = k;
         const float m = nan_max(1.0f + (j == k ? -x[i] : x[i]), 0.0f);
         margin[i] = m;
-        total += k == LABEL_BAD ? nan : (l2 ? m * m : m);
+        total += k == LABEL_BAD ? quiet_nan() : (l2 ? m * m : m);
     }
     total = block_sum(total, scratch);
     if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1);
@@ -32,6 +31,6 @@ extern "C" __global__ void hinge_loss_backward(float* dx, const float* margin, c
         const float m = margin[i];
         float g = l2 ? 2.0f * m : (m > 0.0f ? 1.0f : 0.0f);
         if (i % dim == k) g = -g;
-        dx[i] = k == LABEL_BAD ? __int_as_float(0x7fffffff) : g * scale;
+        dx[i] = k == LABEL_BAD ? quiet_nan() : g * scale;
     }
 }

@@ -13,7 +13,6 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
                                                  int K, i64 inner, int has_ignore, i64 ignore,
                                                  float fixed_norm) {
     __shared__ float scratch[1024];
-    const float nan = __int_as_float(0x7fffffff);
     float total = 0.0f;
     i64 count = 0;
     BLOCK_STRIDE(r, rows) {
@@ -24,7 +23,7 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
         if (k == LABEL_IGNORED) continue;
         count += 1;
         if (k == LABEL_BAD) {
-            total = nan;
+            total = quiet_nan();
             continue;
         }
         float sum = 0.0f, gain = 0.0f;
@@ -51,7 +50,7 @@ extern "C" __global__ void infogain_loss_backward(float* dx, const float* prob, 
         const int c = (int)(t % K);
         const i64 r = t / K * inner + i % inner;
         const i64 k = code[r];
-        if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
+        if (k == LABEL_BAD) dx[i] = quiet_nan();
         else if (k == LABEL_IGNORED) dx[i] = 0.0f;
         else dx[i] = (prob[i] * hsum[r] - H[k * K + c]) * scale;
     }

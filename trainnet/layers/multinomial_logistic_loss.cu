@@ -11,7 +11,7 @@ extern "C" __global__ void multinomial_logistic_loss_forward(float* loss, const 
     float total = 0.0f;
     BLOCK_STRIDE(row, N) {
         const i64 k = label_code(label[row], (int)dim, 0, 0);
-        total -= k == LABEL_BAD ? __int_as_float(0x7fffffff)
+        total -= k == LABEL_BAD ? quiet_nan()
                                 : logf(nan_max(prob[row * dim + k], LOG_THRESHOLD));
     }
     total = block_sum(total, scratch);
@@ -27,7 +27,7 @@ extern "C" __global__ void multinomial_logistic_loss_backward(float* dx, const f
     const float scale = -top_diff[0] / (float)(N > 1 ? N : 1);
     GRID_STRIDE(i, N * dim) {
         const i64 k = label_code(label[i / dim], (int)dim, 0, 0);
-        if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
+        if (k == LABEL_BAD) dx[i] = quiet_nan();
         else dx[i] = i % dim == k ? scale / nan_max(prob[i], LOG_THRESHOLD) : 0.0f;
     }
 }

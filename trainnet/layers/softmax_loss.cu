@@ -12,7 +12,6 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
                                                 const float* label, i64 rows, int C, i64 inner,
                                                 int has_ignore, i64 ignore, float fixed_norm) {
     __shared__ float scratch[1024];
-    const float nan = __int_as_float(0x7fffffff);
     float total = 0.0f;
     i64 count = 0;
     BLOCK_STRIDE(r, rows) {
@@ -22,7 +21,7 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
         code[r] = k;
         if (k == LABEL_IGNORED) continue;
         count += 1;
-        total -= k == LABEL_BAD ? nan : logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
+        total -= k == LABEL_BAD ? quiet_nan() : logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
     }
     write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }
@@ -37,7 +36,7 @@ extern "C" __global__ void softmax_loss_backward(float* dx, const float* prob, c
         const i64 t = i / inner;
         const int c = (int)(t % C);
         const i64 k = code[t / C * inner + i % inner];
-        if (k == LABEL_BAD) dx[i] = __int_as_float(0x7fffffff);
+        if (k == LABEL_BAD) dx[i] = quiet_nan();
         else if (k == LABEL_IGNORED) dx[i] = 0.0f;
         else dx[i] = (prob[i] - (c == k ? 1.0f : 0.0f)) * scale;
     }
