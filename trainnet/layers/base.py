@@ -223,6 +223,11 @@ class Layer(ABC):
         raise NotImplementedError(f"{self.type} has no GPU backward")
 
 
+def save_bottom(io: StepIO, device) -> None:
+    """Copy the bottom to ``io.buf["bottom"]`` before an in-place forward overwrites it."""
+    (io.gpu.copy if device.is_gpu else np.copyto)(io.buf["bottom"], io.bottom[0])
+
+
 LAYERS = Registry("layer type")
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from trainnet.layers.base import Buffer, Layer, StepContext, StepIO
+from trainnet.layers.base import Buffer, Layer, StepContext, StepIO, save_bottom
 
 
 class Neuron(Layer):
@@ -69,10 +67,7 @@ class Neuron(Layer):
 
     def forward(self, io: StepIO, device) -> None:
         if self.keeps_bottom(io.ctx):
-            if device.is_gpu:
-                io.gpu.copy(io.buf["bottom"], io.bottom[0])
-            else:
-                np.copyto(io.buf["bottom"], io.bottom[0])
+            save_bottom(io, device)
         super().forward(io, device)
 
     def backward(self, io: StepIO, device) -> None:

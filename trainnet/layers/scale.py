@@ -17,7 +17,7 @@ import math
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
+from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, save_bottom
 from trainnet.layers.bias import broadcast_dims, learned_shape
 from trainnet.netcfg.common import FillerParameter, Strict
 from trainnet.runtime.kernels import BLOCK, kernel_source
@@ -81,11 +81,14 @@ class Scale(Layer):
         """In place, and backward will want ``x``: copy it before forward overwrites it."""
         return "bottom" in io.buf and self._io(io)[1] is not None
 
+    def forward(self, io: StepIO, device) -> None:
+        if self._keeps_copy(io):
+            save_bottom(io, device)
+        super().forward(io, device)
+
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
         s, _, b, _, _ = self._io(io)
-        if self._keeps_copy(io):
-            np.copyto(io.buf["bottom"], io.bottom[0])
         y = io.top[0].reshape(self.outer, self.dim, self.inner)
         np.multiply(io.bottom[0].reshape(y.shape), s.reshape(self.dim, 1), out=y)
         if b is not None:
@@ -106,8 +109,6 @@ class Scale(Layer):
     def forward_gpu(self, io: StepIO):
         s, _, b, _, _ = self._io(io)
         x, y = io.bottom[0], io.top[0]
-        if self._keeps_copy(io):
-            io.gpu.copy(io.buf["bottom"], x)
         io.gpu.launch(KERNELS, "scale_forward", y.size, y, x, s, s if b is None else b,
                       np.int32(b is not None), np.int64(self.dim), np.int64(self.inner),
                       np.int64(y.size))
