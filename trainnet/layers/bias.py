@@ -44,6 +44,22 @@ def broadcast_dims(layer: Layer, shape: Shape, axis: int, operand: Shape) -> tup
     return (math.prod(shape[:axis]), math.prod(operand), math.prod(shape[axis + len(operand):]))
 
 
+def setup_operand(layer: Layer, bottom_shapes: list[Shape], axis: int, num_axes: int) -> None:
+    """Bias's and Scale's set-up: ``learned`` (one bottom: the operand is a param blob, else the
+    second bottom), the operand's ``shape``, and ``x`` seen as (``outer``, ``dim``, ``inner``)."""
+    x = bottom_shapes[0]
+    layer.learned = len(bottom_shapes) == 1
+    layer.shape = learned_shape(layer, x, axis, num_axes) if layer.learned else bottom_shapes[1]
+    layer.outer, layer.dim, layer.inner = broadcast_dims(layer, x, axis, layer.shape)
+
+
+def operand(layer: Layer, io: StepIO):
+    """The operand and where its gradient goes (None: nowhere): a param or the second bottom."""
+    if layer.learned:
+        return io.params[0], io.param_diff[0]
+    return io.bottom[1], io.bottom_diff[1]
+
+
 class BiasParams(Strict):
     # axis and num_axes place a learned bias (one bottom); with two bottoms the second bottom's
     # shape decides from axis, and num_axes and filler are unused, as in Caffe.
@@ -61,12 +77,8 @@ class Bias(Layer):
     backward_reads_bottom = False  # dx = dy, db = sum dy
 
     def setup(self, bottom_shapes):
-        x = bottom_shapes[0]
-        self.learned = len(bottom_shapes) == 1
-        self.shape = learned_shape(self, x, self.p.axis, self.p.num_axes) if self.learned \
-            else bottom_shapes[1]
-        self.outer, self.dim, self.inner = broadcast_dims(self, x, self.p.axis, self.shape)
-        return [x]
+        setup_operand(self, bottom_shapes, self.p.axis, self.p.num_axes)
+        return [bottom_shapes[0]]
 
     def param_blobs(self):
         return [ParamBlob(self.shape, self.p.filler)] if self.learned else []
@@ -74,19 +86,13 @@ class Bias(Layer):
     def flops(self):
         return math.prod(self.top_shapes[0])
 
-    def _operand(self, io: StepIO):
-        """The bias and where its gradient goes (None: nowhere)."""
-        if self.learned:
-            return io.params[0], io.param_diff[0]
-        return io.bottom[1], io.bottom_diff[1]
-
     def forward_cpu(self, io: StepIO):
-        b, _ = self._operand(io)
+        b, _ = operand(self, io)
         y = io.top[0].reshape(self.outer, self.dim, self.inner)
         np.add(io.bottom[0].reshape(y.shape), b.reshape(self.dim, 1), out=y)
 
     def backward_cpu(self, io: StepIO):
-        _, db = self._operand(io)
+        _, db = operand(self, io)
         dy = io.top_diff[0].reshape(self.outer, self.dim, self.inner)
         if db is not None:
             np.sum(dy, axis=(0, 2), out=db.reshape(self.dim))
@@ -94,13 +100,13 @@ class Bias(Layer):
             np.copyto(io.bottom_diff[0], io.top_diff[0])  # the same memory when in place
 
     def forward_gpu(self, io: StepIO):
-        b, _ = self._operand(io)
+        b, _ = operand(self, io)
         y = io.top[0]
         io.gpu.launch(KERNELS, "bias_forward", y.size, y, io.bottom[0], b, np.int64(self.dim),
                       np.int64(self.inner), np.int64(y.size))
 
     def backward_gpu(self, io: StepIO):
-        _, db = self._operand(io)
+        _, db = operand(self, io)
         dy = io.top_diff[0]
         if db is not None:
             io.gpu.launch_blocks(KERNELS, "bias_backward", self.dim, BLOCK, db, dy,

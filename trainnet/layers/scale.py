@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, save_bottom
-from trainnet.layers.bias import broadcast_dims, learned_shape
+from trainnet.layers.bias import operand, setup_operand
 from trainnet.netcfg.common import FillerParameter, Strict
 from trainnet.runtime.kernels import BLOCK, kernel_source
 
@@ -45,10 +45,7 @@ class Scale(Layer):
 
     def setup(self, bottom_shapes):
         x = bottom_shapes[0]
-        self.learned = len(bottom_shapes) == 1
-        self.shape = learned_shape(self, x, self.p.axis, self.p.num_axes) if self.learned \
-            else bottom_shapes[1]
-        self.outer, self.dim, self.inner = broadcast_dims(self, x, self.p.axis, self.shape)
+        setup_operand(self, bottom_shapes, self.p.axis, self.p.num_axes)
         # the canonical axis the scale starts at (Caffe's axis_: 0 for a scalar)
         self.axis = 0 if not self.shape else self.p.axis % len(x)
         return [x]
@@ -69,10 +66,7 @@ class Scale(Layer):
 
     def _io(self, io: StepIO):
         """(scale, its gradient or None, bias or None, its gradient or None, the x backward reads)."""
-        if self.learned:
-            s, ds = io.params[0], io.param_diff[0]
-        else:
-            s, ds = io.bottom[1], io.bottom_diff[1]
+        s, ds = operand(self, io)
         b, db = (io.params[-1], io.param_diff[-1]) if self.p.bias_term else (None, None)
         x = io.buf.get("bottom", io.bottom[0])
         return s, ds, b, db, x
