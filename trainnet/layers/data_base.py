@@ -21,17 +21,13 @@ from trainnet.data.sampler import Sampler
 from trainnet.data.transform import Transformer, check_param
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_mean
-from trainnet.layers.base import Layer, StepIO, count_tops
+from trainnet.layers.base import StepIO, count_tops
+from trainnet.layers.host_data import HostData
 from trainnet.netcfg.common import TransformationParameter
 
 
-class DataLayer(Layer):
-    """Base of the layers that read a dataset: no bottoms, no backward, tops from a reader."""
-
-    num_bottoms = (0, 0)
-    is_data = True
-    has_backward = False
-    backward_reads_bottom = False
+class DataLayer(HostData):
+    """Base of the layers that read a dataset: tops from a reader."""
 
     @property
     def transform_param(self) -> TransformationParameter:
@@ -89,15 +85,9 @@ class DataLayer(Layer):
     def forward_cpu(self, io: StepIO):
         io.state.next_batch(*io.top)
 
-    def backward_cpu(self, io: StepIO):
-        pass
-
     def forward_gpu(self, io: StepIO):
         """Host work (gather, queue uploads): the Net runs it before the captured graph."""
         io.state.forward(io.top)
-
-    def backward_gpu(self, io: StepIO):
-        pass
 
 
 class StagedReader:

@@ -21,7 +21,8 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats.rngstate import rng_from_array, rng_to_array
 from trainnet.layers import fillers
-from trainnet.layers.base import Layer, StepIO, count_tops, register
+from trainnet.layers.base import StepIO, count_tops, register
+from trainnet.layers.host_data import HostData
 from trainnet.netcfg.common import BlobShape, FillerParameter, Repeated, Strict, UIntList
 
 
@@ -57,14 +58,10 @@ class DummyDataState:
 
 
 @register("DummyData")
-class DummyData(Layer):
+class DummyData(HostData):
     Params = DummyDataParams
     caffe_params = {"dummy_data_param": None}
-    num_bottoms = (0, 0)
     num_tops = (1, None)
-    is_data = True
-    has_backward = False
-    backward_reads_bottom = False
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -110,9 +107,6 @@ class DummyData(Layer):
             else:
                 fillers.fill(top, f, io.state.rng)
 
-    def backward_cpu(self, io: StepIO):
-        pass
-
     def forward_gpu(self, io: StepIO):
         """Host work, run before the device work (and outside a CUDA graph)."""
         gpu, state = io.gpu, io.state
@@ -128,6 +122,3 @@ class DummyData(Layer):
             gpu.upload(io.top[i], host)
         state.uploaded[slot] = gpu.record()
         state.slot = 1 - slot
-
-    def backward_gpu(self, io: StepIO):
-        pass

@@ -5,7 +5,8 @@ Caffe's rule: one ``shape`` per top, or a single ``shape`` shared by every top.
 
 from __future__ import annotations
 
-from trainnet.layers.base import Layer, StepIO, count_tops, register
+from trainnet.layers.base import StepIO, count_tops, register
+from trainnet.layers.host_data import HostData
 from trainnet.netcfg.common import BlobShape, Repeated, Strict
 
 
@@ -14,15 +15,11 @@ class InputParams(Strict):
 
 
 @register("Input")
-class Input(Layer):
+class Input(HostData):
     Params = InputParams
     caffe_params = {"input_param": None}
-    num_bottoms = (0, 0)
     num_tops = (1, None)
-    is_data = True
     filled_by_user = True
-    has_backward = False
-    backward_reads_bottom = False
 
     def setup(self, bottom_shapes):
         shapes = [tuple(s.dim) for s in self.p.shape]
@@ -39,11 +36,5 @@ class Input(Layer):
     def forward_cpu(self, io: StepIO):
         pass  # the user (or the solver) writes the top blobs
 
-    def backward_cpu(self, io: StepIO):
-        pass
-
     def forward_gpu(self, io: StepIO):
         pass  # the tops are uploaded by the user (or the solver) before the pass
-
-    def backward_gpu(self, io: StepIO):
-        pass
