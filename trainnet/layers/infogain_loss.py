@@ -25,10 +25,9 @@ import numpy as np
 from trainnet.data.paths import candidates
 from trainnet.errors import TrainnetError
 from trainnet.formats.blobproto import load_blob
-from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
-from trainnet.layers.loss import LOG_THRESHOLD, LossParams, loss_weight, normalizer
-from trainnet.layers.softmax import softmax_into
-from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
+from trainnet.layers.base import Buffer, StepIO, count_tops, register
+from trainnet.layers.loss import LOG_THRESHOLD, LossParams, loss_weight
+from trainnet.layers.softmax_loss import SoftmaxLabelLoss, label_buffers, label_setup
 from trainnet.runtime.kernels import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
@@ -45,12 +44,10 @@ def load_infogain(path) -> np.ndarray:
 
 
 @register("InfogainLoss")
-class InfogainLoss(Layer):
+class InfogainLoss(SoftmaxLabelLoss):
     Params = InfogainLossParams
     caffe_params = {"infogain_loss_param": ("source", "axis"), "loss_param": None}
     num_bottoms = (2, 3)
-    num_tops = (1, 2)
-    is_loss = True
     no_grad_bottoms = (1, 2)  # the label and H
     backward_reads_bottom = False  # unless H is bottom 2 (set in setup)
 
@@ -125,9 +122,8 @@ class InfogainLoss(Layer):
         return io.buf["hrow"].reshape(outer, inner, k).transpose(0, 2, 1)
 
     def forward_cpu(self, io: StepIO):
+        count = self.softmax_and_labels(io)
         prob, logp, hrow = io.buf["prob"], io.buf["logp"], io.buf["hrow"]
-        softmax_into(io.bottom[0].reshape(self.shape3), prob, io.buf["scale"])
-        count = read_labels(self, io, self.p.ignore_label)
         # ignored labels may lie outside [0, K): clip them, ``valid`` drops their rows
         np.take(self._matrix(io, hrow.dtype), io.buf["label"].reshape(-1), axis=0, out=hrow,
                 mode="clip")
@@ -135,16 +131,12 @@ class InfogainLoss(Layer):
         np.log(logp, out=logp)
         np.multiply(logp, self._h_rows(io), out=logp)
         np.multiply(logp, io.buf["valid"], out=logp)
-        outer, _, inner = self.shape3
-        io.top[0][...] = -logp.sum() / normalizer(self.p.mode, outer, inner, count)
-        if len(io.top) > 1:
-            np.copyto(io.top[1], prob.reshape(io.top[1].shape))
+        self.write_loss(io, logp.sum(), count)
 
     def backward_cpu(self, io: StepIO):
         dx = io.bottom_diff[0]
         if dx is None:
             return
-        outer, _, inner = self.shape3
         valid, hsum, rows = io.buf["valid"], io.buf["scale"], self._h_rows(io)
         dx3 = dx.reshape(self.shape3)
         np.sum(rows, axis=1, keepdims=True, out=hsum)
@@ -152,20 +144,14 @@ class InfogainLoss(Layer):
         np.subtract(dx3, rows, out=dx3)
         np.multiply(dx3, valid, out=dx3)
         count = int(np.count_nonzero(valid))
-        dx3 *= loss_weight(io) / normalizer(self.p.mode, outer, inner, count)
+        dx3 *= loss_weight(io) / self.normalizer(count)
 
     def forward_gpu(self, io: StepIO):
-        outer, k, inner = self.shape3
-        mode, ignore = self.p.mode, self.p.ignore_label
-        fixed = 0.0 if mode == "VALID" else normalizer(mode, outer, inner, 0)
         h = io.state if self.H is not None else io.bottom[2]
         io.gpu.launch_blocks(KERNELS, "infogain_loss_forward", 1, BLOCK, io.top[0], io.buf["prob"],
                              io.buf["label"], io.buf["hsum"], io.buf["norm"], io.bottom[0],
-                             io.bottom[1], h, np.int64(outer * inner), np.int32(k),
-                             np.int64(inner), np.int32(ignore is not None), np.int64(ignore or 0),
-                             np.float32(fixed))
-        if len(io.top) > 1:
-            io.gpu.copy(io.top[1], io.buf["prob"])
+                             io.bottom[1], h, *self.forward_sizes())
+        self.copy_prob_gpu(io)
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]

@@ -76,15 +76,51 @@ def read_labels(layer: Layer, io: StepIO, ignore_label: Optional[int]) -> int:
     return count
 
 
+class SoftmaxLabelLoss(Layer):
+    """The forward SoftmaxWithLoss and InfogainLoss share: a softmax over ``axis`` of the scores
+    (bottom 0) into ``prob``, kept for backward and copied to the optional second top, the labels
+    of bottom 1 read, and the summed loss divided by the normalizer.  ``setup`` sets ``shape3``."""
+
+    num_tops = (1, 2)
+    is_loss = True
+    backward_reads_bottom = False  # backward reads the kept probabilities and labels
+
+    def normalizer(self, valid_count: int) -> float:
+        outer, _, inner = self.shape3
+        return normalizer(self.p.mode, outer, inner, valid_count)
+
+    def softmax_and_labels(self, io: StepIO) -> int:
+        """CPU: the softmax into ``prob`` and the label buffers filled; the counted labels."""
+        softmax_into(io.bottom[0].reshape(self.shape3), io.buf["prob"], io.buf["scale"])
+        return read_labels(self, io, self.p.ignore_label)
+
+    def write_loss(self, io: StepIO, total: float, count: int) -> None:
+        """CPU: top 0 = -total / norm, and the probabilities into top 1 when there is one."""
+        io.top[0][...] = -total / self.normalizer(count)
+        if len(io.top) > 1:
+            np.copyto(io.top[1], io.buf["prob"].reshape(io.top[1].shape))
+
+    def forward_sizes(self) -> tuple:
+        """GPU: the forward kernel's last arguments (rows, classes, inner, whether a label is
+        ignored and which, the normalizer or 0 to count the labels on the device)."""
+        outer, c, inner = self.shape3
+        fixed = 0.0 if self.p.mode == "VALID" else self.normalizer(0)
+        ignore = self.p.ignore_label
+        return (np.int64(outer * inner), np.int32(c), np.int64(inner),
+                np.int32(ignore is not None), np.int64(ignore or 0), np.float32(fixed))
+
+    def copy_prob_gpu(self, io: StepIO) -> None:
+        """GPU: the probabilities into top 1 when there is one."""
+        if len(io.top) > 1:
+            io.gpu.copy(io.top[1], io.buf["prob"])
+
+
 @register("SoftmaxWithLoss")
-class SoftmaxWithLoss(Layer):
+class SoftmaxWithLoss(SoftmaxLabelLoss):
     Params = SoftmaxWithLossParams
     caffe_params = {"softmax_param": ("axis",), "loss_param": None}
     num_bottoms = (2, 2)
-    num_tops = (1, 2)
-    is_loss = True
     no_grad_bottoms = (1,)  # the label
-    backward_reads_bottom = False  # backward reads the kept probabilities and labels
 
     def setup(self, bottom_shapes):
         self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
@@ -103,21 +139,14 @@ class SoftmaxWithLoss(Layer):
     def flops(self):
         return 6 * math.prod(self.shape3)  # softmax, then one masked pick
 
-    def normalizer(self, valid_count: int) -> float:
-        outer, _, inner = self.shape3
-        return normalizer(self.p.mode, outer, inner, valid_count)
-
     def forward_cpu(self, io: StepIO):
-        prob, picked = io.buf["prob"], io.buf["scale"]
-        softmax_into(io.bottom[0].reshape(self.shape3), prob, picked)
-        count = read_labels(self, io, self.p.ignore_label)
-        np.sum(prob, axis=1, keepdims=True, where=io.buf["onehot"], out=picked)
+        count = self.softmax_and_labels(io)
+        picked = io.buf["scale"]
+        np.sum(io.buf["prob"], axis=1, keepdims=True, where=io.buf["onehot"], out=picked)
         np.maximum(picked, FLT_MIN, out=picked)
         np.log(picked, out=picked)
         np.multiply(picked, io.buf["valid"], out=picked)
-        io.top[0][...] = -picked.sum() / self.normalizer(count)
-        if len(io.top) > 1:
-            np.copyto(io.top[1], prob.reshape(io.top[1].shape))
+        self.write_loss(io, picked.sum(), count)
 
     def backward_cpu(self, io: StepIO):
         dx = io.bottom_diff[0]  # bottom 1 (the label) never gets a gradient
@@ -131,15 +160,10 @@ class SoftmaxWithLoss(Layer):
         dx3 *= weight / self.normalizer(int(np.count_nonzero(valid)))
 
     def forward_gpu(self, io: StepIO):
-        outer, c, inner = self.shape3
-        fixed = 0.0 if self.p.mode == "VALID" else self.normalizer(0)  # 0: count on the device
-        ignore = self.p.ignore_label
         io.gpu.launch_blocks(KERNELS, "softmax_loss_forward", 1, BLOCK, io.top[0], io.buf["prob"],
                              io.buf["label"], io.buf["norm"], io.bottom[0], io.bottom[1],
-                             np.int64(outer * inner), np.int32(c), np.int64(inner),
-                             np.int32(ignore is not None), np.int64(ignore or 0), np.float32(fixed))
-        if len(io.top) > 1:
-            io.gpu.copy(io.top[1], io.buf["prob"])
+                             *self.forward_sizes())
+        self.copy_prob_gpu(io)
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]
