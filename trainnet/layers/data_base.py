@@ -90,6 +90,22 @@ class DataLayer(HostData):
         io.state.forward(io.top)
 
 
+class PinnedPair:
+    """Two sets of pinned host buffers, one buffer per shape, used in turn: the host fills one
+    set while the other's upload may still run.  ``uploaded[i]`` is the event recorded after the
+    last upload from set ``i``; ``take`` hands a set out once that upload has left it."""
+
+    def __init__(self, backend, shapes: list[tuple[int, ...]]):
+        self.gpu = backend
+        self.sets = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)]
+        self.uploaded: list = [None, None]
+
+    def take(self, slot: int) -> list[np.ndarray]:
+        """Set ``slot``, after the host has waited for its last upload."""
+        self.gpu.host_wait(self.uploaded[slot])
+        return self.sets[slot]
+
+
 class StagedReader:
     """A reader feeding a GPU: batches gathered on the host overlap the device's compute.
 
@@ -106,9 +122,8 @@ class StagedReader:
     def __init__(self, reader, shapes: list[tuple[int, ...]], backend):
         self.reader, self.gpu = reader, backend
         self.ahead = getattr(reader, "read_ahead", True)
-        self.pinned = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)]
+        self.host = PinnedPair(backend, shapes)  # its uploaded[i]: staging[i] holds its batch
         self.staging = [[backend.zeros(s, np.float32) for s in shapes] for _ in range(2)]
-        self.ready: list = [None, None]     # side-stream events: staging[i] holds its batch
         # compute-stream events: staging[i] copied out; at first, zero-filled (on the compute
         # stream), so that the side stream's first uploads into them wait for the fill
         zeroed = backend.record()
@@ -118,13 +133,12 @@ class StagedReader:
         self.consumed_at: Optional[tuple] = None  # the reader's checkpoint after the last batch used
 
     def _prepare(self, slot: int) -> None:
-        """Gather the reader's next batch into pinned[slot] and queue its upload."""
-        self.gpu.host_wait(self.ready[slot])  # the previous upload from pinned[slot] has left it
-        host = self.pinned[slot]
+        """Gather the reader's next batch into pinned set ``slot`` and queue its upload."""
+        host = self.host.take(slot)
         self.reader.next_batch(*host)
         after = self.consumed[slot]
         for dst, src in zip(self.staging[slot], host):
-            self.ready[slot] = self.gpu.upload_side(dst, src, after=after)
+            self.host.uploaded[slot] = self.gpu.upload_side(dst, src, after=after)
             after = None  # the side stream runs its copies in order
 
     def forward(self, tops: list) -> None:
@@ -133,7 +147,7 @@ class StagedReader:
             self._prepare(self.slot)
             self.primed = True
         cur = self.slot
-        gpu.wait(self.ready[cur])
+        gpu.wait(self.host.uploaded[cur])
         for top, staged in zip(tops, self.staging[cur]):
             gpu.copy(top, staged)
         self.consumed[cur] = gpu.record()

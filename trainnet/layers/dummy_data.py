@@ -22,6 +22,7 @@ from trainnet.errors import TrainnetError
 from trainnet.formats.rngstate import rng_from_array, rng_to_array
 from trainnet.layers import fillers
 from trainnet.layers.base import StepIO, count_tops, register
+from trainnet.layers.data_base import PinnedPair
 from trainnet.layers.host_data import HostData
 from trainnet.netcfg.common import BlobShape, FillerParameter, Repeated, Strict, UIntList
 
@@ -40,9 +41,7 @@ class DummyDataState:
 
     def __init__(self, rng: np.random.Generator, shapes: list[tuple[int, ...]], backend=None):
         self.rng, self.gpu = rng, backend
-        self.pinned = [[backend.pinned(s, np.float32) for s in shapes] for _ in range(2)] \
-            if backend else None
-        self.uploaded: list = [None, None]  # compute-stream events: pinned[i] has been copied
+        self.host = PinnedPair(backend, shapes) if backend else None
         self.slot = 0
 
     def get_state(self) -> dict[str, np.ndarray]:
@@ -116,9 +115,8 @@ class DummyData(HostData):
         if not self.random:
             return
         slot = state.slot
-        gpu.host_wait(state.uploaded[slot])  # the last upload from these buffers has left them
-        for host, i in zip(state.pinned[slot], self.random):
+        for host, i in zip(state.host.take(slot), self.random):
             fillers.fill(host, self.fill_with[i], state.rng)
             gpu.upload(io.top[i], host)
-        state.uploaded[slot] = gpu.record()
+        state.host.uploaded[slot] = gpu.record()
         state.slot = 1 - slot
