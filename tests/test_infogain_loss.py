@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from gpu_check import check_parity
+from gpu_check import check_parity, gpu_io
 from layer_check import build, check_gradients, make_io, run_forward
 from test_split import with_tops
 from trainnet.errors import ConfigError, TrainnetError
@@ -187,3 +187,22 @@ def test_gpu_parity_h_from_source(gpu_device, h_file):
     layer = build("InfogainLoss", {"source": str(h_file[0]), "ignore_label": 3},
                   [x.shape, label.shape])
     check_parity(layer, [x, label], gpu_device, propagate_down=[True, False])
+
+
+@pytest.mark.parametrize("type_name", ["InfogainLoss", "SoftmaxWithLoss"])
+def test_gpu_bad_label_makes_loss_and_gradient_nan(gpu_device, type_name):
+    """The CPU pass refuses a counted label outside [0, K); the GPU pass, which cannot stop
+    mid-graph, turns the loss and that row's gradient into NaN (both kernels share the rows)."""
+    shapes = [(3, 4), (3,), (4, 4)][:3 if type_name == "InfogainLoss" else 2]
+    layer = build(type_name, {"ignore_label": 2}, shapes)
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    bottoms = [x, np.zeros(3, np.float32), np.eye(4, dtype=np.float32)][:len(shapes)]
+    cpu = make_io(layer, bottoms, propagate_down=[True] + [False] * (len(shapes) - 1))
+    cpu.top_diff[0][...] = 1.0
+    io = gpu_io(layer, gpu_device, cpu, 0)
+    gpu_device.upload(io.bottom[1], np.array([0.0, 5.0, 2.0], np.float32))
+    layer.forward(io, gpu_device)
+    layer.backward(io, gpu_device)
+    assert np.isnan(gpu_device.to_host(io.top[0])).all()
+    dx = gpu_device.to_host(io.bottom_diff[0])
+    assert np.isnan(dx[1]).all() and not np.isnan(dx[0]).any() and (dx[2] == 0).all()

@@ -13,29 +13,17 @@ extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* 
                                                  int K, i64 inner, int has_ignore, i64 ignore,
                                                  float fixed_norm) {
     __shared__ float scratch[1024];
-    float total = 0.0f;
-    i64 count = 0;
-    BLOCK_STRIDE(r, rows) {
-        const i64 base = row_base(r, K, inner);
-        softmax_row(prob, x, base, K, inner);
-        const i64 k = label_code(label[r], K, has_ignore, ignore);
-        code[r] = k;
-        if (k == LABEL_IGNORED) continue;
-        count += 1;
-        if (k == LABEL_BAD) {
-            total = quiet_nan();
-            continue;
-        }
-        float sum = 0.0f, gain = 0.0f;
-        for (int c = 0; c < K; ++c) {
-            const float h = H[k * K + c];
-            sum += h;
-            gain += h * logf(nan_max(prob[base + c * inner], 1e-20f));
-        }
-        hsum[r] = sum;
-        total -= gain;
-    }
-    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
+    softmax_loss_rows(loss, prob, code, norm_out, x, label, rows, K, inner, has_ignore, ignore,
+                      fixed_norm, scratch, [&](i64 r, i64 base, i64 k) {
+                          float sum = 0.0f, gain = 0.0f;
+                          for (int c = 0; c < K; ++c) {
+                              const float h = H[k * K + c];
+                              sum += h;
+                              gain += h * logf(nan_max(prob[base + c * inner], 1e-20f));
+                          }
+                          hsum[r] = sum;
+                          return gain;
+                      });
 }
 
 // dx = (p * sum_k H[label, k] - H[label, c]) * loss_weight / norm, 0 where the label is

@@ -1,6 +1,7 @@
 // Shared by the loss kernels that normalize by a count (layers/loss.py on the CPU) and by
 // Accuracy, which counts too.
 #pragma once
+#include "classes.cuh"
 #include "common.cuh"
 
 // Block-wide exact sum of one count per thread (each below 2^26; every thread gets the total).
@@ -27,4 +28,28 @@ __device__ __forceinline__ void write_normalized_loss(float* loss, float* norm_o
         loss[0] = total / norm;
         norm_out[0] = norm;
     }
+}
+
+// The body of a softmax loss's one-block forward (SoftmaxWithLoss, InfogainLoss): each thread
+// takes rows in turn, puts their softmax in `prob` and their label codes in `code` for backward,
+// and adds term(r, base, k), the loss of row r (first element `base`) with counted label k;
+// a bad label adds NaN.  Then the block writes loss / norm as write_normalized_loss does.
+template <typename Term>
+__device__ __forceinline__ void softmax_loss_rows(float* loss, float* prob, i64* code,
+                                                  float* norm_out, const float* x,
+                                                  const float* label, i64 rows, int C, i64 inner,
+                                                  int has_ignore, i64 ignore, float fixed_norm,
+                                                  float* scratch, Term term) {
+    float total = 0.0f;
+    i64 count = 0;
+    BLOCK_STRIDE(r, rows) {
+        const i64 base = row_base(r, C, inner);
+        softmax_row(prob, x, base, C, inner);
+        const i64 k = label_code(label[r], C, has_ignore, ignore);
+        code[r] = k;
+        if (k == LABEL_IGNORED) continue;
+        count += 1;
+        total -= k == LABEL_BAD ? quiet_nan() : term(r, base, k);
+    }
+    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
 }

@@ -12,18 +12,10 @@ extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* c
                                                 const float* label, i64 rows, int C, i64 inner,
                                                 int has_ignore, i64 ignore, float fixed_norm) {
     __shared__ float scratch[1024];
-    float total = 0.0f;
-    i64 count = 0;
-    BLOCK_STRIDE(r, rows) {
-        const i64 base = row_base(r, C, inner);
-        softmax_row(prob, x, base, C, inner);
-        const i64 k = label_code(label[r], C, has_ignore, ignore);
-        code[r] = k;
-        if (k == LABEL_IGNORED) continue;
-        count += 1;
-        total -= k == LABEL_BAD ? quiet_nan() : logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
-    }
-    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
+    softmax_loss_rows(loss, prob, code, norm_out, x, label, rows, C, inner, has_ignore, ignore,
+                      fixed_norm, scratch, [&](i64 r, i64 base, i64 k) {
+                          return logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
+                      });
 }
 
 // dx = (p - onehot(label)) * loss_weight / norm, 0 where the label is ignored.  The loss weight
