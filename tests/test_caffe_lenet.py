@@ -10,7 +10,8 @@ import yaml
 from click.testing import CliRunner
 
 from trainnet.cli import main
-from trainnet.solver.snapshot import read_metadata, read_tensors
+from trainnet.formats.tensorfile import peek_metadata
+from trainnet.solver.snapshot import read_tensors
 from trainnet.formats.caffemodel import read_caffemodel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def accuracy(output: str) -> float:
 def test_converted_lenet_reaches_caffe_accuracy_on_the_cpu(tmp_path, caffe_lenet):
     """All 10,000 MNIST test images (100 batches of 100) through `trainnet test`."""
     weights = converted(tmp_path, caffe_lenet)
-    meta = read_metadata(weights)
+    meta = peek_metadata(weights)
     assert json.loads(meta["preprocess"])["channel_order"] == "GRAY"
     assert meta["format"] == "trainnet-weights" and meta["source"] == caffe_lenet.name
     out = cli("test", "--model", NET, "--weights", weights, "--iterations", 100, "--device", "cpu")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
 
 from trainnet.errors import TrainnetError
 from trainnet.formats import tensorfile
@@ -31,14 +30,6 @@ def read_tensors(path: Path, what: str) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file, checked against their recorded digests; weights
     (``what`` "weights") must be floating point and come back as float32."""
     return tensorfile.read(path, what, floats=lambda name: what == "weights").tensors
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise TrainnetError(f"{path}: not a readable solver state file: {exc}") from None
 
 
 def save_weights(path: Path, store: ParamStore, net_name: str, iteration: int) -> dict[str, str]:
