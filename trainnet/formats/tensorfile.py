@@ -184,6 +184,16 @@ def decode(data: bytearray, path: Path, what: str,
     return TensorFile(path, tensors, metadata, digests)
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with its header's 8-byte length, then the JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def peek_metadata(path: Path) -> dict[str, str]:
     """The metadata of a safetensors file from its header alone; {} when it has none or the
     header cannot be read (``read`` says why)."""

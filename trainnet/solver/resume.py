@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from trainnet.errors import TrainnetError
-from trainnet.formats import solverstate
+from trainnet.formats import solverstate, tensorfile
 from trainnet.formats.rngstate import rng_from_json, rng_to_json
 from trainnet.formats.tensorfile import digest_of_set
 from trainnet.solver import caffe_state, snapshot as snap
-from trainnet.solver.weights import EXACT, WeightsReport, assign, is_safetensors, read_weights
+from trainnet.solver.weights import EXACT, WeightsReport, assign, read_weights
 
 
 def snapshot(solver) -> Path:
@@ -118,7 +118,7 @@ def snapshot_weights(solver, weights: Path, meta: dict, state_path: Path) -> Wei
 
 def restore(solver, state_path: Path) -> None:
     """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""
-    if not is_safetensors(state_path):
+    if not tensorfile.is_safetensors(state_path):
         restore_caffe(solver, state_path)
         return
     tensors, meta = snap.load_state(state_path)

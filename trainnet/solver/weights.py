@@ -111,7 +111,7 @@ def _read_file(path: Path, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarr
             raise _refuse_state(path)
         return read_caffemodel_h5(path, shapes), {}, {}
     if path.is_file() and (path.suffix.lower() == ".caffemodel" or
-                           (path.suffix.lower() != ".safetensors" and not is_safetensors(path))):
+                           (path.suffix.lower() != ".safetensors" and not tensorfile.is_safetensors(path))):
         if is_solver_state(path):
             raise _refuse_state(path)
         return caffe_to_trainnet(read_caffemodel(path), shapes), {}, {}
@@ -119,16 +119,6 @@ def _read_file(path: Path, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarr
         raise _refuse_state(path)
     read = tensorfile.read(path, "weights", floats=lambda name: True)
     return read.tensors, read.metadata, read.digests
-
-
-def is_safetensors(path: Path) -> bool:
-    """A safetensors file starts with its header's 8-byte length, then the JSON header."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{"
 
 
 def _nonfinite(path: Path, key: str, value: np.ndarray) -> TrainnetError:
