@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from trainnet.netcfg.lr_policies import POLICIES as DECLARED, check_policy  # noqa: F401
+from trainnet.netcfg.lr_policies import POLICIES as DECLARED
 from trainnet.registry import Registry
 
 RATES = Registry("lr_policy")
