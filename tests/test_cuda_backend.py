@@ -261,8 +261,8 @@ def test_launches_are_checked_against_the_prototype_and_the_block(cp, monkeypatc
     y = gpu.zeros(4)
     with pytest.raises(TypeError, match=r"kernel fill_f32 \(basic.cu\): argument 2 'n' is i64"):
         gpu.launch(cuda.BASIC, "fill_f32", 4, y, np.float32(1), np.int32(4))
-    with pytest.raises(ValueError, match="kernel sum_f32: 96 threads per block"):
-        gpu.launch_blocks(cuda.BASIC, "sum_f32", 1, 96, y, y, np.int64(4))
+    with pytest.raises(ValueError, match="kernel fill_f32: 96 threads per block"):
+        gpu.launch_blocks(cuda.BASIC, "fill_f32", 1, 96, y, np.float32(1), np.int64(4))
     assert cp.ops("kernel") == []
 
 

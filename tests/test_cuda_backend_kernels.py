@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from trainnet.runtime import kernels as K
+from trainnet.kernels import sources as K
 
-EMBED = K.INCLUDE_DIR / "embed.cu"
+EMBED = K.INCLUDE_DIR.parent / "layers" / "embed.cu"
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from trainnet.errors import TrainnetError
-from trainnet.runtime import kernels
+from trainnet.kernels import sources as kernels
 from trainnet.runtime.device import CPU, get_device
 
 NVCC = shutil.which("nvcc")

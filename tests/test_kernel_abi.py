@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainnet.runtime import kernels as K
+from trainnet.kernels import sources as K
 
 SOURCES = K.all_sources()
 PACKAGE = Path(K.__file__).resolve().parents[1]
@@ -44,7 +44,8 @@ def test_prototypes_expand_parameter_macros_and_skip_comments(tmp_path):
 def test_a_well_typed_launch_passes():
     y, x = np.zeros(4, np.float32), np.ones(4, np.float32)
     K.check_launch(BASIC, "axpy_f32", 256, (y, x, np.float32(2), np.int64(4)), IS_ARRAY)
-    K.check_launch(BASIC, "tick_u64", 256, (np.zeros(1, np.uint64),), IS_ARRAY)
+    K.check_launch(K.INCLUDE_DIR.parent / "layers" / "dropout.cu", "tick_u64", 256,
+                   (np.zeros(1, np.uint64),), IS_ARRAY)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -73,9 +74,9 @@ def test_an_unknown_kernel_and_a_python_scalar_are_refused():
 
 @pytest.mark.parametrize("threads", [0, 96, 255, 2048])
 def test_block_reductions_need_a_power_of_two_block(threads):
-    with pytest.raises(ValueError, match=f"kernel sum_f32: {threads} threads per block"):
-        K.check_launch(BASIC, "sum_f32", threads, (np.zeros(1, np.float32),) * 2 + (np.int64(1),),
-                       IS_ARRAY)
+    with pytest.raises(ValueError, match=f"kernel fill_f32: {threads} threads per block"):
+        K.check_launch(BASIC, "fill_f32", threads, (np.zeros(1, np.float32), np.float32(0),
+                                                    np.int64(1)), IS_ARRAY)
 
 
 def test_the_prototype_check_runs_once_per_argument_typing():

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainnet.runtime import kernels as K
+from trainnet.kernels import sources as K
 from trainnet.runtime.cuda import BASIC, check_upload
 
 from .build import EmulationError, build, explain
@@ -86,7 +86,7 @@ class EmulatedBackend:
     def __init__(self):
         self._libs: dict[Path, ctypes.CDLL] = {}
         self._paths: dict[str, Path] = {}
-        self._checked: set = set()   # kernel ABI checks done (trainnet.runtime.kernels.check_launch)
+        self._checked: set = set()   # kernel ABI checks done (trainnet.kernels.sources.check_launch)
         self.recording: list | None = None
         self.capturing = False
         self.launches = 0

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from trainnet.runtime import kernels as K
+from trainnet.kernels import sources as K
 
 KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)\s*\{')
 WRAPPERS = ("emulator-wrappers", "cuda_host.h", "??")  # frames of ours, not the kernel's

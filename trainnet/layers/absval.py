@@ -6,7 +6,7 @@ import numpy as np
 
 from trainnet.layers.base import StepIO, register
 from trainnet.layers.neuron import Neuron
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

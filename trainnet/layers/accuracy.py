@@ -19,7 +19,7 @@ from pydantic import Field
 from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
 from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

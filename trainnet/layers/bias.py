@@ -14,7 +14,7 @@ from pydantic import Field
 
 from trainnet.layers.base import Layer, ParamBlob, Shape, StepIO, register
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -21,7 +21,7 @@ from trainnet.layers import depthwise
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, fill_padded, register
 from trainnet.layers.columns import Columns
 from trainnet.layers.conv_geometry import ConvolutionParams, kernel_geometry
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

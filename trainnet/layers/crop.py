@@ -18,7 +18,7 @@ import numpy as np
 from trainnet.layers.base import Layer, StepIO, register
 from trainnet.layers.softmax import split_axis
 from trainnet.netcfg.common import Strict, UIntList
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 MAX_AXES = 6  # merged axes the crop kernels index (crop.cu)

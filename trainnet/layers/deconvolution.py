@@ -25,7 +25,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
 from trainnet.layers.conv_geometry import ConvolutionParams, kernel_geometry
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -25,9 +25,7 @@ from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.layers.rng import PhiloxWork, fill_uniform
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.cuda import BASIC
-from trainnet.runtime.device import CPU
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 
@@ -41,14 +39,22 @@ class DropoutState:
     """The generator's key and pass counter, each a (1,) uint64 array on ``device``."""
 
     def __init__(self, key: np.uint64, device, size: int):
-        self.device = device
-        self.key = device.zeros((1,), np.uint64)
-        self.counter = device.zeros((1,), np.uint64)
-        device.upload(self.key, np.array([key], np.uint64))
-        self.work: Optional[PhiloxWork] = None if device.is_gpu else PhiloxWork(size)
+        self.device = device  # None: host arrays, for the CPU
+        on_gpu = device is not None and device.is_gpu
+        self.key = device.zeros((1,), np.uint64) if on_gpu else np.zeros(1, np.uint64)
+        self.counter = device.zeros((1,), np.uint64) if on_gpu else np.zeros(1, np.uint64)
+        self._write(self.key, np.array([key], np.uint64))
+        self.work: Optional[PhiloxWork] = None if on_gpu else PhiloxWork(size)
+
+    def _write(self, dst, value: np.ndarray) -> None:
+        if isinstance(dst, np.ndarray):
+            dst[...] = value
+        else:
+            self.device.upload(dst, value)
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"key": self.device.to_host(self.key), "counter": self.device.to_host(self.counter)}
+        read = (lambda a: a.copy()) if isinstance(self.key, np.ndarray) else self.device.to_host
+        return {"key": read(self.key), "counter": read(self.counter)}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         missing = {"key", "counter"} - set(state)
@@ -59,7 +65,7 @@ class DropoutState:
             if value.size != 1 or value.dtype != np.uint64:
                 raise TrainnetError(f"dropout state: {name} must be one uint64, got "
                                     f"{value.size} of {value.dtype}")
-            self.device.upload(getattr(self, name), value)
+            self._write(getattr(self, name), value)
 
 
 @register("Dropout")
@@ -86,7 +92,7 @@ class Dropout(Layer):
         if not self.train:
             return None
         key = rng.integers(0, 2**64, dtype=np.uint64)
-        return DropoutState(key, device or CPU, math.prod(self.top_shapes[0]))
+        return DropoutState(key, device, math.prod(self.top_shapes[0]))
 
     def _scales(self) -> tuple[float, float]:
         """(TRAIN multiplier of kept units, TEST multiplier)."""
@@ -127,7 +133,7 @@ class Dropout(Layer):
         gpu.launch(KERNELS, "dropout_forward", x.size, y, io.buf["mask"], x, state.key,
                    state.counter, np.float32(self.p.dropout_ratio), np.float32(train_scale),
                    np.int64(x.size))
-        gpu.launch(BASIC, "tick_u64", 1, state.counter)
+        gpu.launch(KERNELS, "tick_u64", 1, state.counter)
 
     def backward_gpu(self, io: StepIO):
         dy, dx, gpu = io.top_diff[0], io.bottom_diff[0], io.gpu

@@ -23,7 +23,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.netcfg.common import FloatList, Strict
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 PER_LAUNCH = 4  # inputs combined by one eltwise_combine launch

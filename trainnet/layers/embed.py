@@ -24,7 +24,7 @@ from pydantic import Field
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -28,7 +28,7 @@ from trainnet.formats.blobproto import load_blob
 from trainnet.layers.base import Buffer, StepIO, count_tops, register
 from trainnet.layers.loss import LOG_THRESHOLD, LossParams, loss_weight
 from trainnet.layers.softmax_loss import SoftmaxLabelLoss, label_buffers, label_setup
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

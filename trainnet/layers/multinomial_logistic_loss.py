@@ -17,7 +17,7 @@ import numpy as np
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.layers.loss import LOG_THRESHOLD, loss_weight, row_label_setup
 from trainnet.layers.softmax_loss import label_buffers, read_labels
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

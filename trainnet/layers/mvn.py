@@ -19,7 +19,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

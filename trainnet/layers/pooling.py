@@ -25,7 +25,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register
 from trainnet.layers.pool_geometry import FLT_MAX, PoolingParams, clip_tap, window_geometry
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from trainnet.layers.base import Buffer, ParamBlob, StepIO, register
 from trainnet.layers.neuron import Neuron
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 DEFAULT_FILLER = FillerParameter(type="constant", value=0.25)  # Caffe's, when none is given

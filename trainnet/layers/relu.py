@@ -10,7 +10,7 @@ from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -20,7 +20,7 @@ from pydantic import Field
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register, save_bottom
 from trainnet.layers.bias import operand, setup_operand
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

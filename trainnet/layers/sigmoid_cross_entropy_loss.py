@@ -20,7 +20,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.layers.loss import LossParams, loss_weight, normalizer
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

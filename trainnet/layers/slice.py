@@ -16,7 +16,7 @@ from pydantic import Field
 from trainnet.layers.base import Layer, StepIO, count_tops, register
 from trainnet.layers.concat import legacy_axis
 from trainnet.netcfg.common import Strict, UIntList
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

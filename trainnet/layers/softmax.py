@@ -16,7 +16,7 @@ import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, register
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

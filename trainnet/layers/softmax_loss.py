@@ -23,7 +23,7 @@ from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, count_tops, register
 from trainnet.layers.loss import LossParams, normalizer
 from trainnet.layers.softmax import softmax_into, split_axis
-from trainnet.runtime.kernels import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.layers.base import Layer, StepIO, count_tops, register
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 PER_LAUNCH = 4  # top gradients summed by one split_backward launch

@@ -12,7 +12,7 @@ from trainnet.layers.base import Buffer, StepIO, register
 from trainnet.layers.neuron import Neuron
 from trainnet.layers.sigmoid import sigmoid_into
 from trainnet.netcfg.common import Strict
-from trainnet.runtime.kernels import kernel_source
+from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 

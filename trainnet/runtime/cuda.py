@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainnet.runtime import kernels as K
+from trainnet.kernels import sources as K
 
 BASIC = K.kernel_source(__file__, "basic.cu")
 OP_N, OP_T = 0, 1

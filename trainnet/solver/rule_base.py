@@ -18,7 +18,7 @@ import numpy as np
 
 from trainnet.registry import Registry
 from trainnet.runtime.device import CPU, Device
-from trainnet.runtime.kernels import BLOCK, grid_for, kernel_source
+from trainnet.kernels.sources import BLOCK, grid_for, kernel_source
 
 KERNELS = kernel_source(__file__, "update.cu")
 RULES = Registry("solver type")
