@@ -1,10 +1,13 @@
 """Dropout: inverted scaling in TRAIN with a counter-based (Philox) mask, identity in TEST;
-the Philox generator against Random123's known answers, in NumPy and in common.cuh."""
+the Philox generator against Random123's known answers, in NumPy and in common.cuh; CPU/GPU
+parity of the masks, of a replayed graph and of the TEST phase."""
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gpu_check import check_parity
+from layer_cases import Case, layer_tests, normal
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import TrainnetError
 from trainnet.layers import dropout as dropout_module
@@ -185,3 +188,33 @@ def test_gradients(monkeypatch):
 def test_ratio_must_be_below_one():
     with pytest.raises(ValidationError, match="less than 1"):
         build("Dropout", {"dropout_ratio": 1.0}, [(2, 2)])
+
+
+# --- CPU/GPU parity ----------------------------------------------------------------------------
+
+CASES = [Case("Dropout", {"dropout_ratio": ratio, "scale_train": scale_train}, [normal((3, 8), 2)],
+              phase="TEST", gpu_rtol=0, passes=2) for ratio, scale_train in [(0.5, True), (0.25, False)]]
+globals().update(layer_tests(CASES))
+
+
+@pytest.mark.parametrize("ratio, scale_train", [(0.5, True), (0.3, False)])
+def test_gpu_train_draws_the_cpu_masks(gpu_device, ratio, scale_train):
+    """Philox masks: the same units dropped on CPU and GPU, and a new mask every pass."""
+    rng = np.random.default_rng(0)
+    layer = build("Dropout", {"dropout_ratio": ratio, "scale_train": scale_train}, [(4, 3, 5, 7)])
+    cpu, gpu = check_parity(layer, [rng.normal(size=(4, 3, 5, 7))], gpu_device, rtol=0, passes=3)
+    np.testing.assert_array_equal(gpu_device.to_host(gpu.buf["mask"]), cpu.buf["mask"])
+    assert int(cpu.state.counter[0]) == int(gpu_device.to_host(gpu.state.counter)[0]) == 3
+    assert gpu.state.get_state()["key"] == cpu.state.get_state()["key"]
+
+
+def test_gpu_graph_replay_draws_new_masks(gpu_device):
+    """The pass counter lives in device memory: a replayed capture advances it."""
+    rng = np.random.default_rng(1)
+    layer = build("Dropout", {}, [(6, 50)])
+    cpu, gpu = check_parity(layer, [rng.normal(size=(6, 50))], gpu_device, rtol=0)
+    graph = gpu_device.backend.capture(lambda: layer.forward(gpu, gpu_device))
+    for _ in range(2):
+        graph.replay()
+        layer.forward(cpu, CPU)
+        np.testing.assert_array_equal(gpu_device.to_host(gpu.top[0]), cpu.top[0])

@@ -1,9 +1,10 @@
-"""Flatten: shapes as Caffe computes them; data and diff copied unchanged."""
+"""Flatten: shapes as Caffe computes them; data and diff copied unchanged, on the CPU and the GPU."""
 
 import numpy as np
 import pytest
 
-from layer_check import build, check_gradients, run_forward
+from layer_cases import Case, layer_tests, normal
+from layer_check import build, run_forward
 from trainnet.errors import ConfigError
 
 
@@ -22,9 +23,9 @@ def test_shape_and_copy(shape, params, expected):
     assert [io.top[0][idx] for idx in np.ndindex(*expected)] == list(x.reshape(-1))
 
 
-def test_gradients():
-    check_gradients(build("Flatten", {"axis": 1}, [(2, 3, 2)]),
-                    [np.random.default_rng(0).normal(size=(2, 3, 2))])
+CASES = [Case("Flatten", {"axis": 1}, [normal((2, 3, 2))], grad=True, gpu=False)] + [
+    Case("Flatten", params, [normal((2, 3, 4, 5), 4)], gpu_rtol=0) for params in ({}, {"axis": 2})]
+globals().update(layer_tests(CASES))
 
 
 def test_errors():

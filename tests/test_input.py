@@ -1,7 +1,8 @@
-"""Input: one shape per top or one for all; forward leaves the blob to the user."""
+"""Input: one shape per top or one for all; forward leaves the blob to the user (on the GPU too)."""
 
 import pytest
 
+from gpu_check import check_parity
 from layer_check import build
 from test_split import with_tops
 from trainnet.errors import ConfigError
@@ -23,3 +24,9 @@ def test_errors():
         with_tops("Input", {"shape": [{"dim": [1]}, {"dim": [2]}]}, [], 3)
     with pytest.raises(ConfigError, match="shape: give one shape per top"):
         build("Input", {})
+
+
+def test_gpu_matches_cpu(gpu_device):
+    layer = build("Input", {"shape": [{"dim": [2, 3]}]})
+    assert layer.has_gpu()
+    check_parity(layer, [], gpu_device, backward=False)

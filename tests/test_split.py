@@ -1,11 +1,12 @@
-"""Split copies forward and sums gradients backward."""
+"""Split copies forward and sums gradients backward, on the CPU and the GPU."""
 
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from layer_check import check_gradients, run_forward
+from layer_cases import Case, layer_tests, normal
+from layer_check import run_forward
 from trainnet.layers.base import layer_class
 from trainnet.runtime.device import CPU
 
@@ -42,6 +43,6 @@ def test_backward_sums_and_skips_missing():
     assert not io.bottom_diff[0].any()
 
 
-def test_gradients():
-    x = np.random.default_rng(1).normal(size=(2, 3))
-    check_gradients(with_tops("Split", {}, [(2, 3)], 3), [x])
+CASES = [Case("Split", {}, [normal((2, 3), 1)], tops=3, grad=True, gpu=False)] + [
+    Case("Split", {}, [normal((2, 3, 4), 3)], tops=n, gpu_rtol=0, id=f"{n}-tops") for n in (2, 3, 5)]
+globals().update(layer_tests(CASES))
