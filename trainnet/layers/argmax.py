@@ -19,7 +19,8 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, StepIO, register
+from trainnet.layers.base import Buffer, StepIO, register
+from trainnet.layers.no_backward import NoBackward
 from trainnet.layers.softmax import split_axis
 from trainnet.netcfg.common import Strict
 from trainnet.kernels.sources import kernel_source
@@ -34,11 +35,9 @@ class ArgMaxParams(Strict):
 
 
 @register("ArgMax")
-class ArgMax(Layer):
+class ArgMax(NoBackward):
     Params = ArgMaxParams
     caffe_params = {"argmax_param": None}
-    has_backward = False
-    backward_reads_bottom = False
 
     def setup(self, bottom_shapes):
         shape, p = bottom_shapes[0], self.p
@@ -99,15 +98,9 @@ class ArgMax(Layer):
                 np.not_equal(self.positions, pick[:, None, :], out=tie)
                 left &= tie
 
-    def backward_cpu(self, io: StepIO):
-        pass
-
     def forward_gpu(self, io: StepIO):
         outer, dim, inner = self.shape3
         rows = outer * inner
         io.gpu.launch(KERNELS, "argmax_forward", rows, io.top[0], io.bottom[0], np.int64(rows),
                       np.int64(dim), np.int64(inner), np.int64(self.p.top_k),
                       np.int32(self.slots[0]), np.int32(self.slots[1]))
-
-    def backward_gpu(self, io: StepIO):
-        pass

@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import Field
 
 from trainnet.errors import TrainnetError
-from trainnet.layers.base import Layer, StepIO, register
+from trainnet.layers.base import StepIO, register
+from trainnet.layers.no_backward import NoBackward
 from trainnet.netcfg.common import Strict
 
 DATASETS = ("data", "label")  # Caffe's HDF5_DATA_DATASET_NAME, HDF5_DATA_LABEL_NAME
@@ -69,13 +70,11 @@ def caffe_4d(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @register("HDF5Output")
-class HDF5Output(Layer):
+class HDF5Output(NoBackward):
     Params = HDF5OutputParams
     caffe_params = {"hdf5_output_param": None}
     num_bottoms = (2, 2)
     num_tops = (0, 0)
-    has_backward = False
-    backward_reads_bottom = False
     host_only = True
 
     def setup(self, bottom_shapes):
@@ -90,11 +89,5 @@ class HDF5Output(Layer):
     def forward_cpu(self, io: StepIO):
         io.state.append(io.bottom)
 
-    def backward_cpu(self, io: StepIO):
-        pass
-
     def forward_gpu(self, io: StepIO):
         io.state.append([io.gpu.download(b) for b in io.bottom])
-
-    def backward_gpu(self, io: StepIO):
-        pass

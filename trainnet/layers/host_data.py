@@ -3,20 +3,12 @@ bottoms and no backward, since a source's tops take no gradient."""
 
 from __future__ import annotations
 
-from trainnet.layers.base import Layer, StepIO
+from trainnet.layers.no_backward import NoBackward
 
 
-class HostData(Layer):
+class HostData(NoBackward):
     """Base of the source layers whose tops come from the host: Data and its kin, DummyData,
     Input."""
 
     num_bottoms = (0, 0)
     is_data = True
-    has_backward = False
-    backward_reads_bottom = False
-
-    def backward_cpu(self, io: StepIO):
-        """Nothing: the plan runs no backward for a source."""
-
-    def backward_gpu(self, io: StepIO):
-        """Nothing, as on the CPU."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from trainnet.layers.base import StepIO, register
 from trainnet.layers.neuron import Neuron
+from trainnet.layers.no_backward import NoBackward
 from trainnet.netcfg.common import Strict
 from trainnet.kernels.sources import kernel_source
 
@@ -22,17 +23,12 @@ class ThresholdParams(Strict):
 
 
 @register("Threshold")
-class Threshold(Neuron):
+class Threshold(NoBackward, Neuron):
     Params = ThresholdParams
     caffe_params = {"threshold_param": None}
-    has_backward = False
-    backward_reads_bottom = False
 
     def forward_cpu(self, io: StepIO):
         np.greater(io.bottom[0], np.float32(self.p.threshold), out=io.top[0])
-
-    def backward_cpu(self, io: StepIO):
-        pass  # has_backward is False: the plan never calls this
 
     def forward_gpu(self, io: StepIO):
         x, y = io.bottom[0], io.top[0]
