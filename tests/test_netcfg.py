@@ -1,5 +1,7 @@
 """Config loading: the shipped configs, located error messages, and dump/load round trips."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,6 +213,21 @@ def test_unknown_layer_type_lists_known_types_with_hint():
     assert msg.startswith("x.yaml:3: layer 'c': type: unknown layer type 'Convolutoin' "
                           "(did you mean 'Convolution'?); known: ")
     assert msg.split("known: ")[1].split(", ") == known_types()
+
+
+def test_netcfg_alone_says_what_it_lacks():
+    """netcfg owns the layer-type and ``zoo:`` lookups, which trainnet.layers and trainnet.zoo fill
+    from above: read without them, a net says which import is missing, not "unknown type"."""
+    code = ("import sys\n"
+            "from trainnet.netcfg import load_net, load_net_text\n"
+            "assert 'trainnet.layers' not in sys.modules and 'trainnet.zoo' not in sys.modules\n"
+            "for load in (lambda: load_net_text('layer: [{name: a, type: ReLU}]', 'x.yaml'),\n"
+            "             lambda: load_net('zoo:lenet')):\n"
+            "    try:\n        load()\n    except RuntimeError as exc:\n        print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith("no layer types are registered: import trainnet.layers")
+    assert out[1].startswith("zoo:lenet: no model zoo is registered for zoo:NAME: import trainnet.zoo")
 
 
 def test_missing_type():

@@ -21,6 +21,7 @@ from trainnet.netcfg import load_net
 from trainnet.plan import compile_net
 from trainnet.runtime.device import CPU
 from trainnet.runtime.net import Net
+from trainnet.zoo import registry  # noqa: F401  (registers zoo:NAME, which the tests load)
 
 REFERENCE = Path(__file__).parent / "reference"
 TOLERANCE = 1e-4

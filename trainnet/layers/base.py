@@ -25,7 +25,7 @@ import numpy as np
 from trainnet.data.paths import DataRoot
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.registry import Registry
+from trainnet.netcfg.layer_types import LAYER_TYPES
 
 Shape = tuple[int, ...]
 
@@ -228,7 +228,7 @@ def save_bottom(io: StepIO, device) -> None:
     (io.gpu.copy if device.is_gpu else np.copyto)(io.buf["bottom"], io.bottom[0])
 
 
-LAYERS = Registry("layer type")
+LAYERS = LAYER_TYPES  # netcfg owns the lookup; the layers fill it (register below)
 
 
 def register(type_name: str):

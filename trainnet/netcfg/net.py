@@ -20,6 +20,7 @@ from trainnet.netcfg.kind import refuse_other_kind
 from trainnet.netcfg.layer_types import layer_class
 from trainnet.netcfg.prototxt import is_prototxt, read_file, read_net
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
+from trainnet.registry import Registry
 
 
 class LayerConfig(Strict):
@@ -135,12 +136,25 @@ def parse_net(data: Any, src: SourceMap) -> NetConfig:
     return net
 
 
+NET_SCHEMES = Registry("net scheme")
+"""``SCHEME:NAME`` net names -> the function giving NAME's file.  trainnet.zoo registers ``zoo``
+(``zoo:lenet``) when imported, as netcfg sits below the zoo in the data flow."""
+
+
+def net_file(path: str | Path) -> str | Path:
+    """The file ``path`` names: itself, or for ``SCHEME:NAME`` the file its scheme gives."""
+    scheme, sep, name = str(path).partition(":")
+    if sep and scheme in NET_SCHEMES.entries:
+        return NET_SCHEMES[scheme](name)
+    if sep and scheme == "zoo":
+        raise RuntimeError(f"{path}: no model zoo is registered for zoo:NAME: import trainnet.zoo "
+                           "(it registers the zoo: scheme) before loading a net by its zoo name")
+    return path
+
+
 def load_net(path: str | Path) -> NetConfig:
     """A net from a YAML or prototxt file (by suffix), or ``zoo:NAME`` for a zoo net."""
-    if str(path).startswith("zoo:"):
-        from trainnet.zoo.registry import net_path
-
-        path = net_path(str(path)[len("zoo:"):])
+    path = net_file(path)
     if is_prototxt(path):
         return load_net_text(read_file(path), str(path))
     data, src = load_yaml(path)

@@ -148,7 +148,7 @@ def _first_line(fields: list[Field], key: str) -> int:
 @functools.cache
 def _param_owners() -> dict[str, frozenset[str]]:
     """Each parameter message name -> the layer types that read it (made once: the registry is
-    complete after ``known_types``)."""
+    complete once trainnet.layers is imported)."""
     owners: dict[str, set[str]] = {}
     for type_name, cls in registered().items():
         for message in cls.caffe_params:

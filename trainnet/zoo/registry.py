@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trainnet.errors import ConfigError
 from trainnet.netcfg.common import Preprocess
+from trainnet.netcfg.net import NET_SCHEMES
 from trainnet.netcfg.source import load_yaml
 from trainnet.registry import Registry
 
@@ -59,6 +60,9 @@ def net_path(name: str) -> Path:
     the closest one) for an unknown name."""
     _entry(name)
     return NETS / f"{name}.yaml"
+
+
+NET_SCHEMES.register("zoo")(net_path)  # zoo:NAME wherever netcfg loads a net
 
 
 def _shape(value) -> Shape:
