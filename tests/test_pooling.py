@@ -1,11 +1,13 @@
 """Pooling against a naive transcription of Caffe's pooling_layer.cpp loops, plus the gradient
-checker and the config errors."""
+checker, the config errors, and CPU/GPU parity (ties, padding, forward-only, a replayed graph)."""
 
 import math
 
 import numpy as np
 import pytest
 
+from gpu_check import check_parity
+from layer_cases import Case, check_graph_replay, layer_tests, normal
 from layer_check import build, check_gradients, run_forward
 from trainnet.errors import ConfigError
 from trainnet.layers.base import StepContext
@@ -233,3 +235,46 @@ def test_zero_kernel_or_stride_is_refused_by_the_schema(bad):
 
     with pytest.raises(ValidationError):
         build("Pooling", bad, [(1, 1, 4, 4)])
+
+
+# --- CPU/GPU parity ----------------------------------------------------------------------------
+# The GPU pass adds in the CPU pass's order: the results agree bit for bit.
+GPU_CASES = [Case("Pooling", params, [normal(shape)], gpu_rtol=0) for shape, params in CASES]
+globals().update(layer_tests(GPU_CASES))
+
+
+@pytest.mark.parametrize("window", [{"kernel_size": 3, "stride": 2, "pad": 1},
+                                    {"kernel_size": 2, "stride": 1},
+                                    {"kernel_size": 3, "stride": 3}, {"global_pooling": True}])
+def test_gpu_max_ties_pick_the_cpu_cell(gpu_device, window):
+    """Many equal values per window: the gradient must reach the same cell as on the CPU."""
+    shape = (2, 3, 7, 6)
+    x = np.random.default_rng(1).integers(0, 3, size=shape).astype(np.float64)
+    x[0, 0] = -5  # a whole plane of one value
+    check_parity(build("Pooling", dict(window, pool="MAX"), [shape]), [x], gpu_device, rtol=0)
+
+
+def test_gpu_max_padding_never_wins(gpu_device):
+    x = -np.ones((1, 2, 3, 3))
+    cpu, _ = check_parity(build("Pooling", {"kernel_size": 2, "stride": 2, "pad": 1}, [x.shape]),
+                          [x], gpu_device, rtol=0)
+    assert (cpu.top[0] == -1).all()
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("window", [{"kernel_size": 3, "stride": 2, "pad": 1},
+                                    {"kernel_size": 2, "stride": 2}, {"global_pooling": True}])
+def test_gpu_forward_only(gpu_device, pool, window):
+    layer = build("Pooling", dict(window, pool=pool), [(2, 3, 6, 7)])
+    assert layer.buffers(ONLY) == {} and layer.buffers(StepContext(forward_only=True, gpu=True)) == {}
+    check_parity(layer, [np.random.default_rng(2).normal(size=(2, 3, 6, 7))], gpu_device,
+                 backward=False, rtol=0, ctx=ONLY)
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_gpu_graph_replay(gpu_device, pool):
+    rng = np.random.default_rng(3)
+    shape = (2, 2, 6, 6)
+    layer = build("Pooling", {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}, [shape])
+    check_graph_replay(layer, [rng.normal(size=shape)], gpu_device, [rng.normal(size=shape)],
+                       new_top_diffs=[rng.normal(size=layer.top_shapes[0])])
