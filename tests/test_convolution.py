@@ -1,10 +1,13 @@
 """Convolution against a naive loop-by-loop reference of Caffe's definition, plus the gradient
-checker and the config errors."""
+checker, the config errors, and CPU/GPU parity (a fused ReLU, forward-only chunks, frozen
+parameters, a replayed graph)."""
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from gpu_check import check_parity, relative_error
+from layer_cases import Case, layer_tests, normal
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
 from trainnet.layers.base import StepContext
@@ -342,3 +345,92 @@ def test_forward_only_with_fused_relu(shape, params):
     layer = forward_only(params, shape, images_per_chunk=2)
     io = run_forward(layer, [x], seed=2, ctx=ONLY_FUSED)
     np.testing.assert_allclose(io.top[0], np.maximum(full.top[0], 0), rtol=1e-12, atol=1e-12)
+
+
+# --- CPU/GPU parity ----------------------------------------------------------------------------
+# Groups, pad/stride/dilation, rectangular and 1x1 kernels, no bias; both internal layouts; the
+# top gradient masked in place by a fused ReLU.
+GPU_CASES = [Case("Convolution", params, [normal(shape, 1)], ctx=StepContext(fused_relu=fused),
+                  compare=("top_diff",)) for shape, params in CASES for fused in (False, True)]
+globals().update(layer_tests(GPU_CASES))
+
+
+def assert_close(device, got, want, what):
+    err = relative_error(device.to_host(got), want)
+    assert err <= 1e-4, f"{what}: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("fused_relu", [False, True])
+@pytest.mark.parametrize("shape,params", ONLY_CASES)
+@pytest.mark.parametrize("images_per_chunk", [1, 3, None])
+def test_gpu_forward_only_chunks(gpu_device, shape, params, images_per_chunk, fused_relu):
+    """7 images in chunks of 1, 3 (3+3+1) or all at once, in either column layout."""
+    shape = (7,) + shape[1:]
+    layer = forward_only(params, shape, images_per_chunk)
+    check_parity(layer, [np.random.default_rng(2).normal(size=shape)], gpu_device, backward=False,
+                 passes=2, ctx=StepContext(forward_only=True, fused_relu=fused_relu))
+
+
+def test_forward_only_cases_cover_both_column_layouts():
+    layers = [forward_only(p, (7,) + s[1:], 3) for s, p in CASES]
+    assert {l.batch_last for l in layers} == {True, False}
+    assert all(l.chunk(ONLY) == 3 for l in layers)
+
+
+@pytest.mark.parametrize("shape,params", [CASES[3], CASES[10]])
+def test_gpu_frozen_no_bottom_gradient_and_bottom_unread(gpu_device, shape, params):
+    """Backward with the weight frozen and no bottom gradient; the bottom poisoned after the
+    forward (backward reads the columns instead)."""
+    layer = build("Convolution", params, [shape])
+    x = np.random.default_rng(3).normal(size=shape)
+    check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=FUSED)
+    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=FUSED)
+    gpu_device.fill(gpu.bottom[0], np.nan)
+    for io in (cpu, gpu):
+        io.param_diff[0] = None
+    layer.backward(cpu, CPU)
+    layer.backward(gpu, gpu_device)
+    assert_close(gpu_device, gpu.bottom_diff[0], cpu.bottom_diff[0], "bottom_diff")
+    assert_close(gpu_device, gpu.param_diff[1], cpu.param_diff[1], "bias diff")
+
+
+def check_replayed_graph(layer, shape, device, chunked=False):
+    """Forward and backward captured once and replayed on new inputs: every piece of work goes
+    through the backend, none is done while capturing."""
+    ctx = StepContext(forward_only=chunked, fused_relu=True)
+    rng = np.random.default_rng(6)
+    cpu, gpu = check_parity(layer, [rng.normal(size=shape)], device, backward=not chunked, ctx=ctx)
+
+    def step():
+        layer.forward(gpu, device)
+        if not chunked:
+            layer.backward(gpu, device)
+    graph = device.backend.capture(step)
+    x = rng.normal(size=shape).astype(np.float32)
+    cpu.bottom[0][...] = x
+    device.upload(gpu.bottom[0], x)
+    for i, d in enumerate(cpu.top_diff):
+        d[...] = rng.normal(size=d.shape)
+        device.upload(gpu.top_diff[i], d)
+    for arr in gpu.top + [d for d in gpu.bottom_diff + gpu.param_diff if d is not None]:
+        device.fill(arr, np.nan)
+    graph.replay()
+    layer.forward(cpu, CPU)
+    assert_close(device, gpu.top[0], cpu.top[0], "top")
+    if not chunked:
+        layer.backward(cpu, CPU)
+        for what, want, got in [("bottom_diff", cpu.bottom_diff, gpu.bottom_diff),
+                                ("param_diff", cpu.param_diff, gpu.param_diff)]:
+            for w, g in zip(want, got):
+                assert_close(device, g, w, what)
+
+
+@pytest.mark.parametrize("shape,params,chunked", [
+    (*CASES[3], False),
+    (*CASES[10], False),
+    ((5,) + CASES[3][0][1:], CASES[3][1], True),
+    ((5,) + CASES[10][0][1:], CASES[10][1], True),
+])
+def test_gpu_replayed_graph_matches_the_cpu(gpu_device, shape, params, chunked):
+    layer = forward_only(params, shape, 2) if chunked else build("Convolution", params, [shape])
+    check_replayed_graph(layer, shape, gpu_device, chunked)

@@ -1,12 +1,16 @@
-"""InnerProduct against a per-element loop, its gradients, axis and transpose."""
+"""InnerProduct against a per-element loop, its gradients, axis and transpose; CPU/GPU parity
+with a fused ReLU, frozen parameters and a replayed graph."""
 
 import numpy as np
 import pytest
 
+from gpu_check import check_parity
+from layer_cases import Case, layer_tests, normal
 from layer_check import build, check_gradients, run_forward
-from test_convolution import FUSED, ONLY_FUSED, check_fused_relu
+from test_convolution import FUSED, ONLY_FUSED, assert_close, check_fused_relu, check_replayed_graph
 from trainnet.errors import ConfigError
 from trainnet.layers.base import StepContext
+from trainnet.runtime.device import CPU
 
 
 def naive_inner_product(x, w, b, axis, transpose):
@@ -84,3 +88,37 @@ def test_fused_relu_needs_a_mask_only_with_a_backward():
     assert layer.buffers() == {} and not layer.reads_top(StepContext())
     assert layer.buffers(FUSED)["positive"].shape == (4, 3) and layer.reads_top(FUSED)
     assert layer.buffers(ONLY_FUSED) == {} and layer.buffers(StepContext(gpu=True, fused_relu=True)) == {}
+
+
+# --- CPU/GPU parity ----------------------------------------------------------------------------
+IP_CASES = [
+    ((4, 6), {"num_output": 3}),
+    ((2, 3, 2, 2), {"num_output": 5}),
+    ((2, 3, 4), {"num_output": 2, "axis": 2}),
+    ((2, 3, 4), {"num_output": 2, "axis": -1, "bias_term": False}),
+    ((3, 5), {"num_output": 4, "transpose": True}),
+    ((2, 3, 4), {"num_output": 3, "axis": 1, "transpose": True, "bias_term": False}),
+]
+GPU_CASES = [Case("InnerProduct", params, [normal(shape, 4)], ctx=StepContext(fused_relu=fused),
+                  compare=("top_diff",)) for shape, params in IP_CASES for fused in (False, True)]
+globals().update(layer_tests(GPU_CASES))
+
+
+@pytest.mark.parametrize("shape,params", [IP_CASES[1], IP_CASES[4]])
+def test_gpu_frozen_and_no_bottom_gradient(gpu_device, shape, params):
+    layer = build("InnerProduct", params, [shape])
+    x = np.random.default_rng(5).normal(size=shape)
+    check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=FUSED)
+    cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=FUSED)
+    for io in (cpu, gpu):
+        io.param_diff[0] = None
+    layer.backward(cpu, CPU)
+    layer.backward(gpu, gpu_device)
+    assert_close(gpu_device, gpu.bottom_diff[0], cpu.bottom_diff[0], "bottom_diff")
+    if len(cpu.params) > 1:
+        assert_close(gpu_device, gpu.param_diff[1], cpu.param_diff[1], "bias diff")
+
+
+def test_gpu_replayed_graph_matches_the_cpu(gpu_device):
+    shape, params = IP_CASES[2]
+    check_replayed_graph(build("InnerProduct", params, [shape]), shape, gpu_device)
