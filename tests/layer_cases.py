@@ -58,7 +58,9 @@ class Case:
         shapes = "+".join("x".join(map(str, np.shape(b))) for b in self.bottoms)
         params = "-".join(f"{k}={v}" for k, v in self.params.items() if not isinstance(v, dict))
         tops = f"{self.tops}-tops" if self.tops is not None else ""
-        return "-".join(s for s in (self.type, params or "default", shapes, tops) if s)
+        down = "down=" + "".join("01"[p] for p in self.propagate_down) if self.propagate_down else ""
+        ctx = "+".join(k for k in ("forward_only", "fused_relu") if getattr(self.ctx, k))
+        return "-".join(s for s in (self.type, params or "default", shapes, tops, down, ctx) if s)
 
 
 def build_case(case: Case, in_place: bool = False) -> Layer:

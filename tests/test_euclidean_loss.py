@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from gpu_check import check_parity
-from layer_check import build, check_gradients, make_io, run_forward
+from layer_cases import Case, layer_tests
+from layer_check import build, make_io, run_forward
 from trainnet.errors import ConfigError
 from trainnet.runtime.device import CPU
 
@@ -23,12 +23,20 @@ def data(shape_a, shape_b=None, seed=0):
     return rng.normal(size=shape_a), rng.normal(size=shape_b or shape_a)
 
 
-@pytest.mark.parametrize("shape_a,shape_b", [((4, 3), None), ((2, 3, 2, 2), (2, 12))])
-def test_forward(shape_a, shape_b):
-    a, b = data(shape_a, shape_b)
-    io = run_forward(build("EuclideanLoss", {}, [a.shape, b.shape]), [a, b])
-    assert io.top[0].shape == ()
-    assert float(io.top[0]) == pytest.approx(naive_loss(a, b), rel=1e-12)
+def loss(bottoms, blobs, params):
+    return naive_loss(*bottoms)
+
+
+DOWN = [[True, True], [True, False], [False, True]]
+CASES = (
+    [Case("EuclideanLoss", {}, data(shape_a, shape_b), ref=loss, rtol=1e-12, gpu=False)
+     for shape_a, shape_b in [((4, 3), None), ((2, 3, 2, 2), (2, 12))]]
+    + [Case("EuclideanLoss", {}, data((3, 2, 2), (3, 4), seed=1), grad=True, propagate_down=down,
+            gpu=False) for down in DOWN]
+    + [Case("EuclideanLoss", {}, data((4, 3, 5), (4, 15), seed=2), propagate_down=down)
+       for down in DOWN]
+)
+globals().update(layer_tests(CASES))
 
 
 def test_float32():
@@ -37,12 +45,6 @@ def test_float32():
                      [a.astype(np.float32), b.astype(np.float32)])
     assert io.top[0].dtype == np.float32
     assert float(io.top[0]) == pytest.approx(naive_loss(a, b), rel=1e-5)
-
-
-@pytest.mark.parametrize("check", [[True, True], [True, False], [False, True]])
-def test_gradients(check):
-    a, b = data((3, 2, 2), (3, 4), seed=1)
-    check_gradients(build("EuclideanLoss", {}, [a.shape, b.shape]), [a, b], check_bottoms=check)
 
 
 def test_loss_weight_and_signs():
@@ -54,13 +56,6 @@ def test_loss_weight_and_signs():
     layer.backward(io, CPU)
     np.testing.assert_allclose(io.bottom_diff[0], (a - b) * 2.5 / 3)
     np.testing.assert_allclose(io.bottom_diff[1], -(a - b) * 2.5 / 3)
-
-
-@pytest.mark.parametrize("propagate", [[True, True], [True, False], [False, True]])
-def test_gpu_parity(gpu_device, propagate):
-    a, b = data((4, 3, 5), (4, 15), seed=2)
-    layer = build("EuclideanLoss", {}, [a.shape, b.shape])
-    check_parity(layer, [a, b], gpu_device, propagate_down=propagate)
 
 
 @pytest.mark.parametrize("shapes,match", [

@@ -6,7 +6,7 @@ import pytest
 
 from gpu_check import check_parity
 from layer_cases import Case, layer_tests, normal
-from layer_check import build, check_gradients, run_forward
+from layer_check import build
 from test_convolution import FUSED, ONLY_FUSED, assert_close, check_fused_relu, check_replayed_graph
 from trainnet.errors import ConfigError
 from trainnet.layers.base import StepContext
@@ -25,30 +25,32 @@ def naive_inner_product(x, w, b, axis, transpose):
     return out.reshape(lead + (W.shape[0],))
 
 
-@pytest.mark.parametrize("shape, params", [
+def inner_product(bottoms, blobs, params):
+    x = bottoms[0]
+    bias = blobs[1] if params.get("bias_term", True) else None
+    return naive_inner_product(x, blobs[0], bias, params.get("axis", 1) % x.ndim,
+                               params.get("transpose", False))
+
+
+FUSED_CASES = [
     ((4, 6), {"num_output": 3}),
-    ((2, 3, 2, 2), {"num_output": 5}),
-    ((2, 3, 4), {"num_output": 2, "axis": 2}),
-    ((2, 3, 4), {"num_output": 2, "axis": -1, "bias_term": False}),
-    ((3, 5), {"num_output": 4, "transpose": True}),
-])
-def test_forward_matches_loop(shape, params):
-    x = np.random.default_rng(0).normal(size=shape)
-    layer = build("InnerProduct", params, [shape])
-    io = run_forward(layer, [x])
-    axis = params.get("axis", 1) % len(shape)
-    bias = io.params[1] if params.get("bias_term", True) else None
-    expected = naive_inner_product(x, io.params[0], bias, axis, params.get("transpose", False))
-    np.testing.assert_allclose(io.top[0], expected, rtol=1e-12)
-
-
-@pytest.mark.parametrize("shape, params", [
-    ((3, 4), {"num_output": 2}),
-    ((2, 2, 2, 2), {"num_output": 3, "weight_filler": {"type": "gaussian", "std": 0.5}}),
-    ((2, 3, 4), {"num_output": 2, "axis": 2, "transpose": True}),
-])
-def test_gradients(shape, params):
-    check_gradients(build("InnerProduct", params, [shape]), [np.random.default_rng(1).normal(size=shape)])
+    ((2, 3, 4), {"num_output": 5, "axis": 2, "transpose": True}),
+    ((2, 3, 2, 2), {"num_output": 4, "bias_term": False}),
+]
+CPU_CASES = (
+    [Case("InnerProduct", params, [normal(shape)], ref=inner_product, rtol=1e-12, gpu=False)
+     for shape, params in [((4, 6), {"num_output": 3}), ((2, 3, 2, 2), {"num_output": 5}),
+                           ((2, 3, 4), {"num_output": 2, "axis": 2}),
+                           ((2, 3, 4), {"num_output": 2, "axis": -1, "bias_term": False}),
+                           ((3, 5), {"num_output": 4, "transpose": True})]]
+    + [Case("InnerProduct", params, [normal(shape, 1)], grad=True, gpu=False)
+       for shape, params in [((3, 4), {"num_output": 2}),
+                             ((2, 2, 2, 2), {"num_output": 3,
+                                             "weight_filler": {"type": "gaussian", "std": 0.5}}),
+                             ((2, 3, 4), {"num_output": 2, "axis": 2, "transpose": True})]]
+    + [Case("InnerProduct", params, [normal(shape, 2)], grad=True, ctx=FUSED, gpu=False)
+       for shape, params in FUSED_CASES]
+)
 
 
 def test_parameter_shapes_follow_caffe():
@@ -65,22 +67,9 @@ def test_bad_axis():
         build("InnerProduct", {"num_output": 2, "axis": 3}, [(2, 3, 4)])
 
 
-FUSED_CASES = [
-    ((4, 6), {"num_output": 3}),
-    ((2, 3, 4), {"num_output": 5, "axis": 2, "transpose": True}),
-    ((2, 3, 2, 2), {"num_output": 4, "bias_term": False}),
-]
-
-
 @pytest.mark.parametrize("shape, params", FUSED_CASES)
 def test_fused_relu_is_the_layer_then_relu(shape, params):
     check_fused_relu("InnerProduct", params, shape)
-
-
-@pytest.mark.parametrize("shape, params", FUSED_CASES)
-def test_gradients_with_fused_relu(shape, params):
-    layer = build("InnerProduct", params, [shape])
-    check_gradients(layer, [np.random.default_rng(2).normal(size=shape)], ctx=FUSED)
 
 
 def test_fused_relu_needs_a_mask_only_with_a_backward():
@@ -101,7 +90,7 @@ IP_CASES = [
 ]
 GPU_CASES = [Case("InnerProduct", params, [normal(shape, 4)], ctx=StepContext(fused_relu=fused),
                   compare=("top_diff",)) for shape, params in IP_CASES for fused in (False, True)]
-globals().update(layer_tests(GPU_CASES))
+globals().update(layer_tests(CPU_CASES + GPU_CASES))
 
 
 @pytest.mark.parametrize("shape,params", [IP_CASES[1], IP_CASES[4]])
