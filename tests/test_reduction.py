@@ -5,7 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from gpu_check import check_parity
-from layer_check import build, check_gradients, run_forward
+from layer_cases import Case, layer_tests, normal
+from layer_check import build, run_forward
 from trainnet.errors import ConfigError
 from trainnet.runtime.device import CPU
 
@@ -22,30 +23,29 @@ def reduce_loops(x, op, axis, coeff):
     return out
 
 
-@pytest.mark.parametrize("op", list(OPS))
-@pytest.mark.parametrize("shape,axis,coeff", [((2, 3, 4), 0, 1.0), ((2, 3, 4), 1, -0.5),
-                                              ((2, 3, 4), -1, 2.0), ((5,), 0, 3.0)])
-def test_forward_matches_loops(op, shape, axis, coeff):
-    x = np.random.default_rng(0).normal(size=shape)
-    layer = build("Reduction", {"operation": op, "axis": axis, "coeff": coeff}, [shape])
-    a = axis % len(shape)
-    assert layer.top_shapes == [shape[:a]]
-    io = run_forward(layer, [x])
-    np.testing.assert_allclose(io.top[0], reduce_loops(x, op, a, coeff), rtol=1e-6)
+def reduction(bottoms, blobs, params):
+    x = bottoms[0]
+    return reduce_loops(x, params["operation"], params["axis"] % x.ndim, params["coeff"])
+
+
+def reduce(op, axis, coeff):
+    return {"operation": op, "axis": axis, "coeff": coeff}
+
+
+CASES = (
+    [Case("Reduction", reduce(op, axis, coeff), [normal(shape)], ref=reduction, gpu=False)
+     for shape, axis, coeff in [((2, 3, 4), 0, 1.0), ((2, 3, 4), 1, -0.5), ((2, 3, 4), -1, 2.0),
+                                ((5,), 0, 3.0)] for op in OPS]
+    + [Case("Reduction", reduce(op, axis, 0.7), [normal((2, 3, 2), 1)], grad=True, gpu=False,
+            kink=0.0 if op == "ASUM" else None) for axis in (0, 1) for op in OPS]
+)
+globals().update(layer_tests(CASES))
 
 
 def test_axis_0_gives_a_scalar_top():
     layer = build("Reduction", {}, [(2, 3)])
     assert layer.top_shapes == [()]
     assert float(run_forward(layer, [np.ones((2, 3))]).top[0]) == 6.0
-
-
-@pytest.mark.parametrize("op", list(OPS))
-@pytest.mark.parametrize("axis", [0, 1])
-def test_gradients(op, axis):
-    x = np.random.default_rng(1).normal(size=(2, 3, 2))
-    layer = build("Reduction", {"operation": op, "axis": axis, "coeff": 0.7}, [x.shape])
-    check_gradients(layer, [x], kink=0.0 if op == "ASUM" else None, kink_range=1e-3)
 
 
 def test_asum_gradient_is_zero_at_zero():

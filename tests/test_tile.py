@@ -5,7 +5,8 @@ import pytest
 from pydantic import ValidationError
 
 from gpu_check import check_parity
-from layer_check import build, check_gradients, run_forward
+from layer_cases import Case, layer_tests, normal
+from layer_check import build, run_forward
 from trainnet.errors import ConfigError
 
 
@@ -19,27 +20,22 @@ def tile_loops(x, axis, tiles):
     return np.array(out).reshape(x.shape[:axis] + (x.shape[axis] * tiles,) + x.shape[axis + 1:])
 
 
-@pytest.mark.parametrize("shape,params,axis", [
-    ((2, 3, 2), {"tiles": 3}, 1),
-    ((2, 3), {"tiles": 2, "axis": 0}, 0),
-    ((2, 3, 2), {"tiles": 4, "axis": -1}, 2),
-    ((2, 3), {"tiles": 1}, 1),
-])
-def test_forward_matches_loops(shape, params, axis):
-    x = np.random.default_rng(0).normal(size=shape)
-    io = run_forward(build("Tile", params, [shape]), [x])
-    np.testing.assert_array_equal(io.top[0], tile_loops(x, axis, params["tiles"]))
+def tile(bottoms, blobs, params):
+    x = bottoms[0]
+    return tile_loops(x, params.get("axis", 1) % x.ndim, params["tiles"])
+
+
+CASES = [Case("Tile", params, [normal(shape)], ref=tile, rtol=0, gpu=False)
+         for shape, params in [((2, 3, 2), {"tiles": 3}), ((2, 3), {"tiles": 2, "axis": 0}),
+                               ((2, 3, 2), {"tiles": 4, "axis": -1}), ((2, 3), {"tiles": 1})]] + [
+    Case("Tile", {"tiles": 3, "axis": 1}, [normal((2, 2, 3), 1)], grad=True, gpu=False)]
+globals().update(layer_tests(CASES))
 
 
 def test_tiles_repeat_the_whole_block():
     """Caffe repeats [a b c] as [a b c a b c], not [a a b b c c]."""
     io = run_forward(build("Tile", {"tiles": 2}, [(1, 3)]), [np.array([[1.0, 2.0, 3.0]])])
     np.testing.assert_array_equal(io.top[0], [[1, 2, 3, 1, 2, 3]])
-
-
-def test_gradients():
-    x = np.random.default_rng(1).normal(size=(2, 2, 3))
-    check_gradients(build("Tile", {"tiles": 3, "axis": 1}, [x.shape]), [x])
 
 
 @pytest.mark.parametrize("shape,params", [
