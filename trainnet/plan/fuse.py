@@ -28,9 +28,10 @@ from trainnet.plan.plan import Step
 Fold = Callable[[Step, Step], Optional[Step]]
 
 
-def fuse_layers(steps: list[Step]) -> list[Step]:
-    """New steps without the folded ones (renumbered), those they fold into carrying them."""
-    kept = fold_relus(fold_layers(steps))
+def fuse_layers(steps: list[Step], keep: frozenset[str] = frozenset()) -> list[Step]:
+    """New steps without the folded ones (renumbered), those they fold into carrying them;
+    no fold hides a blob in ``keep``."""
+    kept = fold_relus(fold_layers(steps, keep))
     return [replace(s, index=i) for i, s in enumerate(kept)]
 
 
@@ -58,12 +59,12 @@ def _producers(steps: list[Step], fold: Fold) -> list[Step]:
     return kept
 
 
-def fold_layers(steps: list[Step]) -> list[Step]:
+def fold_layers(steps: list[Step], keep: frozenset[str] = frozenset()) -> list[Step]:
     """A step its producer ``folds`` (a Scale on a BatchNorm's only top) becomes part of the
-    producer's step; its top becomes the step's."""
+    producer's step; its top becomes the step's (not when that hides a blob in ``keep``)."""
 
     def fold(s: Step, producer: Step) -> Optional[Step]:
-        if not (len(producer.tops) == 1 and not producer.fused and not producer.ctx.fused_relu
+        if not (len(producer.tops) == 1 and (producer.tops == s.tops or producer.tops[0] not in keep) and not producer.fused and not producer.ctx.fused_relu
                 and not any(producer.loss_weights) and not any(s.loss_weights)
                 and producer.layer.folds(s.layer)):
             return None

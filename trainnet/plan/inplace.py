@@ -14,10 +14,10 @@ from dataclasses import replace
 from trainnet.plan.plan import Blob, Step
 
 
-def run_in_place(steps: list[Step], blobs: dict[str, Blob],
-                 backward: bool) -> tuple[list[Step], dict[str, Blob], dict[str, str]]:
+def run_in_place(steps: list[Step], blobs: dict[str, Blob], backward: bool,
+                 keep: frozenset[str] = frozenset()) -> tuple[list[Step], dict[str, Blob], dict[str, str]]:
     """New steps, the blobs without the renamed tops, and the aliases (old top name -> blob
-    name).  A renamed top is renamed in the later steps as the walk reaches them (one pass,
+    name).  A blob in ``keep`` is never written over.  A renamed top is renamed in the later steps as the walk reaches them (one pass,
     not a rewrite of every later step per renaming)."""
     aliases: dict[str, str] = {}
     producer: dict[str, Step] = {}
@@ -33,7 +33,7 @@ def run_in_place(steps: list[Step], blobs: dict[str, Blob],
         if aliases:
             s = replace(s, bottoms=[aliases.get(x, x) for x in s.bottoms],
                         tops=[aliases.get(x, x) for x in s.tops])
-        if _may_overwrite(s, producer, readers, blobs, backward):
+        if s.bottoms and s.bottoms[0] not in keep and _may_overwrite(s, producer, readers, blobs, backward):
             b, t = s.bottoms[0], s.tops[0]
             s = replace(s, tops=[b], auto_in_place=True)
             del blobs[t]

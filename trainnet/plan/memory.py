@@ -35,8 +35,9 @@ def _size(shape, dtype=np.float32) -> int:
 
 
 def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                   seeds: dict[str, float]) -> list[Interval]:
-    """``seeds``: the gradients the Net sets before backward (see ``diff_seeds``)."""
+                   seeds: dict[str, float], keep: frozenset[str] = frozenset()) -> list[Interval]:
+    """``seeds``: the gradients the Net sets before backward (see ``diff_seeds``); ``keep``:
+    blobs readable after the pass (value and gradient), as the outputs are."""
     n = len(steps)
     seed = n
     end_of_time = 2 * n + 1 if backward else n
@@ -80,6 +81,10 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             touch(diff, name, seed)
     for name in net_outputs(steps):
         touch(data, name, end_of_time)  # readable after the pass
+    for name in keep:
+        touch(data, name, end_of_time)
+        if name in diff:
+            touch(diff, name, end_of_time)
     for name, (start, stop) in data.items():
         intervals.append(Interval(("data", name), _size(blobs[name].shape), start, stop))
     for name, (start, stop) in diff.items():
@@ -175,12 +180,12 @@ def _add_range(ranges: tuple[list[int], list[int]], lo: int, hi: int) -> None:
 
 
 def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                  seeds: dict[str, float],
-                  reuse: bool = True) -> tuple[list[Step], dict[str, Blob], dict[str, int]]:
+                  seeds: dict[str, float], reuse: bool = True,
+                  keep: frozenset[str] = frozenset()) -> tuple[list[Step], dict[str, Blob], dict[str, int]]:
     """New steps with their buffers' Regions, new blobs with theirs, and the arena size and, for
     reports, the bytes of blobs (activations and their gradients) alone, packed with and without
     reuse."""
-    intervals = live_intervals(steps, blobs, backward, seeds)
+    intervals = live_intervals(steps, blobs, backward, seeds, keep)
     size = pack(intervals, reuse)
     buffers: dict[int, dict[str, Region]] = {}
     regions: dict[tuple[str, str], Region] = {}  # (blob, "data" or "diff")
