@@ -6,13 +6,14 @@ whole nets on the CPU and the emulated GPU, and the user errors."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
+from functools import partial
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from gpu_check import check_parity, relative_error
+from layer_cases import Case, layer_tests
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
 from trainnet.layers.base import StepContext, layer_class
@@ -119,10 +120,6 @@ CASES = [
     ("Swish", {"beta": 2.5}, normal(29, scale=2), None, 1e-4),
     ("Swish", {"beta": 0.0}, normal(30), None, 1e-4),
 ]
-IDS = [f"{t}-{'-'.join(f'{k}={v}' for k, v in p.items() if k != 'filler') or 'default'}"
-       for t, p, *_ in CASES]
-DIFFERENTIABLE = [c for c in CASES if layer_class(c[0]).has_backward]
-DIFF_IDS = [i for i, c in zip(IDS, CASES) if layer_class(c[0]).has_backward]
 
 
 def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
@@ -134,18 +131,34 @@ def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return y
 
 
-# --- forward against the definitions ------------------------------------------------------------
+# --- the table: forward against the definitions, gradients, parity, in place ------------------
 
-@pytest.mark.parametrize("type_name, params, x, kink, rtol", CASES, ids=IDS)
-def test_forward_matches_caffe_definition(type_name, params, x, kink, rtol):
-    layer = build(type_name, params, [x.shape])
-    io = run_forward(layer, [x])
+def caffe_definition(bottoms, blobs, params, type_name):
+    x = bottoms[0]
     if type_name == "PReLU":
-        expected = prelu_reference(x, io.params[0])
-    else:
-        expected = np.array([REFERENCE[type_name](v, params) for v in x.reshape(-1)]).reshape(x.shape)
-    np.testing.assert_allclose(io.top[0], expected, rtol=1e-6, atol=1e-12)
-    assert layer.top_shapes == [x.shape] and layer.flops() == x.size
+        return prelu_reference(x, blobs[0])
+    return np.array([REFERENCE[type_name](v, params) for v in x.reshape(-1)]).reshape(x.shape)
+
+
+def table_case(type_name, params, x, kink, rtol) -> Case:
+    """Forward against the definition, gradients, parity within ``rtol``, and in place (each
+    differentiable type runs configured in place; Threshold has no backward)."""
+    differentiable = layer_class(type_name).has_backward
+    name = "-".join(f"{k}={v}" for k, v in params.items() if k != "filler") or "default"
+    return Case(type_name, params, [x], ref=partial(caffe_definition, type_name=type_name),
+                atol=1e-12, grad=differentiable, kink=kink, gpu_rtol=rtol,
+                in_place=differentiable, id=name)
+
+
+globals().update(layer_tests([table_case(*c) for c in CASES]))
+
+
+# --- special cases ------------------------------------------------------------------------------
+
+def test_one_flop_per_element():
+    for type_name, params, x, *_ in CASES:
+        layer = build(type_name, params, [x.shape])
+        assert layer.top_shapes == [x.shape] and layer.flops() == x.size, type_name
 
 
 def test_bnll_is_stable_far_from_zero():
@@ -216,12 +229,6 @@ def test_power_gradient_where_the_base_is_zero():
 
 # --- gradients ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("type_name, params, x, kink, rtol", DIFFERENTIABLE, ids=DIFF_IDS)
-def test_gradients(type_name, params, x, kink, rtol):
-    layer = build(type_name, params, [x.shape])
-    check_gradients(layer, [x], kink=kink, kink_range=1e-3 if kink is not None else -1.0)
-
-
 def test_prelu_slope_gradient_alone():
     """A bottom that takes no gradient: only the slope's is written."""
     x = normal(42)
@@ -230,11 +237,6 @@ def test_prelu_slope_gradient_alone():
 
 
 # --- CPU/GPU parity -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("type_name, params, x, kink, rtol", CASES, ids=IDS)
-def test_gpu_matches_cpu(type_name, params, x, kink, rtol, gpu_device):
-    check_parity(build(type_name, params, [x.shape]), [x], gpu_device, rtol=rtol)
-
 
 @pytest.mark.parametrize("channel_shared", [False, True])
 def test_gpu_prelu_slope_gradient_alone(channel_shared, gpu_device):
@@ -259,37 +261,6 @@ def test_gpu_forward_only_swish_keeps_no_sigmoid(gpu_device):
 
 
 # --- in place -----------------------------------------------------------------------------------
-
-def build_in_place(type_name: str, params: dict, shape) -> object:
-    """A layer configured with ``top`` == ``bottom``, as the compiler builds one."""
-    cls = layer_class(type_name)
-    return cls("layer", cls.Params.model_validate(params), "TRAIN", [shape],
-               common=SimpleNamespace(bottom=["x"], top=["x"]))
-
-
-@pytest.mark.parametrize("type_name, params, x, kink, rtol", DIFFERENTIABLE, ids=DIFF_IDS)
-def test_configured_in_place_matches_out_of_place(type_name, params, x, kink, rtol):
-    """Top and bottom (and their diffs) the same arrays: a layer whose backward reads the bottom
-    keeps a copy of it, the others read only what stays valid."""
-    dy = normal(45, x.shape)
-    ref_layer = build(type_name, params, [x.shape])
-    ref = make_io(ref_layer, [x.copy()])
-    ref_layer.forward(ref, CPU)
-    ref.top_diff[0][...] = dy
-    ref_layer.backward(ref, CPU)
-
-    layer, ctx = build_in_place(type_name, params, x.shape), StepContext(in_place=True)
-    assert ("bottom" in layer.buffers(ctx)) == layer.backward_reads_bottom
-    io = make_io(layer, [x.copy()], params=[p.copy() for p in ref.params], ctx=ctx)
-    io.top, io.top_diff = io.bottom, io.bottom_diff
-    layer.forward(io, CPU)
-    np.testing.assert_array_equal(io.top[0], ref.top[0])
-    io.top_diff[0][...] = dy
-    layer.backward(io, CPU)
-    np.testing.assert_array_equal(io.bottom_diff[0], ref.bottom_diff[0])
-    for got, want in zip(io.param_diff, ref.param_diff):
-        np.testing.assert_array_equal(got, want)
-
 
 @pytest.mark.parametrize("type_name, reads_bottom", [
     ("Sigmoid", False), ("TanH", False), ("ELU", False), ("Exp", False), ("Swish", False),
