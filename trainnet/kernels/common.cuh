@@ -21,8 +21,8 @@ __device__ __forceinline__ float nan_min(float a, float b) { return (a < b || a 
 // The quiet NaN a kernel writes where the CPU writes np.nan (a bad label, say).
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fffffff); }
 
-// Block-wide sum of one float per thread; every thread gets the total.  `scratch` holds
-// blockDim.x floats (blockDim.x a power of two, at most 1024).
+// Block-wide sum of one float per thread in a fixed order; every thread gets the total.
+// `scratch` holds blockDim.x floats (blockDim.x a power of two, at most 1024).
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     scratch[threadIdx.x] = v;
     __syncthreads();
@@ -33,6 +33,14 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     float total = scratch[0];
     __syncthreads();
     return total;
+}
+
+// block_sum with its own scratch: a __shared__ array of this function (one per kernel, sized
+// for 1024 threads), which every call reuses; the barrier after the total is read makes that
+// safe, so a kernel calls it as often as it likes without declaring scratch itself.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float block_sum_scratch[1024];
+    return block_sum(v, block_sum_scratch);
 }
 
 // Block-wide sum of channel c of x seen as (outer, dim, inner): over outer and inner, each

@@ -25,6 +25,7 @@ import numpy as np
 
 INCLUDE_DIR = Path(__file__).resolve().parent  # common.cuh
 BLOCK = 256  # threads per block of grid-stride kernels
+MAX_PARTIALS = 256  # blocks of the first stage of a two-stage reduction, over all its segments
 SCALARS = (np.int32, np.uint32, np.int64, np.uint64, np.float32)
 
 
@@ -172,3 +173,12 @@ def check_args(name: str, args: tuple, is_array) -> None:
 def grid_for(n: int, max_blocks: int) -> int:
     """Blocks for a grid-stride loop over ``n`` items."""
     return max(1, min((int(n) + BLOCK - 1) // BLOCK, max_blocks))
+
+
+def partial_blocks(n: int, segments: int = 1) -> int:
+    """Blocks per segment of the first stage of a two-stage reduction of ``segments`` sums over
+    ``n`` items each: one per ``BLOCK`` items, at most ``MAX_PARTIALS`` in all (but at least one
+    per segment).  It depends on the shapes only, never on the device, so the partials are
+    added in the same order, to the same bits, on every run and every GPU."""
+    per_segment = max(1, MAX_PARTIALS // max(1, int(segments)))
+    return max(1, min((int(n) + BLOCK - 1) // BLOCK, per_segment))

@@ -4,8 +4,10 @@ Caffe's rule: a position is right when at most ``top_k`` classes (the true one i
 score ``>=`` the true class, so ties count against.  An optional second top holds the
 accuracy per class (0 for a class with no counted labels).
 
-The GPU pass (``accuracy.cu``) is one single-block kernel that reads the labels as they come
-and needs no buffer; a counted label outside ``[0, C)`` makes its accuracy NaN.
+The GPU pass (``accuracy.cu``) is a two-stage reduction that reads the labels as they come: a
+grid whose blocks count hits and counted labels (per class too, with a second top) into
+``counts``, then one block adding the counts exactly (int64) and dividing.  A counted label
+outside ``[0, C)`` makes its accuracy NaN.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import Field
 from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
 from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
 from trainnet.netcfg.common import Strict
-from trainnet.kernels.sources import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source, partial_blocks
 
 KERNELS = kernel_source(__file__)
 
@@ -48,7 +50,9 @@ class Accuracy(Layer):
         return [(), (c,)][:count_tops(self)]
 
     def buffers_gpu(self, ctx):
-        return {}  # accuracy.cu needs no buffer
+        outer, c, inner = self.shape3
+        per_class = c if len(self.top_shapes) > 1 else 0
+        return {"counts": Buffer((partial_blocks(outer * inner), 3 + 2 * per_class), np.int64)}
 
     def buffers_cpu(self, ctx):
         outer, c, inner = self.shape3
@@ -83,11 +87,15 @@ class Accuracy(Layer):
     def forward_gpu(self, io: StepIO):
         outer, c, inner = self.shape3
         ignore = self.p.ignore_label
+        counts, per_class = io.buf["counts"], np.int32(c if len(io.top) > 1 else 0)
+        blocks = counts.shape[0]
+        io.gpu.launch_blocks(KERNELS, "accuracy_counts", blocks, BLOCK, counts, io.bottom[0],
+                             io.bottom[1], np.int64(outer * inner), np.int32(c), np.int64(inner),
+                             np.int32(self.p.top_k), np.int32(ignore is not None),
+                             np.int64(ignore or 0), per_class)
         # Without a second top the kernel writes no per-class value; top 0 stands in for it.
-        io.gpu.launch_blocks(KERNELS, "accuracy_forward", 1, BLOCK, io.top[0], io.top[-1],
-                             io.bottom[0], io.bottom[1], np.int64(outer * inner), np.int32(c),
-                             np.int64(inner), np.int32(self.p.top_k), np.int32(ignore is not None),
-                             np.int64(ignore or 0), np.int32(c if len(io.top) > 1 else 0))
+        io.gpu.launch_blocks(KERNELS, "accuracy_finish", 1, BLOCK, io.top[0], io.top[-1], counts,
+                             np.int64(blocks), per_class)
 
     def backward_cpu(self, io: StepIO):
         pass  # has_backward is False: the plan never calls this

@@ -1,15 +1,15 @@
-// ContrastiveLoss over N pairs of C features.  Forward is one block: each thread takes pairs
-// in turn, keeps a - b and the pair's gradient coefficient, and the block sums the pair losses
-// in a fixed order.  A label is "similar" when it truncates to a nonzero int, as in Caffe.
-#include "common.cuh"
+// ContrastiveLoss over N pairs of C features.  Forward is two stages (loss.cuh): a grid whose
+// threads take pairs in turn, keeping a - b and the pair's gradient coefficient, and whose
+// blocks write their partial sums of the pair losses, then loss_finish adding them in a fixed
+// order.  A label is "similar" when it truncates to a nonzero int, as in Caffe.
+#include "loss.cuh"
 
-extern "C" __global__ void contrastive_loss_forward(float* loss, float* diff, float* coef,
+extern "C" __global__ void contrastive_loss_forward(float* partials, float* diff, float* coef,
                                                     const float* a, const float* b,
                                                     const float* y, i64 N, i64 C, float margin,
                                                     int legacy) {
-    __shared__ float scratch[1024];
     float total = 0.0f;
-    BLOCK_STRIDE(n, N) {
+    GRID_STRIDE(n, N) {
         float dsq = 0.0f;
         for (i64 c = 0; c < C; ++c) {
             const i64 i = n * C + c;
@@ -32,8 +32,8 @@ extern "C" __global__ void contrastive_loss_forward(float* loss, float* diff, fl
             coef[n] = mdist > 0.0f ? -mdist / (dist + 1e-4f) : 0.0f;
         }
     }
-    total = block_sum(total, scratch);
-    if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1) * 0.5f;
+    total = block_sum(total);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 // da = coef * (a - b) * w / N and db = -da, each where its flag is set; the loss weight w is

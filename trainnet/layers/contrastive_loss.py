@@ -10,8 +10,9 @@ dissimilar one inside the margin (legacy: ``-(a - b) w / N``), 0 outside; the ``
 guard against ``d = 0``.  Forward keeps ``a - b`` and each pair's coefficient, so backward reads
 no bottom.
 
-The GPU pass (``contrastive_loss.cu``) is one single-block kernel forward and one elementwise
-kernel backward that writes both gradients.
+The GPU pass (``contrastive_loss.cu``) is a two-stage reduction forward (``loss.cuh``: a grid
+writing partial sums over the pairs, one block adding them) and one elementwise kernel backward
+that writes both gradients.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.loss import loss_weight
+from trainnet.layers.loss import finish_loss_gpu, loss_buffers, loss_weight
 from trainnet.netcfg.common import Strict
 from trainnet.kernels.sources import BLOCK, kernel_source
 
@@ -54,7 +55,8 @@ class ContrastiveLoss(Layer):
         return [()]
 
     def buffers_gpu(self, ctx):
-        return {"diff": Buffer((self.n, self.c)), "coef": Buffer((self.n,))}
+        return {"diff": Buffer((self.n, self.c)), "coef": Buffer((self.n,)),
+                **loss_buffers(self.n)}
 
     def buffers_cpu(self, ctx):
         n, c = self.n, self.c
@@ -107,10 +109,12 @@ class ContrastiveLoss(Layer):
                 dx2 *= sign * alpha
 
     def forward_gpu(self, io: StepIO):
-        io.gpu.launch_blocks(KERNELS, "contrastive_loss_forward", 1, BLOCK, io.top[0],
+        partials = io.buf["partials"]
+        io.gpu.launch_blocks(KERNELS, "contrastive_loss_forward", partials.size, BLOCK, partials,
                              io.buf["diff"], io.buf["coef"], io.bottom[0], io.bottom[1],
                              io.bottom[2], np.int64(self.n), np.int64(self.c),
                              np.float32(self.p.margin), np.int32(self.p.legacy_version))
+        finish_loss_gpu(io, fixed_norm=max(self.n, 1), scale=0.5)
 
     def backward_gpu(self, io: StepIO):
         da, db = io.bottom_diff[:2]

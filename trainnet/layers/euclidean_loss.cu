@@ -1,18 +1,18 @@
-// EuclideanLoss: loss = sum (a - b)^2 * inv_num / 2.  Forward is one block that keeps the
-// difference for backward and sums its squares in a fixed order (deterministic).
-#include "common.cuh"
+// EuclideanLoss: loss = sum (a - b)^2 / num / 2.  Forward is two stages (loss.cuh): a grid
+// that keeps the difference for backward and writes each block's sum of squares, then
+// loss_finish adding them in a fixed order (deterministic).
+#include "loss.cuh"
 
-extern "C" __global__ void euclidean_loss_forward(float* loss, float* diff, const float* a,
-                                                  const float* b, i64 n, float inv_num) {
-    __shared__ float scratch[1024];
+extern "C" __global__ void euclidean_loss_forward(float* partials, float* diff, const float* a,
+                                                  const float* b, i64 n) {
     float total = 0.0f;
-    BLOCK_STRIDE(i, n) {
+    GRID_STRIDE(i, n) {
         const float d = a[i] - b[i];
         diff[i] = d;
         total += d * d;
     }
-    total = block_sum(total, scratch);
-    if (threadIdx.x == 0) loss[0] = total * inv_num * 0.5f;
+    total = block_sum(total);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 // da = diff * w * inv_num, db = -diff * w * inv_num, each where its flag is set; the loss

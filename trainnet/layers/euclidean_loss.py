@@ -4,8 +4,9 @@ The bottoms hold the same count and the same first dimension (Caffe's checks).  
 gradient, ``+-(a - b) * loss_weight / N``, each only where it needs one; ``a - b`` is kept from
 forward in the ``diff`` buffer (Caffe's ``diff_``), so backward reads no bottom.
 
-The GPU pass (``euclidean_loss.cu``) is one single-block kernel forward (the difference and
-its deterministic sum of squares) and one kernel backward writing both gradients.
+The GPU pass (``euclidean_loss.cu``) is a two-stage reduction forward (``loss.cuh``: a grid
+keeping the difference and writing partial sums of squares, one block adding them in a fixed
+order) and one kernel backward writing both gradients.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.loss import loss_weight
+from trainnet.layers.loss import finish_loss_gpu, loss_buffers, loss_weight
 from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
@@ -39,6 +40,9 @@ class EuclideanLoss(Layer):
     def buffers_cpu(self, ctx):
         return {"diff": Buffer(self.bottom_shapes[0])}
 
+    def buffers_gpu(self, ctx):
+        return {**self.buffers_cpu(ctx), **loss_buffers(math.prod(self.bottom_shapes[0]))}
+
     def flops(self):
         return 3 * math.prod(self.bottom_shapes[0])  # subtract, multiply, add
 
@@ -55,10 +59,10 @@ class EuclideanLoss(Layer):
                 np.multiply(io.buf["diff"].reshape(dx.shape), sign * scale, out=dx)
 
     def forward_gpu(self, io: StepIO):
-        n = io.buf["diff"].size
-        io.gpu.launch_blocks(KERNELS, "euclidean_loss_forward", 1, BLOCK, io.top[0], io.buf["diff"],
-                             io.bottom[0], io.bottom[1], np.int64(n),
-                             np.float32(1 / max(self.num, 1)))
+        partials, diff = io.buf["partials"], io.buf["diff"]
+        io.gpu.launch_blocks(KERNELS, "euclidean_loss_forward", partials.size, BLOCK, partials,
+                             diff, io.bottom[0], io.bottom[1], np.int64(diff.size))
+        finish_loss_gpu(io, fixed_norm=max(self.num, 1), scale=0.5)
 
     def backward_gpu(self, io: StepIO):
         da, db = io.bottom_diff

@@ -6,8 +6,9 @@ truncated to an int, in ``[0, dim)``).  With ``t = +1`` at the label and ``-1`` 
 ``-t sign(m)`` (L1) or ``-2 t m`` (L2), times ``loss_weight / N``, as Caffe's.  The margins ``m``
 and the one-hot labels are kept from forward, so backward reads no bottom.
 
-The GPU pass (``hinge_loss.cu``) is one single-block kernel forward that keeps the margins and
-a code per label, and one elementwise kernel backward.  A label outside ``[0, dim)``, which the
+The GPU pass (``hinge_loss.cu``) is a two-stage reduction forward (``loss.cuh``: a grid writing
+partial sums, one block adding them) that keeps the margins and a code per label, and one
+elementwise kernel backward.  A label outside ``[0, dim)``, which the
 CPU pass refuses, makes the loss and the gradient NaN there.
 """
 
@@ -18,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.loss import loss_weight, row_label_setup
+from trainnet.layers.loss import finish_loss_gpu, loss_buffers, loss_weight, row_label_setup
 from trainnet.layers.softmax_loss import label_buffers, read_labels
 from trainnet.netcfg.common import Strict
 from trainnet.kernels.sources import BLOCK, kernel_source
@@ -45,7 +46,8 @@ class HingeLoss(Layer):
 
     def buffers_gpu(self, ctx):
         n, dim, _ = self.shape3
-        return {"margin": Buffer((n, dim)), "label": Buffer((n,), np.int64)}
+        return {"margin": Buffer((n, dim)), "label": Buffer((n,), np.int64),
+                **loss_buffers(n * dim)}
 
     def buffers_cpu(self, ctx):
         return {"margin": Buffer(self.shape3), **label_buffers(self.shape3)}
@@ -81,9 +83,11 @@ class HingeLoss(Layer):
 
     def forward_gpu(self, io: StepIO):
         n, dim, _ = self.shape3
-        io.gpu.launch_blocks(KERNELS, "hinge_loss_forward", 1, BLOCK, io.top[0], io.buf["margin"],
-                             io.buf["label"], io.bottom[0], io.bottom[1], np.int64(n),
-                             np.int64(dim), np.int32(self.p.norm == "L2"))
+        partials = io.buf["partials"]
+        io.gpu.launch_blocks(KERNELS, "hinge_loss_forward", partials.size, BLOCK, partials,
+                             io.buf["margin"], io.buf["label"], io.bottom[0], io.bottom[1],
+                             np.int64(n), np.int64(dim), np.int32(self.p.norm == "L2"))
+        finish_loss_gpu(io, fixed_norm=max(n, 1))
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]

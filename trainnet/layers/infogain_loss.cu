@@ -1,20 +1,19 @@
 // InfogainLoss over axis 1 of an (outer, K, inner) blob of scores, one row (outer, inner) per
-// thread, with a K x K matrix H.  Forward is one block: each thread takes rows in turn (softmax
-// into `prob`, the label's -sum_k H[label, k] log(max(p_k, 1e-20))), and the block sums the
-// losses and the counted labels in a fixed order.  It keeps for backward the probabilities,
-// each row's label code, each counted row's sum of H[label] and the normalizer.  A counted label
-// outside [0, K) turns the loss and its gradient into NaN (the CPU pass refuses it).
+// thread, with a K x K matrix H.  Forward is two stages (loss.cuh): a grid whose threads take
+// rows in turn (softmax into `prob`, the label's -sum_k H[label, k] log(max(p_k, 1e-20))) and
+// whose blocks write their partial loss and count, then loss_finish.  It keeps for backward
+// the probabilities, each row's label code, each counted row's sum of H[label] and the
+// normalizer.  A counted label outside [0, K) turns the loss and its gradient into NaN (the
+// CPU pass refuses it).
 #include "classes.cuh"
 #include "loss.cuh"
 
-extern "C" __global__ void infogain_loss_forward(float* loss, float* prob, i64* code, float* hsum,
-                                                 float* norm_out, const float* x,
+extern "C" __global__ void infogain_loss_forward(float* partials, i64* counts, float* prob,
+                                                 i64* code, float* hsum, const float* x,
                                                  const float* label, const float* H, i64 rows,
-                                                 int K, i64 inner, int has_ignore, i64 ignore,
-                                                 float fixed_norm) {
-    __shared__ float scratch[1024];
-    softmax_loss_rows(loss, prob, code, norm_out, x, label, rows, K, inner, has_ignore, ignore,
-                      fixed_norm, scratch, [&](i64 r, i64 base, i64 k) {
+                                                 int K, i64 inner, int has_ignore, i64 ignore) {
+    softmax_loss_rows(partials, counts, prob, code, x, label, rows, K, inner, has_ignore, ignore,
+                      [&](i64 r, i64 base, i64 k) {
                           float sum = 0.0f, gain = 0.0f;
                           for (int c = 0; c < K; ++c) {
                               const float h = H[k * K + c];

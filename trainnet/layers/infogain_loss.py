@@ -9,9 +9,10 @@ and resolved like a data path) or, with three bottoms, from bottom 2, which take
 The gradient reaches the scores only: ``(p_l sum_k H[label, k] - H[label, l]) * loss_weight /
 norm``.
 
-The GPU pass (``infogain_loss.cu``) is one single-block kernel forward that keeps the
-probabilities, a code per label, each row's sum of H[label] and the normalizer, and one
-elementwise kernel backward.  A counted label outside ``[0, K)``, which the CPU pass refuses,
+The GPU pass (``infogain_loss.cu``) is a two-stage reduction forward (``loss.cuh``: a grid
+writing partial losses and counts, then one block adding them) that keeps the probabilities, a
+code per label, each row's sum of H[label] and the normalizer, and one elementwise kernel
+backward.  A counted label outside ``[0, K)``, which the CPU pass refuses,
 makes the loss and the gradient NaN.
 """
 
@@ -97,10 +98,9 @@ class InfogainLoss(SoftmaxLabelLoss):
         device.upload(h, self.H)
         return h
 
-    def buffers_gpu(self, ctx):  # infogain_loss.cu keeps probabilities, label codes, row sums of H
+    def buffers_gpu(self, ctx):  # and each row's sum of H[label]
         outer, _, inner = self.shape3
-        return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
-                "hsum": Buffer((outer * inner,)), "norm": Buffer((1,))}
+        return {**self.gpu_buffers(), "hsum": Buffer((outer * inner,))}
 
     def buffers_cpu(self, ctx):
         outer, k, inner = self.shape3
@@ -148,10 +148,11 @@ class InfogainLoss(SoftmaxLabelLoss):
 
     def forward_gpu(self, io: StepIO):
         h = io.state if self.H is not None else io.bottom[2]
-        io.gpu.launch_blocks(KERNELS, "infogain_loss_forward", 1, BLOCK, io.top[0], io.buf["prob"],
-                             io.buf["label"], io.buf["hsum"], io.buf["norm"], io.bottom[0],
-                             io.bottom[1], h, *self.forward_sizes())
-        self.copy_prob_gpu(io)
+        buf = io.buf
+        io.gpu.launch_blocks(KERNELS, "infogain_loss_forward", buf["partials"].size, BLOCK,
+                             buf["partials"], buf["counts"], buf["prob"], buf["label"],
+                             buf["hsum"], io.bottom[0], io.bottom[1], h, *self.forward_sizes())
+        self.finish_gpu(io)
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]

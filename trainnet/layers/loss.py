@@ -14,10 +14,12 @@ from typing import ClassVar, Literal, Optional
 
 import numpy as np
 
-from trainnet.layers.base import Layer, Shape
+from trainnet.kernels.sources import BLOCK, kernel_source, partial_blocks
+from trainnet.layers.base import Buffer, Layer, Shape, StepIO
 from trainnet.netcfg.common import Strict
 
 Normalization = Literal["FULL", "VALID", "BATCH_SIZE", "NONE"]
+KERNELS = kernel_source(__file__)  # loss.cu: the second stage of every GPU loss forward
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD: the smallest probability a log is taken of
 
 
@@ -65,3 +67,21 @@ def loss_weight(io) -> float:
     """The loss weight the plan seeds top 0's diff with (CPU passes; a GPU kernel reads it
     from device memory, so a replayed CUDA graph sees the current value)."""
     return float(io.top_diff[0].reshape(-1)[0])
+
+
+def loss_buffers(items: int) -> dict[str, Buffer]:
+    """A GPU loss forward's scratch for its two stages (``loss.cuh``) over ``items`` grid-stride
+    items: each stage-1 block's partial loss and count, and the normalizer, kept for backward."""
+    blocks = partial_blocks(items)
+    return {"partials": Buffer((blocks,)), "counts": Buffer((blocks,), np.int64),
+            "norm": Buffer((1,))}
+
+
+def finish_loss_gpu(io: StepIO, fixed_norm: float, scale: float = 1.0) -> None:
+    """A GPU loss forward's second stage (``loss.cu``), after the layer's first wrote
+    ``partials`` (and ``counts``): top 0 = the partials' total / norm * scale, norm kept for
+    backward; ``fixed_norm`` 0 normalizes by the count (at least 1)."""
+    partials = io.buf["partials"]
+    io.gpu.launch_blocks(KERNELS, "loss_finish", 1, BLOCK, io.top[0], io.buf["norm"], partials,
+                         io.buf["counts"], np.float32(fixed_norm), np.float32(scale),
+                         np.int64(partials.size))

@@ -1,21 +1,21 @@
-// MultinomialLogisticLoss over N rows of dim probabilities, one label per row.  Forward is
-// one block summing -log(max(p[label], 1e-20)) in a fixed order.  A label outside [0, dim)
+// MultinomialLogisticLoss over N rows of dim probabilities, one label per row.  Forward is two
+// stages (loss.cuh): a grid whose blocks sum -log(max(p[label], 1e-20)) over their rows, then
+// loss_finish adding the partial sums in a fixed order.  A label outside [0, dim)
 // makes the loss and its gradient NaN (the CPU pass refuses it; a GPU pass cannot stop).
-#include "classes.cuh"
+#include "loss.cuh"
 
 #define LOG_THRESHOLD 1e-20f
 
-extern "C" __global__ void multinomial_logistic_loss_forward(float* loss, const float* prob,
+extern "C" __global__ void multinomial_logistic_loss_forward(float* partials, const float* prob,
                                                              const float* label, i64 N, i64 dim) {
-    __shared__ float scratch[1024];
     float total = 0.0f;
-    BLOCK_STRIDE(row, N) {
+    GRID_STRIDE(row, N) {
         const i64 k = label_code(label[row], (int)dim, 0, 0);
         total -= k == LABEL_BAD ? quiet_nan()
                                 : logf(nan_max(prob[row * dim + k], LOG_THRESHOLD));
     }
-    total = block_sum(total, scratch);
-    if (threadIdx.x == 0) loss[0] = total / (float)(N > 1 ? N : 1);
+    total = block_sum(total);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 // dx = -loss_weight / (N max(p, 1e-20)) at each row's label, 0 elsewhere; the loss weight is

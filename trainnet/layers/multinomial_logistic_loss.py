@@ -5,8 +5,9 @@ makes them); bottom 1 holds N labels (floats, truncated to an int, in ``[0, dim)
 ``loss = -sum log(max(p[label], 1e-20)) / N``; the gradient is
 ``-loss_weight / (N max(p[label], 1e-20))`` at each label and 0 elsewhere, as Caffe's.
 
-The GPU pass (``multinomial_logistic_loss.cu``) is one single-block kernel forward and one
-elementwise kernel backward, both reading the labels as they come; a label outside
+The GPU pass (``multinomial_logistic_loss.cu``) is a two-stage reduction forward (``loss.cuh``:
+a grid writing partial sums, one block adding them) and one elementwise kernel backward, both
+reading the labels as they come; a label outside
 ``[0, dim)``, which the CPU pass refuses, makes the loss and the gradient NaN.
 """
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.loss import LOG_THRESHOLD, loss_weight, row_label_setup
+from trainnet.layers.loss import (LOG_THRESHOLD, finish_loss_gpu, loss_buffers, loss_weight,
+                                  row_label_setup)
 from trainnet.layers.softmax_loss import label_buffers, read_labels
 from trainnet.kernels.sources import BLOCK, kernel_source
 
@@ -33,7 +35,7 @@ class MultinomialLogisticLoss(Layer):
         return [()]
 
     def buffers_gpu(self, ctx):
-        return {}  # multinomial_logistic_loss.cu needs no buffer
+        return loss_buffers(self.shape3[0])  # the forward's partial sums
 
     def buffers_cpu(self, ctx):
         return {"picked": Buffer((self.shape3[0], 1, 1)), **label_buffers(self.shape3)}
@@ -64,8 +66,10 @@ class MultinomialLogisticLoss(Layer):
 
     def forward_gpu(self, io: StepIO):
         n, dim, _ = self.shape3
-        io.gpu.launch_blocks(KERNELS, "multinomial_logistic_loss_forward", 1, BLOCK, io.top[0],
-                             io.bottom[0], io.bottom[1], np.int64(n), np.int64(dim))
+        partials = io.buf["partials"]
+        io.gpu.launch_blocks(KERNELS, "multinomial_logistic_loss_forward", partials.size, BLOCK,
+                             partials, io.bottom[0], io.bottom[1], np.int64(n), np.int64(dim))
+        finish_loss_gpu(io, fixed_norm=max(n, 1))
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]

@@ -1,28 +1,25 @@
-// SigmoidCrossEntropyLoss over n scores x and targets t.  Forward is one block that sums
-// x (t - [x >= 0]) - log(1 + exp(-|x|)) and the counted positions in a fixed order, and keeps the
-// normalizer for backward.  A position is ignored when its target, truncated to an integer as
-// Caffe does, equals ignore_label.
+// SigmoidCrossEntropyLoss over n scores x and targets t.  Forward is two stages (loss.cuh): a
+// grid whose blocks sum x (t - [x >= 0]) - log(1 + exp(-|x|)) and count the counted positions,
+// then loss_finish, which keeps the normalizer for backward.  A position is ignored when its
+// target, truncated to an integer as Caffe does, equals ignore_label.
 #include "loss.cuh"
 
 __device__ __forceinline__ bool target_ignored(float t, int has_ignore, i64 ignore) {
     return has_ignore && fabsf(t) < 9.2e18f && (i64)t == ignore;
 }
 
-// fixed_norm: the normalizer for FULL, BATCH_SIZE and NONE; 0 for VALID (the count).
-extern "C" __global__ void sigmoid_cross_entropy_loss_forward(float* loss, float* norm_out,
+extern "C" __global__ void sigmoid_cross_entropy_loss_forward(float* partials, i64* counts,
                                                               const float* x, const float* t,
-                                                              i64 n, int has_ignore, i64 ignore,
-                                                              float fixed_norm) {
-    __shared__ float scratch[1024];
+                                                              i64 n, int has_ignore, i64 ignore) {
     float total = 0.0f;
     i64 count = 0;
-    BLOCK_STRIDE(i, n) {
+    GRID_STRIDE(i, n) {
         if (target_ignored(t[i], has_ignore, ignore)) continue;
         const float v = x[i];
         total -= v * (t[i] - (v >= 0.0f ? 1.0f : 0.0f)) - log1pf(expf(-fabsf(v)));
         count += 1;
     }
-    write_normalized_loss(loss, norm_out, total, count, fixed_norm, scratch);
+    write_partial_loss(partials, counts, total, count);
 }
 
 // dx = (sigmoid(x) - t) * loss_weight / norm, 0 where the target is ignored; the loss weight is

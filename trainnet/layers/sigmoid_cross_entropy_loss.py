@@ -7,8 +7,9 @@ normalization defaults to BATCH_SIZE here (Caffe keeps this layer's historical
 ``(sigmoid(x) - t) * loss_weight / norm``, 0 at ignored positions; ``sigmoid(x)`` is Caffe's
 ``0.5 tanh(x / 2) + 0.5``.
 
-The GPU pass (``sigmoid_cross_entropy_loss.cu``) is one single-block kernel forward, which keeps
-the normalizer on the device, and one elementwise kernel backward.
+The GPU pass (``sigmoid_cross_entropy_loss.cu``) is a two-stage reduction forward (``loss.cuh``:
+a grid writing partial losses and counts, one block adding them), which keeps the normalizer on
+the device, and one elementwise kernel backward.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import ClassVar
 import numpy as np
 
 from trainnet.layers.base import Buffer, Layer, StepIO, register
-from trainnet.layers.loss import LossParams, loss_weight, normalizer
+from trainnet.layers.loss import (LossParams, finish_loss_gpu, loss_buffers, loss_weight,
+                                  normalizer)
 from trainnet.kernels.sources import BLOCK, kernel_source
 
 KERNELS = kernel_source(__file__)
@@ -48,7 +50,7 @@ class SigmoidCrossEntropyLoss(Layer):
         return [()]
 
     def buffers_gpu(self, ctx):
-        return {"norm": Buffer((1,))}
+        return loss_buffers(self.outer * self.inner)
 
     def buffers_cpu(self, ctx):
         n = self.outer * self.inner
@@ -100,10 +102,12 @@ class SigmoidCrossEntropyLoss(Layer):
     def forward_gpu(self, io: StepIO):
         mode, ignore = self.p.mode, self.p.ignore_label
         fixed = 0.0 if mode == "VALID" else normalizer(mode, self.outer, self.inner, 0)
-        io.gpu.launch_blocks(KERNELS, "sigmoid_cross_entropy_loss_forward", 1, BLOCK, io.top[0],
-                             io.buf["norm"], io.bottom[0], io.bottom[1],
+        partials = io.buf["partials"]
+        io.gpu.launch_blocks(KERNELS, "sigmoid_cross_entropy_loss_forward", partials.size, BLOCK,
+                             partials, io.buf["counts"], io.bottom[0], io.bottom[1],
                              np.int64(self.outer * self.inner), np.int32(ignore is not None),
-                             np.int64(ignore or 0), np.float32(fixed))
+                             np.int64(ignore or 0))
+        finish_loss_gpu(io, fixed_norm=fixed)
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]

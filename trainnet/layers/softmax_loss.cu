@@ -1,19 +1,18 @@
 // SoftmaxWithLoss over axis 1 of an (outer, C, inner) blob, one row (outer, inner) per thread.
-// Forward is one block: each thread takes rows in turn (softmax into `prob`, the label's
-// -log(max(p, FLT_MIN))), and the block sums the losses and the counted labels.  It keeps for
-// backward the probabilities, each row's label code and the normalizer.  A counted label
-// outside [0, C), which the CPU pass refuses, turns the loss and its gradient into NaN here
-// (no host can be told mid-graph).
+// Forward is two stages (loss.cuh): a grid whose threads take rows in turn (softmax into
+// `prob`, the label's -log(max(p, FLT_MIN))) and whose blocks write their partial loss and
+// count, then loss_finish.  It keeps for backward the probabilities, each row's label code and
+// the normalizer.  A counted label outside [0, C), which the CPU pass refuses, turns the loss
+// and its gradient into NaN here (no host can be told mid-graph).
 #include "classes.cuh"
 #include "loss.cuh"
 
-extern "C" __global__ void softmax_loss_forward(float* loss, float* prob, i64* code,
-                                                float* norm_out, const float* x,
-                                                const float* label, i64 rows, int C, i64 inner,
-                                                int has_ignore, i64 ignore, float fixed_norm) {
-    __shared__ float scratch[1024];
-    softmax_loss_rows(loss, prob, code, norm_out, x, label, rows, C, inner, has_ignore, ignore,
-                      fixed_norm, scratch, [&](i64 r, i64 base, i64 k) {
+extern "C" __global__ void softmax_loss_forward(float* partials, i64* counts, float* prob,
+                                                i64* code, const float* x, const float* label,
+                                                i64 rows, int C, i64 inner, int has_ignore,
+                                                i64 ignore) {
+    softmax_loss_rows(partials, counts, prob, code, x, label, rows, C, inner, has_ignore, ignore,
+                      [&](i64 r, i64 base, i64 k) {
                           return logf(nan_max(prob[base + k * inner], 1.175494351e-38f));
                       });
 }

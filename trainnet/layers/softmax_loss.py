@@ -6,9 +6,11 @@ as in Caffe.  Labels are floats in their blob, cast to int; ``ignore_label`` pos
 for nothing.  The gradient reaches the scores only, scaled by the loss weight, which the plan
 puts in top 0's diff.  Like Caffe, the diff of the optional probabilities top is ignored.
 
-The GPU pass (``softmax_loss.cu``) is one kernel each way.  Forward is a single block over all
-positions that keeps the probabilities, a code per label (in ``label``) and the normalizer (in
-``norm``) for backward, which reads the loss weight on the device.  A counted label outside
+The GPU pass (``softmax_loss.cu``) is one elementwise kernel backward and a two-stage reduction
+forward (``loss.cuh``): a grid over the positions, each block writing its partial loss and
+count, then one block adding them.  It keeps the probabilities, a code per label (in
+``label``) and the normalizer (in ``norm``) for backward, which reads the loss weight on the
+device.  A counted label outside
 ``[0, C)`` cannot stop a GPU pass: it makes the loss and the gradient NaN instead.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.layers.base import Buffer, Layer, Shape, StepIO, count_tops, register
-from trainnet.layers.loss import LossParams, normalizer
+from trainnet.layers.loss import LossParams, finish_loss_gpu, loss_buffers, normalizer
 from trainnet.layers.softmax import softmax_into, split_axis
 from trainnet.kernels.sources import BLOCK, kernel_source
 
@@ -100,17 +102,23 @@ class SoftmaxLabelLoss(Layer):
         if len(io.top) > 1:
             np.copyto(io.top[1], io.buf["prob"].reshape(io.top[1].shape))
 
+    def gpu_buffers(self) -> dict[str, Buffer]:
+        """GPU: the probabilities, label codes, normalizer and the forward's partial sums."""
+        outer, _, inner = self.shape3
+        return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
+                **loss_buffers(outer * inner)}
+
     def forward_sizes(self) -> tuple:
-        """GPU: the forward kernel's last arguments (rows, classes, inner, whether a label is
-        ignored and which, the normalizer or 0 to count the labels on the device)."""
+        """GPU: the first stage's last arguments (rows, classes, inner, whether a label is
+        ignored and which)."""
         outer, c, inner = self.shape3
-        fixed = 0.0 if self.p.mode == "VALID" else self.normalizer(0)
         ignore = self.p.ignore_label
         return (np.int64(outer * inner), np.int32(c), np.int64(inner),
-                np.int32(ignore is not None), np.int64(ignore or 0), np.float32(fixed))
+                np.int32(ignore is not None), np.int64(ignore or 0))
 
-    def copy_prob_gpu(self, io: StepIO) -> None:
-        """GPU: the probabilities into top 1 when there is one."""
+    def finish_gpu(self, io: StepIO) -> None:
+        """GPU: the second stage (the loss, normalized) and the probabilities into top 1."""
+        finish_loss_gpu(io, fixed_norm=0.0 if self.p.mode == "VALID" else self.normalizer(0))
         if len(io.top) > 1:
             io.gpu.copy(io.top[1], io.buf["prob"])
 
@@ -126,9 +134,8 @@ class SoftmaxWithLoss(SoftmaxLabelLoss):
         self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
         return [(), bottom_shapes[0]][:count_tops(self)]
 
-    def buffers_gpu(self, ctx):  # softmax_loss.cu keeps the probabilities, label codes, normalizer
-        return {"prob": Buffer(self.shape3), "label": label_buffers(self.shape3)["label"],
-                "norm": Buffer((1,))}
+    def buffers_gpu(self, ctx):
+        return self.gpu_buffers()
 
     def buffers_cpu(self, ctx):
         outer, _, inner = self.shape3
@@ -160,10 +167,11 @@ class SoftmaxWithLoss(SoftmaxLabelLoss):
         dx3 *= weight / self.normalizer(int(np.count_nonzero(valid)))
 
     def forward_gpu(self, io: StepIO):
-        io.gpu.launch_blocks(KERNELS, "softmax_loss_forward", 1, BLOCK, io.top[0], io.buf["prob"],
-                             io.buf["label"], io.buf["norm"], io.bottom[0], io.bottom[1],
-                             *self.forward_sizes())
-        self.copy_prob_gpu(io)
+        buf = io.buf
+        io.gpu.launch_blocks(KERNELS, "softmax_loss_forward", buf["partials"].size, BLOCK,
+                             buf["partials"], buf["counts"], buf["prob"], buf["label"],
+                             io.bottom[0], io.bottom[1], *self.forward_sizes())
+        self.finish_gpu(io)
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]
