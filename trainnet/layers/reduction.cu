@@ -1,19 +1,38 @@
 // Reduction over the trailing `dim` values of each row.  op: 0 SUM, 1 ASUM, 2 SUMSQ, 3 MEAN
-// (`coeff` already divided by dim for MEAN, as reduction.py passes it).
+// (`coeff` already divided by dim for MEAN, as reduction.py passes it).  Rows reduce one block
+// each; a single row (a whole blob reduced to a scalar) reduces in two stages instead.
 #include "common.cuh"
+
+static __device__ __forceinline__ float term(float v, int op) {
+    return op == 1 ? fabsf(v) : (op == 2 ? v * v : v);
+}
 
 // y[row] = coeff * sum of f(x[row, :]): one block per row
 extern "C" __global__ void reduction_forward(float* y, const float* x, int op, float coeff,
                                              i64 dim) {
-    __shared__ float scratch[1024];
     const float* row = x + (i64)blockIdx.x * dim;
     float s = 0.0f;
-    BLOCK_STRIDE(j, dim) {
-        const float v = row[j];
-        s += op == 1 ? fabsf(v) : (op == 2 ? v * v : v);
-    }
-    const float total = block_sum(s, scratch);
+    BLOCK_STRIDE(j, dim) s += term(row[j], op);
+    const float total = block_sum(s);
     if (threadIdx.x == 0) y[blockIdx.x] = coeff == 1.0f ? total : total * coeff;
+}
+
+// A single row in two stages, so that it fills the GPU: partials[block] = the sum of f(x[i])
+// over the block's grid-stride items...
+extern "C" __global__ void reduction_partials(float* partials, const float* x, int op, i64 dim) {
+    float s = 0.0f;
+    GRID_STRIDE(i, dim) s += term(x[i], op);
+    const float total = block_sum(s);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+// ...then one block: y[0] = coeff * the sum of the partials, in a fixed order.
+extern "C" __global__ void reduction_finish(float* y, const float* partials, float coeff,
+                                            i64 blocks) {
+    float s = 0.0f;
+    BLOCK_STRIDE(b, blocks) s += partials[b];
+    const float total = block_sum(s);
+    if (threadIdx.x == 0) y[0] = coeff == 1.0f ? total : total * coeff;
 }
 
 // dx = coeff dy (SUM, MEAN), sign(x) coeff dy (ASUM), x (2 coeff dy) (SUMSQ); x unread for SUM

@@ -7,7 +7,9 @@ result is times ``coeff``.  The top keeps the bottom's dims before ``axis``: wit
 Backward follows Caffe: ``dx = coeff * dy`` (``coeff / count`` for MEAN), times ``sign(x)`` for
 ASUM (0 at 0) or ``2 x`` for SUMSQ, with the same float32 operations on both devices.  The GPU's
 forward sums one row per block (``block_sum``), so its sums may differ from NumPy's in the last
-bits.
+bits.  A single row (``axis: 0``, a scalar top) would be one block for the whole blob, so it is
+summed in two stages: a grid writing ``partials`` (``partial_blocks``), then one block adding
+them in a fixed order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.layers.softmax import split_axis
 from trainnet.netcfg.common import Strict
-from trainnet.kernels.sources import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source, partial_blocks
 
 KERNELS = kernel_source(__file__)
 OPS = ("SUM", "ASUM", "SUMSQ", "MEAN")
@@ -48,8 +50,8 @@ class Reduction(Layer):
         self.backward_reads_bottom = self.p.operation in ("ASUM", "SUMSQ")
         return [shape[:a]]
 
-    def buffers_gpu(self, ctx):
-        return {}
+    def buffers_gpu(self, ctx):  # a single row's partial sums
+        return {"partials": Buffer((partial_blocks(self.dim),))} if self.rows == 1 else {}
 
     def buffers_cpu(self, ctx):
         bufs = {"scale": Buffer((self.rows,))}  # coeff * dy per row (backward)
@@ -87,8 +89,16 @@ class Reduction(Layer):
             np.multiply(io.bottom[0].reshape(self.rows, self.dim), scale[:, None], out=dx2)
 
     def forward_gpu(self, io: StepIO):
-        io.gpu.launch_blocks(KERNELS, "reduction_forward", self.rows, BLOCK, io.top[0],
-                             io.bottom[0], np.int32(self.op), self.coeff, np.int64(self.dim))
+        op, dim = np.int32(self.op), np.int64(self.dim)
+        if self.rows > 1:
+            io.gpu.launch_blocks(KERNELS, "reduction_forward", self.rows, BLOCK, io.top[0],
+                                 io.bottom[0], op, self.coeff, dim)
+            return
+        partials = io.buf["partials"]
+        io.gpu.launch_blocks(KERNELS, "reduction_partials", partials.size, BLOCK, partials,
+                             io.bottom[0], op, dim)
+        io.gpu.launch_blocks(KERNELS, "reduction_finish", 1, BLOCK, io.top[0], partials,
+                             self.coeff, np.int64(partials.size))
 
     def backward_gpu(self, io: StepIO):
         dx = io.bottom_diff[0]
