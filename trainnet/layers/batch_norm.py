@@ -26,7 +26,7 @@ from pydantic import Field
 
 from trainnet.layers.base import Buffer, Layer, ParamBlob, StepIO, register
 from trainnet.netcfg.common import FillerParameter, Strict
-from trainnet.kernels.sources import BLOCK, kernel_source
+from trainnet.kernels.sources import BLOCK, kernel_source, partial_blocks
 
 KERNELS = kernel_source(__file__)
 
@@ -51,6 +51,7 @@ class BatchNorm(Layer):
             raise self.error(f"expects a bottom of 2 or more axes (N, C, ...), got {x}")
         self.N, self.C, self.S = x[0], x[1], math.prod(x[2:])
         self.m = self.N * self.S  # values per channel
+        self.parts = partial_blocks(self.m, self.C)  # GPU: blocks per channel of a reduction
         self.global_stats = (self.phase == "TEST" if self.p.use_global_stats is None
                              else self.p.use_global_stats)
         return [x]
@@ -70,6 +71,8 @@ class BatchNorm(Layer):
         bufs = {}
         if not self.global_stats:  # the GPU kernels read stored statistics where they are
             bufs = {"mean": Buffer(channels), "inv_std": Buffer(channels)}
+        if not self.global_stats or not ctx.forward_only:  # two-stage sums: each block's two
+            bufs["partials"] = Buffer((self.C * self.parts * 2,))
         return {**bufs, **self._backward_buffers(ctx)}
 
     def buffers_cpu(self, ctx):
@@ -212,13 +215,19 @@ class BatchNorm(Layer):
         mean, inv_std = io.buf.get("mean", mean_sum), io.buf.get("inv_std", mean_sum)
         return (mean, inv_std, *io.params[:3], np.float32(self.p.eps), np.int32(self.global_stats))
 
+    def _sizes(self) -> tuple:
+        """GPU: (N, C, S, blocks per channel), the last arguments of the two-stage sums."""
+        return np.int64(self.N), np.int64(self.C), np.int64(self.S), np.int64(self.parts)
+
     def forward_gpu(self, io: StepIO):
         gpu, x, y = io.gpu, io.bottom[0], io.top[0]
         if not self.global_stats:
-            gpu.launch_blocks(KERNELS, "batch_norm_stats", self.C, BLOCK, io.buf["mean"],
-                              io.buf["inv_std"], *io.params[:3], x, np.float32(self.p.eps),
-                              np.float32(self.p.moving_average_fraction), self.correction,
-                              np.int64(self.N), np.int64(self.C), np.int64(self.S))
+            partials, sizes = io.buf["partials"], self._sizes()
+            gpu.launch_blocks(KERNELS, "batch_norm_stats_partials", partials.size // 2, BLOCK,
+                              partials, x, *sizes)
+            gpu.launch(KERNELS, "batch_norm_stats", self.C, io.buf["mean"], io.buf["inv_std"],
+                       *io.params[:3], partials, np.float32(self.p.eps),
+                       np.float32(self.p.moving_average_fraction), self.correction, *sizes)
         gamma, _, beta, _ = self._gamma_beta(io)
         xhat = io.buf.get("xhat")
         # an input or output a flag turns off is given another array and not touched
@@ -234,10 +243,13 @@ class BatchNorm(Layer):
         sums, xhat = io.buf["sums"], io.buf.get("xhat", dy)
         C, S, relu = np.int64(self.C), np.int64(self.S), np.int32(io.ctx.fused_relu)
         if dgamma is not None or dbeta is not None or (dx is not None and not self.global_stats):
-            gpu.launch_blocks(KERNELS, "batch_norm_backward_sums", self.C, BLOCK, sums,
-                              sums if dgamma is None else dgamma, sums if dbeta is None else dbeta,
-                              dy, xhat, top, np.int32(dgamma is not None),
-                              np.int32(dbeta is not None), relu, np.int64(self.N), C, S)
+            partials, parts = io.buf["partials"], np.int64(self.parts)
+            gpu.launch_blocks(KERNELS, "batch_norm_sums_partials", partials.size // 2, BLOCK,
+                              partials, dy, xhat, top, relu, *self._sizes())
+            gpu.launch(KERNELS, "batch_norm_backward_sums", self.C, sums,
+                       sums if dgamma is None else dgamma, sums if dbeta is None else dbeta,
+                       partials, np.int32(dgamma is not None), np.int32(dbeta is not None), C,
+                       parts)
         if dx is not None:
             gpu.launch(KERNELS, "batch_norm_backward", dx.size, dx, dy, xhat, top, sums,
                        *self._stats_gpu(io), sums if gamma is None else gamma,
