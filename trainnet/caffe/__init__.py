@@ -1,2 +1,23 @@
-"""pycaffe's API over trainnet's own objects (``from trainnet import caffe`` where a script had
-``import caffe``): a facade, no second implementation.  Filled in by issue 12."""
+"""pycaffe's API over trainnet's own objects: ``from trainnet import caffe`` where a script had
+``import caffe``.  A facade, no second implementation: ``caffe.Net`` compiles and runs the same
+plans as ``trainnet train``, with every blob kept readable."""
+
+import trainnet.layers  # noqa: F401  (registers every layer type with netcfg)
+import trainnet.zoo  # noqa: F401  (zoo:NAME net names)
+from trainnet.caffe.blob import Blob
+from trainnet.caffe.mode import (TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu,
+                                 set_random_seed)
+from trainnet.caffe.net import Net
+from trainnet.caffe.solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
+                                   RMSPropSolver, SGDSolver, Solver, get_solver)
+
+
+def layer_type_list() -> list[str]:
+    """Every layer type trainnet knows, sorted (pycaffe's caffe.layer_type_list)."""
+    from trainnet.layers.base import known_types
+    return sorted(known_types())
+
+
+__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "NesterovSolver", "Net",
+           "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver",
+           "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]

@@ -67,6 +67,7 @@ class Net:
         self.shadow = device.zeros(plan.shadow_arena, dtype=np.float32)
         self.ios: list[StepIO] = []
         self.shadow_sums: list[tuple[Any, Any]] = []   # (shadow gradient, owner gradient)
+        self.shadow_steps: list[int] = []              # the step of each shadow
         self.states: dict[str, Any] = {}         # every layer's runtime state, by layer name
         # those a snapshot keeps (get_state/set_state): data cursors, Dropout's and DummyData's
         # generators; not an output file's writer or a loaded matrix
@@ -120,6 +121,7 @@ class Net:
                 shadow = self.shadow[use.shadow:use.shadow + n]
                 param_diff.append(shadow.reshape(shape))
                 self.shadow_sums.append((shadow, store.view(store.diff, i).reshape(-1)))
+                self.shadow_steps.append(step.index)
             else:
                 param_diff.append(store.view(store.diff, i).reshape(shape))
         layer = step.layer
@@ -219,6 +221,23 @@ class Net:
             self.device.fill(diff, value)
         for grad in self.unwritten_grads:
             self.device.fill(grad, 0)
+
+    def forward_span(self, first: int, last: int) -> None:
+        """Steps ``first`` to ``last`` (plan indices, inclusive) forward, one by one, outside
+        any graph: pycaffe's ``forward(start=, end=)``."""
+        for step, io in zip(self.plan.steps[first:last + 1], self.ios[first:last + 1]):
+            step.layer.forward(io, self.device)
+
+    def backward_span(self, first: int, last: int) -> None:
+        """Steps ``last`` down to ``first`` backward (those with a backward), then the shared
+        blobs' gradients summed into their owners': pycaffe's ``backward(start=, end=)``.
+        The caller seeds the gradients (``seed_gradients``) when it starts at the top."""
+        for step, io in self.backward_steps:
+            if first <= step.index <= last:
+                step.layer.backward(io, self.device)
+        for (shadow, owner), index in zip(self.shadow_sums, self.shadow_steps):
+            if first <= index <= last:
+                self.device.add(owner, shadow)
 
     def forward_backward(self) -> float:
         loss = self.forward()

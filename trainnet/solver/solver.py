@@ -28,8 +28,14 @@ class Solver:
     """Trains the net a SolverConfig names; ``log`` receives the progress lines."""
 
     def __init__(self, cfg: SolverConfig, device: Device = CPU,
-                 log: Callable[[str], None] = lambda line: None, graph: bool = True):
+                 log: Callable[[str], None] = lambda line: None, graph: bool = True,
+                 compile_options: dict | None = None):
+        """``compile_options`` go to compile_net for every net (pycaffe's Solver keeps every
+        blob readable); ``callbacks`` are (on_start, on_gradients) pairs called in each
+        iteration, before its passes and before its update (pycaffe's add_callback)."""
         self.cfg = cfg
+        self.compile_options = compile_options or {}
+        self.callbacks: list[tuple[Callable[[], None], Callable[[], None]]] = []
         self.device = device
         self.log = log
         seed = cfg.random_seed if cfg.random_seed >= 0 else int(np.random.SeedSequence().entropy % 2**63)
@@ -75,10 +81,9 @@ class Solver:
         self._t0 = time.perf_counter()
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
 
-    @staticmethod
-    def _compile(net: SolverNet, phase: str, device: Device):
+    def _compile(self, net: SolverNet, phase: str, device: Device):
         return compile_net(net.cfg, phase, level=net.state.level, stages=list(net.state.stage),
-                           gpu=device.is_gpu)
+                           gpu=device.is_gpu, **self.compile_options)
 
     @property
     def log_path(self) -> Path:
@@ -183,12 +188,16 @@ class Solver:
         once the host has checked the loss and the gradient."""
         net, n = self.net, self.cfg.iter_size
         self.rule.prepare(rate, it)
+        for on_start, _ in self.callbacks:
+            on_start()
         loss = 0.0
         for _ in range(n):
             net.forward_host()
             self._run("pass", self._pass)
             loss += net.loss()
         loss /= n
+        for _, on_gradients in self.callbacks:
+            on_gradients()
         if not np.isfinite(loss) or not self.rule.finite(self._grads):
             self._diverged(it, loss, marked)
         self._run("update", self._update)
