@@ -366,3 +366,19 @@ def test_cat_through_the_imagenet_transformer():
     t.set_mean("data", mean_npy)  # the 256 x 256 mean image, resized to 227 x 227
     assert t.mean["data"].shape == (3, 227, 227)
     assert abs(t.mean["data"].mean() - mean_npy.mean()) < 0.5
+
+
+def test_resize_matches_scipy_where_installed():
+    """An independent reference: SciPy's zoom, with grid_mode and 'grid-constant' as
+    scikit-image's resize(mode='constant', anti_aliasing=False) calls it for 1 or 3 channels,
+    and plain (corners aligned) as pycaffe called it for other channel counts."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(1)
+    for shape, new in [((5, 7, 3), (11, 4)), ((9, 6, 1), (4, 13)), ((8, 8, 3), (3, 5)),
+                       ((5, 7, 2), (11, 4)), ((9, 6, 4), (4, 13))]:
+        im = rng.uniform(0, 1, shape)
+        im.flat[0], im.flat[-1] = 0, 1  # [0, 1] already: pycaffe's normalisation is a no-op
+        grid = {"grid_mode": True, "mode": "grid-constant"} if shape[2] in (1, 3) else {}
+        for order in (0, 1):
+            ref = ndimage.zoom(im, (new[0] / shape[0], new[1] / shape[1], 1), order=order, **grid)
+            np.testing.assert_allclose(io.resize_image(im, new, order), ref, atol=1e-6)

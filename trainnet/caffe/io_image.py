@@ -10,10 +10,12 @@ the scikit-image of its time (before 0.15):
 - ``resize_image``: for 1 or 3 channels scikit-image's ``resize`` (pixel centres at +0.5, mode
   'constant': samples past the border read 0 in the image's [0, 1]-normalised range, so the
   border blends towards the image's minimum; no anti-aliasing); for any other channel count
-  SciPy's ``zoom`` (corners aligned).  Orders 0 (nearest) and 1 (bilinear) only.  scikit-image
-  0.15 and later changed ``resize``'s defaults (mode 'reflect', Gaussian anti-aliasing when
-  shrinking): under those, pycaffe's own results differ from these at the border and when
-  shrinking.
+  SciPy's ``zoom`` (corners aligned).  Orders 0 (nearest) and 1 (bilinear) only.  Both agree
+  with SciPy's ``zoom`` (as scikit-image's ``resize(mode='constant', anti_aliasing=False)`` calls
+  it, and plain) to float32 rounding; the tests check that where SciPy is installed.
+  scikit-image 0.15 and later changed ``resize``'s defaults (mode 'reflect', Gaussian
+  anti-aliasing when shrinking): under those, pycaffe's own results differ from these at the
+  border and when shrinking.
 """
 
 from __future__ import annotations
