@@ -191,3 +191,16 @@ def test_seeded_nets_start_alike(lenet):
     b = caffe.Net(str(lenet[0]), caffe.TEST)
     np.testing.assert_array_equal(a.params["conv1"][0].data, b.params["conv1"][0].data)
     assert "Convolution" in caffe.layer_type_list()
+
+
+def test_the_top_level_names_are_the_same_objects_and_load_lazily():
+    import subprocess
+    import sys
+
+    import trainnet
+    assert trainnet.Net is caffe.Net and trainnet.Solver is caffe.Solver
+    code = ("import sys, trainnet; assert 'trainnet.layers' not in sys.modules; "
+            "trainnet.Net; assert 'trainnet.layers' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="has no attribute 'Nett'"):
+        trainnet.Nett

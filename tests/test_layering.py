@@ -2,7 +2,7 @@
 
 The declared order, lowest first (a package may import its own modules and any level below):
 
-    core     trainnet.errors, trainnet.registry, the package root: typed errors and registries
+    core     trainnet.errors, trainnet.registry: typed errors and registries
     formats  file formats and small shared helpers; nothing of trainnet but core
     kernels  the CUDA sources' shared header (common.cuh) and the helpers that find, read and
              type-check kernel sources: the layers and the runtime both launch kernels through it
@@ -17,6 +17,8 @@ The declared order, lowest first (a package may import its own modules and any l
     zoo      model zoo, Caffe conversion, classify: applications over the solver and the Net
     caffe    pycaffe's API (trainnet.caffe): a facade over the Net, the solver and the formats
     cli      the command line (and trainnet.launch / __main__, its entry points)
+    api      the package root, trainnet/__init__.py: the public names (trainnet.Net ...); no
+             module of trainnet imports it (they import trainnet.errors, core, directly)
 
 DESIGN.md's table lists data/ after solver/, but the code fixes its place: the Data layers
 import its readers, and nothing in it imports layers, plan, runtime or solver.
@@ -38,7 +40,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "trainnet"
 
 ORDER = ["core", "formats", "kernels", "netcfg", "data", "layers", "plan", "runtime", "solver",
-         "zoo", "caffe", "cli"]
+         "zoo", "caffe", "cli", "api"]
 LEVEL = {name: i for i, name in enumerate(ORDER)}
 TOP_MODULES = {"errors": "core", "registry": "core", "launch": "cli", "__main__": "cli"}
 
@@ -52,7 +54,7 @@ def package_of(module: str) -> str | None:
     if parts[0] != "trainnet":
         return None
     if len(parts) == 1:
-        return "core"
+        return "api"  # the package root: trainnet.Net, trainnet.Solver ... (loaded on first use)
     return TOP_MODULES.get(parts[1], parts[1])
 
 
