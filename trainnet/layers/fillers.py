@@ -22,6 +22,14 @@ def _norm(filler: FillerParameter, shape) -> float:
     return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2}[filler.variance_norm]
 
 
+class InitialValues(FillerParameter):
+    """Values a layer computed when it was set up (a Python layer's ``setup``), copied into the
+    parameter arena once, when it is filled.  Held as float32 bytes, so that the filler stays
+    immutable and comparable like every other."""
+
+    values: bytes = b""
+
+
 def check(filler: FillerParameter, shape: tuple[int, ...]) -> str | None:
     """Why ``filler`` cannot fill a blob of ``shape``, or None (checked when a net compiles)."""
     if filler.type == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
@@ -34,6 +42,9 @@ def check(filler: FillerParameter, shape: tuple[int, ...]) -> str | None:
 def fill(out: np.ndarray, filler: FillerParameter, rng: np.random.Generator) -> None:
     """Fill ``out`` in place as Caffe's filler of that type would."""
     shape = out.shape
+    if isinstance(filler, InitialValues):
+        out[...] = np.frombuffer(filler.values, np.float32).reshape(shape)
+        return
     kind = filler.type
     problem = check(filler, shape)
     if problem:

@@ -40,7 +40,14 @@ def _notes(plan: Plan, s) -> list[str]:
             notes.append("frozen")
     if any(w != 0 for w in s.loss_weights):
         notes.append("loss " + ", ".join(f"{w:g}" for w in s.loss_weights if w != 0))
+    if s.type == "Python":
+        notes.append(f"python {s.layer.p.module}.{s.layer.p.layer}")
     return notes
+
+
+def python_modules(plan: Plan) -> list[str]:
+    """The modules the net's Python layers import, in step order."""
+    return list(dict.fromkeys(s.layer.p.module for s in plan.steps if s.type == "Python"))
 
 
 def format_plan(plan: Plan) -> str:
@@ -74,4 +81,7 @@ def format_plan(plan: Plan) -> str:
               f"{human_bytes(plan.arena_bytes_no_reuse)} without; with the layers' buffers "
               "(im2col columns, argmax, masks)",
               f"outputs:           {', '.join(plan.outputs)}"]
+    modules = python_modules(plan)
+    if modules:
+        lines.append(f"python modules:    {', '.join(modules)} (imported from sys.path)")
     return "\n".join(lines)
