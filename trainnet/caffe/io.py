@@ -109,8 +109,9 @@ class Transformer:
 
     def set_mean(self, in_, mean):
         """The mean subtracted: one value per channel (C,), or a mean image (C, H, W) or (H, W)
-        for one channel.  A mean image of another H x W is resized to the input's (as pycaffe's
-        widely used set_mean does); a channel count that differs is a ValueError."""
+        for one channel, of the input's shape.  Any other shape is a ValueError, as pycaffe's:
+        a 256 x 256 ImageNet mean for a 227 x 227 input is taken per channel
+        (``mean.mean(1).mean(1)``) or cropped, a choice left to the caller."""
         self._check_input(in_)
         mean = np.asarray(mean)
         shape = self._shape(in_)[1:]
@@ -129,8 +130,10 @@ class Transformer:
                 raise ValueError(f"Mean shape incompatible with input shape: the mean "
                                  f"{mean.shape} has {mean.shape[0]} channels, the input "
                                  f"{shape} {shape[0]}")
-            if mean.shape != shape:
-                mean = resize_image(mean.transpose(1, 2, 0), shape[1:]).transpose(2, 0, 1)
+            if mean.shape != tuple(shape):
+                raise ValueError(f"Mean shape incompatible with input shape: the mean is "
+                                 f"{mean.shape}, the input {tuple(shape)} (take the mean per "
+                                 "channel, mean.mean(1).mean(1), or crop it)")
         self.mean[in_] = mean
 
     def set_input_scale(self, in_, scale):
