@@ -10,6 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 from trainnet.caffe.proto import caffe_pb2
+from trainnet.formats.blobproto import load_blob, load_mean
 from trainnet.formats.caffemodel import read_caffemodel, write_caffemodel
 from trainnet.netcfg import load_net, load_solver
 from trainnet.netcfg.layer_types import registered
@@ -170,3 +171,16 @@ def test_binary_files_messages():
     vector = caffe_pb2.BlobProtoVector()
     vector.blobs.add().shape.dim.extend([1, 2])
     assert caffe_pb2.BlobProtoVector.FromString(vector.SerializeToString()) == vector
+
+
+def test_blobproto_files_interoperate(tmp_path):
+    mean_file = Path("/work/shared/data/cifar10/mean.binaryproto")
+    blob = caffe_pb2.BlobProto.FromString(mean_file.read_bytes())
+    mean = load_mean(mean_file)
+    np.testing.assert_array_equal(np.asarray(blob.data, np.float32), mean.ravel())
+    written = caffe_pb2.BlobProto()
+    written.shape.dim.extend([2, 3])
+    written.data.extend([0.5, 1, 2, 3, 4, 5])
+    (tmp_path / "b.binaryproto").write_bytes(written.SerializeToString())
+    np.testing.assert_array_equal(load_blob(tmp_path / "b.binaryproto"),
+                                  np.array([[0.5, 1, 2], [3, 4, 5]], np.float32))
