@@ -177,10 +177,16 @@ def test_plan_names_the_python_modules(tmp_path):
 
 # --- the GPU path -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer, shapes", [("Scale", [(2, 3, 4)]), ("EuclideanLoss", [(4, 3), (4, 3)])])
-def test_gpu_host_arrays_match_the_cpu(gpu_device, layer, shapes):
+@pytest.mark.parametrize("layer, shapes", [("Scale", [(2, 3, 4)]), ("EuclideanLoss", [(4, 3), (4, 3)]),
+                                           ("DeviceScale", [(2, 3, 4)])])
+def test_gpu_pass_matches_the_cpu(gpu_device, layer, shapes):
     built = py(layer, shapes, param_str="1.5")
-    check_parity(built, [RNG.normal(size=s) for s in shapes], gpu_device, passes=2)
+    _, gpu = check_parity(built, [RNG.normal(size=s) for s in shapes], gpu_device, passes=2)
+    bound = gpu.state.bottom[0].data
+    if layer == "DeviceScale":  # the device's own arrays, no copies
+        assert not gpu.state.host_copies and bound is gpu.bottom[0]
+    else:  # host copies, made by download
+        assert gpu.state.host_copies and isinstance(bound, np.ndarray) and bound is not gpu.bottom[0]
 
 
 def test_gpu_net_with_python_layers_trains_as_on_the_cpu(gpu_device, tmp_path):

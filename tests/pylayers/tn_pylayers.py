@@ -28,6 +28,12 @@ class Scale(PythonLayer):
         self.blobs[0].diff[...] += (top[0].diff * bottom[0].data).sum()
 
 
+class DeviceScale(Scale):
+    """Scale on the GPU's own arrays (CuPy's, which take the same operators)."""
+
+    cupy_arrays = True
+
+
 class EuclideanLoss(PythonLayer):
     """Caffe's examples/pycaffe/layers/pyloss.py: ``sum((a - b)^2) / num / 2``."""
 

@@ -122,7 +122,7 @@ class StepBlobs:
         """Point every blob at ``io``'s arrays (host copies where needed); returns Caffe's
         ``propagate_down``.  Before a backward the gradients a call writes are zeroed, so a
         layer may add into them as Caffe's accumulate."""
-        get = gpu.download if self.host_copies else (lambda a: a)
+        get = gpu.download if self.host_copies else _same
         propagate = [d is not None for d in io.bottom_diff]
         for i, (blob, x, dx) in enumerate(zip(self.bottom, io.bottom, io.bottom_diff)):
             blob.data = get(x)
@@ -155,6 +155,10 @@ class StepBlobs:
         for dx, host in pairs:
             if dx is not None:
                 gpu.upload(dx, host)
+
+
+def _same(array):
+    return array
 
 
 def _clear(array, gpu: Optional[Any]) -> None:
