@@ -204,3 +204,20 @@ def test_the_top_level_names_are_the_same_objects_and_load_lazily():
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="has no attribute 'Nett'"):
         trainnet.Nett
+
+
+def test_classifier_center_crop_and_ten_crops_against_manual(lenet):
+    rng = np.random.default_rng(8)
+    pictures = [rng.random((30, 34, 1), dtype=np.float32) for _ in range(3)]
+    clf = caffe.Classifier(str(lenet[0]), str(lenet[1]), image_dims=(32, 32), raw_scale=1.0,
+                           input_scale=2.0)
+    net = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST)
+    resized = np.stack([caffe.io.resize_image(p, (32, 32)) for p in pictures])
+    centre = resized[:, 2:30, 2:30, :].transpose(0, 3, 1, 2) * 2.0
+    want = net.forward_all(data=centre)["prob"]
+    np.testing.assert_allclose(clf.predict(pictures, oversample=False), want, rtol=1e-5, atol=1e-7)
+    crops = caffe.io.oversample(resized, (28, 28)).transpose(0, 3, 1, 2) * 2.0
+    ten = net.forward_all(data=crops)["prob"].reshape(3, 10, 10).mean(1)
+    got = clf.predict(pictures)
+    np.testing.assert_allclose(got, ten, rtol=1e-5, atol=1e-7)
+    assert got.shape == (3, 10) and not np.allclose(got, want)

@@ -4,7 +4,9 @@ plans as ``trainnet train``, with every blob kept readable."""
 
 import trainnet.layers  # noqa: F401  (registers every layer type with netcfg)
 import trainnet.zoo  # noqa: F401  (zoo:NAME net names)
+from trainnet.caffe import io
 from trainnet.caffe.blob import Blob
+from trainnet.caffe.classifier import Classifier
 from trainnet.caffe.mode import (TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu,
                                  set_random_seed)
 from trainnet.caffe.net import Net
@@ -18,6 +20,6 @@ def layer_type_list() -> list[str]:
     return sorted(known_types())
 
 
-__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "NesterovSolver", "Net",
-           "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver",
+__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "Classifier", "NesterovSolver",
+           "Net", "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver", "io",
            "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]
