@@ -380,3 +380,13 @@ def test_resize_matches_scipy_where_installed():
         for order in (0, 1):
             ref = ndimage.zoom(im, (new[0] / shape[0], new[1] / shape[1], 1), order=order, **grid)
             np.testing.assert_allclose(io.resize_image(im, new, order), ref, atol=1e-6)
+
+
+def test_new_messages_are_caffe_pb2_messages_that_nest():
+    from trainnet.caffe.proto import caffe_pb2
+    net = caffe_pb2.NetParameter()
+    layer = net.layer.add(name="conv1", type="Convolution")
+    layer.blobs.extend([io.array_to_blobproto(np.ones((2, 3)), np.zeros((2, 3)))])
+    again = caffe_pb2.NetParameter.FromString(net.SerializeToString())
+    np.testing.assert_array_equal(io.blobproto_to_array(again.layer[0].blobs[0]), np.ones((2, 3)))
+    assert isinstance(io.array_to_datum(np.zeros((1, 2, 2), np.uint8)), caffe_pb2.Datum)

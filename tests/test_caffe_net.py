@@ -221,3 +221,13 @@ def test_classifier_center_crop_and_ten_crops_against_manual(lenet):
     got = clf.predict(pictures)
     np.testing.assert_allclose(got, ten, rtol=1e-5, atol=1e-7)
     assert got.shape == (3, 10) and not np.allclose(got, want)
+
+
+def test_pycaffe_names_are_where_scripts_look():
+    from trainnet.caffe.proto import caffe_pb2
+    assert caffe.proto.caffe_pb2 is caffe_pb2
+    assert caffe.layers.Convolution and caffe.params.Pooling.MAX == caffe_pb2.PoolingParameter.MAX
+    n = caffe.NetSpec()
+    n.data = caffe.layers.Input(shape=dict(dim=[1, 1, 4, 4]))
+    n.ip = caffe.layers.InnerProduct(n.data, num_output=2)
+    assert 'type: "InnerProduct"' in str(caffe.to_proto(n.ip)) and "name" in str(n.to_proto())

@@ -4,12 +4,14 @@ plans as ``trainnet train``, with every blob kept readable."""
 
 import trainnet.layers  # noqa: F401  (registers every layer type with netcfg)
 import trainnet.zoo  # noqa: F401  (zoo:NAME net names)
-from trainnet.caffe import io
+from trainnet.caffe import io, proto
+from trainnet.caffe.proto import caffe_pb2  # noqa: F401  (caffe.proto.caffe_pb2, as pycaffe)
 from trainnet.caffe.blob import Blob
 from trainnet.caffe.classifier import Classifier
 from trainnet.caffe.mode import (TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu,
                                  set_random_seed)
 from trainnet.caffe.net import Net
+from trainnet.caffe.net_spec import NetSpec, layers, params, to_proto
 from trainnet.caffe.solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
                                    RMSPropSolver, SGDSolver, Solver, get_solver)
 
@@ -21,5 +23,6 @@ def layer_type_list() -> list[str]:
 
 
 __all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "Classifier", "NesterovSolver",
-           "Net", "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver", "io",
-           "layer_type_list", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed"]
+           "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver",
+           "io", "layer_type_list", "layers", "params", "proto", "set_device", "set_mode_cpu",
+           "set_mode_gpu", "set_random_seed", "to_proto"]

@@ -4,7 +4,7 @@ signatures and semantics (``from trainnet import caffe``; ``caffe.io.load_image(
 
 The image helpers live in ``io_image``.  Messages are read by field access only, so any class
 with Caffe's fields works (trainnet's ``formats.caffe_pb`` or a ``caffe_pb2``); new messages are
-``formats.caffe_pb`` ones.
+``trainnet.caffe.proto.caffe_pb2`` ones, so they go into that module's NetParameter and the rest.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from trainnet.caffe.io_image import load_image, oversample, resize_image
 from trainnet.data.datum import RecordError, datum_array, encode_datum
-from trainnet.formats import caffe_pb
+from trainnet.caffe.proto import caffe_pb2
 from trainnet.formats.blobproto import blob_proto, blob_shape, varint
 
 __all__ = ["Transformer", "load_image", "resize_image", "oversample", "blobproto_to_array",
@@ -169,7 +169,7 @@ def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
     """A BlobProto holding ``arr`` (any number of axes, in ``shape``) as float ``data``, and
     ``diff``, which must have as many values, as float ``diff``."""
     arr = np.asarray(arr)
-    blob = blob_proto(arr)
+    blob = caffe_pb2.BlobProto.FromString(blob_proto(arr).SerializeToString())
     if diff is not None:
         values = np.asarray(diff, dtype="<f4")
         if values.size != arr.size:
@@ -182,7 +182,7 @@ def array_to_blobproto(arr: np.ndarray, diff: np.ndarray | None = None):
 
 def arraylist_to_blobprotovector_str(arraylist) -> bytes:
     """A serialized BlobProtoVector of one BlobProto per array."""
-    vec = caffe_pb.BlobProtoVector()
+    vec = caffe_pb2.BlobProtoVector()
     vec.blobs.extend([array_to_blobproto(arr) for arr in arraylist])
     return vec.SerializeToString()
 
@@ -192,7 +192,7 @@ arraylist_to_blobprotovecor_str = arraylist_to_blobprotovector_str  # pycaffe's 
 
 def blobprotovector_str_to_arraylist(str) -> list[np.ndarray]:  # noqa: A002 (pycaffe's name)
     """The arrays of a serialized BlobProtoVector."""
-    vec = caffe_pb.BlobProtoVector()
+    vec = caffe_pb2.BlobProtoVector()
     vec.ParseFromString(str)
     return [blobproto_to_array(blob) for blob in vec.blobs]
 
@@ -204,7 +204,7 @@ def array_to_datum(arr: np.ndarray, label: int | None = None):
     if arr.ndim != 3:
         raise ValueError(f"Incorrect array shape: a Datum holds a C x H x W array, got shape "
                          f"{arr.shape}")
-    datum = caffe_pb.Datum.FromString(encode_datum(arr, 0 if label is None else label))
+    datum = caffe_pb2.Datum.FromString(encode_datum(arr, 0 if label is None else label))
     if label is None:
         datum.ClearField("label")
     return datum
