@@ -163,3 +163,18 @@ def test_plan_for_the_gpu_keeps_fewer_buffers(mnist_dir):
         return float(value) * (1 if unit == "MiB" else 1 / 1024)
 
     assert arena(gpu) < arena(cpu)
+
+
+def test_plan_as_python_keeps_every_blob_and_keep_names_blobs(tmp_path):
+    net = tmp_path / "net.yaml"
+    net.write_text("name: x\nlayer:\n  - {name: in, type: Input, top: data, shape: {dim: [2, 3]}}\n"
+                   "  - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 4}\n"
+                   "  - {name: relu1, type: ReLU, bottom: ip1, top: r1}\n"
+                   "  - {name: ip2, type: InnerProduct, bottom: r1, top: ip2, num_output: 2}\n")
+    code, packed = run("plan", net, "--phase", "TEST")
+    assert code == 0 and "fused relu1" in packed
+    code, python = run("plan", net, "--phase", "TEST", "--python")
+    assert code == 0 and "fused" not in python, python
+    assert "packed (trainnet train): arena" in python
+    code, kept = run("plan", net, "--phase", "TEST", "--keep", "nope")
+    assert code == 1 and "keep: no blob 'nope' in the TEST net" in kept
