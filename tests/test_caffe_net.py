@@ -231,3 +231,9 @@ def test_pycaffe_names_are_where_scripts_look():
     n.data = caffe.layers.Input(shape=dict(dim=[1, 1, 4, 4]))
     n.ip = caffe.layers.InnerProduct(n.data, num_output=2)
     assert 'type: "InnerProduct"' in str(caffe.to_proto(n.ip)) and "name" in str(n.to_proto())
+
+
+def test_check_gradient_is_public():
+    import trainnet
+    from trainnet.runtime.gradcheck import check_gradient
+    assert trainnet.check_gradient is check_gradient

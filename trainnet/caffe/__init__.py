@@ -11,6 +11,7 @@ from trainnet.caffe.classifier import Classifier
 from trainnet.caffe.mode import (TEST, TRAIN, set_device, set_mode_cpu, set_mode_gpu,
                                  set_random_seed)
 from trainnet.caffe.net import Net
+from trainnet.layers.python import PythonLayer as Layer
 from trainnet.caffe.net_spec import NetSpec, layers, params, to_proto
 from trainnet.caffe.solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
                                    RMSPropSolver, SGDSolver, Solver, get_solver)
@@ -22,7 +23,7 @@ def layer_type_list() -> list[str]:
     return sorted(known_types())
 
 
-__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "Classifier", "NesterovSolver",
-           "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "Solver", "TEST", "TRAIN", "get_solver",
-           "io", "layer_type_list", "layers", "params", "proto", "set_device", "set_mode_cpu",
-           "set_mode_gpu", "set_random_seed", "to_proto"]
+__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Blob", "Classifier", "Layer",
+           "NesterovSolver", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "Solver", "TEST",
+           "TRAIN", "get_solver", "io", "layer_type_list", "layers", "params", "proto",
+           "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed", "to_proto"]

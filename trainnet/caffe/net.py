@@ -95,8 +95,11 @@ class Net(NetFiles):
         for gone in [n for n in self._blobs if n not in plan.blobs]:
             del self._blobs[gone]
         self._inputs = [t for s in plan.steps if s.type == "Input" for t in s.tops]
-        self._layers = [LayerView(s.name, s.type, self._param_blobs(s, io))
-                        for s, io in zip(plan.steps, runtime.ios)]
+        self._views = [LayerView(s.name, s.type, self._param_blobs(s, io))
+                       for s, io in zip(plan.steps, runtime.ios)]
+        # a Python layer is shown as the user's own object, as pycaffe shows it
+        self._layers = [getattr(s.layer, "user", None) if s.type == "Python" else view
+                        for s, view in zip(plan.steps, self._views)]
         self._index = {}
         for s in plan.steps:
             for name in [s.name, *s.fused]:
@@ -126,7 +129,7 @@ class Net(NetFiles):
 
     @property
     def params(self) -> OrderedDict:
-        return OrderedDict((l.name, l.blobs) for l in self._layers if l.blobs)
+        return OrderedDict((l.name, l.blobs) for l in self._views if l.blobs)
 
     @property
     def layers(self) -> list[LayerView]:
@@ -134,11 +137,11 @@ class Net(NetFiles):
 
     @property
     def _layer_names(self) -> list[str]:
-        return [l.name for l in self._layers]
+        return [l.name for l in self._views]
 
     @property
     def layer_dict(self) -> OrderedDict:
-        return OrderedDict((l.name, l) for l in self._layers)
+        return OrderedDict((v.name, l) for v, l in zip(self._views, self._layers))
 
     @property
     def inputs(self) -> list[str]:

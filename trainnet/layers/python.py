@@ -51,6 +51,7 @@ class PythonLayer:
     them.  It is made by trainnet with ``cls(param_str=..., phase=...)``: an ``__init__`` of its
     own takes those keywords and calls ``super().__init__(**kw)``."""
 
+    type = "Python"       # as pycaffe's Layer.type
     has_backward = True   # False: the layer has no gradient (a net needing one is refused)
     cupy_arrays = False   # True: on a GPU, data and diff are CuPy arrays, not host copies
 
