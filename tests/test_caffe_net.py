@@ -237,3 +237,36 @@ def test_check_gradient_is_public():
     import trainnet
     from trainnet.runtime.gradcheck import check_gradient
     assert trainnet.check_gradient is check_gradient
+
+
+def test_on_a_gpu_blobs_are_the_device_arrays(lenet, gpu_device, monkeypatch):
+    """On the GPU (emulated in CI) data and diff are the device arrays the net computes in, not
+    copies; numpy() copies; results match the CPU's."""
+    cpu = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST)
+    monkeypatch.setattr(caffe.mode, "device", lambda: gpu_device)
+    gpu = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST)
+    x = images(64, seed=9)
+    want = cpu.forward(data=x)["prob"]
+    got = gpu.forward(data=x)["prob"]
+    np.testing.assert_allclose(gpu_device.to_host(got), want, rtol=1e-4, atol=1e-6)
+    conv1 = gpu.blobs["conv1"].data
+    assert type(conv1) is type(gpu._net.arena)
+    if isinstance(conv1, np.ndarray):   # the emulated device's memory is host memory
+        assert np.shares_memory(conv1, gpu._net.arena)
+    else:
+        assert conv1.data.ptr >= gpu._net.arena.data.ptr
+    host = gpu.blobs["conv1"].numpy()
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_allclose(host, cpu.blobs["conv1"].data, rtol=1e-4, atol=1e-5)
+    host[...] = 0   # a copy: the net's blob is untouched
+    assert float(np.abs(gpu_device.to_host(gpu.blobs["conv1"].data)).sum()) > 0
+
+
+def test_arrays_outlive_their_net(lenet):
+    import gc
+    net = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST)
+    prob = net.forward(data=images(64, seed=10))["prob"]
+    kept = prob.copy()
+    del net
+    gc.collect()
+    np.testing.assert_array_equal(prob, kept)

@@ -206,11 +206,14 @@ class Net(NetFiles):
         return {name: self._blobs[name].diff for name in wanted}
 
     def _set(self, dst, array, name: str) -> None:
-        array = np.asarray(array, np.float32) if not hasattr(array, "__cuda_array_interface__") else array
+        if hasattr(array, "__cuda_array_interface__"):  # a CuPy array: copied on the device
+            dst[...] = array
+            return
+        array = np.asarray(array, np.float32)
         if array.ndim and array.shape[0] != dst.shape[0]:
             raise ValueError(f"input '{name}': {array.shape[0]} items for a batch of "
                              f"{dst.shape[0]} (Input is not batch sized)")
-        dst[...] = array if not self._net.device.is_gpu else self._net.device.backend.cp.asarray(array)
+        self._net.device.upload(dst, np.ascontiguousarray(np.broadcast_to(array, dst.shape)))
 
     def forward_all(self, blobs: Optional[Sequence[str]] = None, **kwargs) -> dict[str, np.ndarray]:
         """``forward`` over inputs of any length, a batch at a time (the last padded), the
