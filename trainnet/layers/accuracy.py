@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 from pydantic import Field
 
-from trainnet.layers.base import Buffer, Layer, StepIO, count_tops, register
+from trainnet.layers.base import Buffer, StepIO, count_tops, register
+from trainnet.layers.no_backward import NoBackward
 from trainnet.layers.softmax_loss import label_buffers, label_setup, read_labels
 from trainnet.netcfg.common import Strict
 from trainnet.kernels.sources import BLOCK, kernel_source, partial_blocks
@@ -33,14 +34,12 @@ class AccuracyParams(Strict):
 
 
 @register("Accuracy")
-class Accuracy(Layer):
+class Accuracy(NoBackward):
     Params = AccuracyParams
     caffe_params = {"accuracy_param": None}
     num_bottoms = (2, 2)
     num_tops = (1, 2)
-    has_backward = False
     no_grad_bottoms = (1,)  # the label
-    backward_reads_bottom = False
 
     def setup(self, bottom_shapes):
         self.shape3 = label_setup(self, bottom_shapes, self.p.axis)
@@ -96,6 +95,3 @@ class Accuracy(Layer):
         # Without a second top the kernel writes no per-class value; top 0 stands in for it.
         io.gpu.launch_blocks(KERNELS, "accuracy_finish", 1, BLOCK, io.top[0], io.top[-1], counts,
                              np.int64(blocks), per_class)
-
-    def backward_cpu(self, io: StepIO):
-        pass  # has_backward is False: the plan never calls this
