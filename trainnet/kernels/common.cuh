@@ -21,9 +21,13 @@ __device__ __forceinline__ float nan_min(float a, float b) { return (a < b || a 
 // The quiet NaN a kernel writes where the CPU writes np.nan (a bad label, say).
 __device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fffffff); }
 
-// Block-wide sum of one float per thread in a fixed order; every thread gets the total.
-// `scratch` holds blockDim.x floats (blockDim.x a power of two, at most 1024).
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
+// Block-wide sum of one float per thread in a fixed order; every thread gets the total
+// (blockDim.x a power of two, at most 1024).  The scratch is this function's own __shared__
+// array, one per kernel, sized for 1024 threads and reused by every call: the barrier after
+// the total is read makes that safe, so a kernel calls it as often as it likes.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float block_sum_scratch[1024];
+    float* scratch = block_sum_scratch;
     scratch[threadIdx.x] = v;
     __syncthreads();
     for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
@@ -35,22 +39,14 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
     return total;
 }
 
-// block_sum with its own scratch: a __shared__ array of this function (one per kernel, sized
-// for 1024 threads), which every call reuses; the barrier after the total is read makes that
-// safe, so a kernel calls it as often as it likes without declaring scratch itself.
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float block_sum_scratch[1024];
-    return block_sum(v, block_sum_scratch);
-}
-
 // Block-wide sum of channel c of x seen as (outer, dim, inner): over outer and inner, each
 // thread's share in a fixed order, so a bias gradient is the same from run to run.  Every thread
-// gets the total; `scratch` as for block_sum.
-__device__ __forceinline__ float channel_sum(const float* x, i64 outer, i64 dim, i64 inner, i64 c,
-                                             float* scratch) {
+// gets the total.
+__device__ __forceinline__ float channel_sum(const float* x, i64 outer, i64 dim, i64 inner,
+                                             i64 c) {
     float s = 0.0f;
     BLOCK_STRIDE(k, outer * inner) s += x[(k / inner * dim + c) * inner + k % inner];
-    return block_sum(s, scratch);
+    return block_sum(s);
 }
 
 // Philox4x32-10 (Salmon et al., SC'11): a counter-based generator.  Returns the first word

@@ -9,8 +9,7 @@ extern "C" __global__ void bias_forward(float* y, const float* x, const float* b
 // db[d] = sum of dy over outer and inner: one block per element of b.
 extern "C" __global__ void bias_backward(float* db, const float* dy, i64 outer, i64 dim,
                                          i64 inner) {
-    __shared__ float scratch[1024];
-    const float total = channel_sum(dy, outer, dim, inner, blockIdx.x, scratch);
+    const float total = channel_sum(dy, outer, dim, inner, blockIdx.x);
     if (threadIdx.x == 0) db[blockIdx.x] = total;
 }
 

@@ -40,11 +40,10 @@ extern "C" __global__ void convolution_backward_top(float* out, float* dy, const
 
 // db[row] = sum of out[row, 0..m): one block per row.
 extern "C" __global__ void convolution_bias_backward(float* db, const float* out, i64 m) {
-    __shared__ float scratch[1024];
     const float* row = out + (i64)blockIdx.x * m;
     float s = 0.0f;
     BLOCK_STRIDE(q, m) s += row[q];
-    float total = block_sum(s, scratch);
+    float total = block_sum(s);
     if (threadIdx.x == 0) db[blockIdx.x] = total;
 }
 

@@ -44,7 +44,6 @@ extern "C" __global__ void deconvolution_im2col(float* col, const float* dy, CON
 // db[co] = sum over the n images and the top's hw cells of dy[., co]: one block per channel.
 extern "C" __global__ void deconvolution_bias_backward(float* db, const float* dy, int C, i64 hw,
                                                        int n) {
-    __shared__ float scratch[1024];
-    const float total = channel_sum(dy, n, C, hw, blockIdx.x, scratch);
+    const float total = channel_sum(dy, n, C, hw, blockIdx.x);
     if (threadIdx.x == 0) db[blockIdx.x] = total;
 }

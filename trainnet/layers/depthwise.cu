@@ -92,7 +92,6 @@ extern "C" __global__ void depthwise_backward_data(float* dx, const float* dy, c
 // (channel, tap), blockIdx.x = c * kh * kw + i * kw + j.
 extern "C" __global__ void depthwise_backward_weight(float* dweight, const float* dy,
                                                      const float* x, CONV_GEOMETRY, int n) {
-    __shared__ float scratch[1024];
     const int taps = kh * kw, c = (int)(blockIdx.x / taps), t = (int)(blockIdx.x % taps);
     const int y_off = (t / kw) * dh - ph, x_off = (t % kw) * dw - pw;
     const i64 hw = (i64)Ho * Wo;
@@ -105,14 +104,13 @@ extern "C" __global__ void depthwise_backward_weight(float* dweight, const float
             s += dy[plane * hw + p] * x[(plane * H + y) * W + xq];
         }
     }
-    float total = block_sum(s, scratch);
+    float total = block_sum(s);
     if (threadIdx.x == 0) dweight[blockIdx.x] = total;
 }
 
 // db[c] = sum over the n images and the top cells of dy[., c]: one block per channel.
 extern "C" __global__ void depthwise_backward_bias(float* db, const float* dy, int C, i64 hw,
                                                    int n) {
-    __shared__ float scratch[1024];
-    const float total = channel_sum(dy, n, C, hw, blockIdx.x, scratch);
+    const float total = channel_sum(dy, n, C, hw, blockIdx.x);
     if (threadIdx.x == 0) db[blockIdx.x] = total;
 }

@@ -24,7 +24,6 @@ extern "C" __global__ void inner_product_relu_backward(float* dy, const float* t
 
 // db[n] = sum over rows of dy[., n] for an (M, N) dy: one block per column.
 extern "C" __global__ void inner_product_bias_backward(float* db, const float* dy, i64 M, i64 N) {
-    __shared__ float scratch[1024];
-    const float total = channel_sum(dy, M, N, 1, blockIdx.x, scratch);
+    const float total = channel_sum(dy, M, N, 1, blockIdx.x);
     if (threadIdx.x == 0) db[blockIdx.x] = total;
 }

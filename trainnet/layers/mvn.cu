@@ -6,13 +6,12 @@
 // divisor is written only when normalize.
 extern "C" __global__ void mvn_forward(float* top, float* divisor, const float* x, i64 dim,
                                        float inv_dim, int normalize, float eps) {
-    __shared__ float scratch[1024];
     const i64 row = blockIdx.x;
     const float* xr = x + row * dim;
     float* yr = top + row * dim;
     float s = 0.0f;
     BLOCK_STRIDE(j, dim) s += xr[j];
-    const float mean = block_sum(s, scratch) * inv_dim;
+    const float mean = block_sum(s) * inv_dim;
     s = 0.0f;
     BLOCK_STRIDE(j, dim) {
         const float v = xr[j] - mean;
@@ -20,7 +19,7 @@ extern "C" __global__ void mvn_forward(float* top, float* divisor, const float* 
         s += v * v;
     }
     if (!normalize) return;
-    const float d = sqrtf(block_sum(s, scratch) * inv_dim) + eps;
+    const float d = sqrtf(block_sum(s) * inv_dim) + eps;
     if (threadIdx.x == 0) divisor[row] = d;
     BLOCK_STRIDE(j, dim) yr[j] = yr[j] / d;
 }
@@ -30,14 +29,13 @@ extern "C" __global__ void mvn_forward(float* top, float* divisor, const float* 
 extern "C" __global__ void mvn_backward(float* dx, const float* dy, const float* top,
                                         const float* divisor, i64 dim, float inv_dim,
                                         int normalize) {
-    __shared__ float scratch[1024];
     const i64 row = blockIdx.x;
     const float* dyr = dy + row * dim;
     const float* yr = top + row * dim;
     float* dxr = dx + row * dim;
     float s = 0.0f;
     BLOCK_STRIDE(j, dim) s += dyr[j];
-    const float dy_sum = block_sum(s, scratch);
+    const float dy_sum = block_sum(s);
     if (!normalize) {
         const float mean = dy_sum * inv_dim;
         BLOCK_STRIDE(j, dim) dxr[j] = dyr[j] - mean;
@@ -45,7 +43,7 @@ extern "C" __global__ void mvn_backward(float* dx, const float* dy, const float*
     }
     s = 0.0f;
     BLOCK_STRIDE(j, dim) s += yr[j] * dyr[j];
-    const float ydy_sum = block_sum(s, scratch);
+    const float ydy_sum = block_sum(s);
     const float d = divisor[row];
     BLOCK_STRIDE(j, dim) dxr[j] = ((yr[j] * ydy_sum + dy_sum) * -inv_dim + dyr[j]) / d;
 }

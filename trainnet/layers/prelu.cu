@@ -20,7 +20,6 @@ extern "C" __global__ void prelu_backward(float* dx, const float* dy, const floa
 // k * inner (a shared slope owns whole rows).  block_sum adds in a fixed order: deterministic.
 extern "C" __global__ void prelu_slope_backward(float* da, const float* dy, const float* x,
                                                 i64 num, i64 inner, i64 row) {
-    __shared__ float scratch[1024];
     const i64 k = blockIdx.x;
     float s = 0.0f;
     BLOCK_STRIDE(j, num * inner) {
@@ -28,6 +27,6 @@ extern "C" __global__ void prelu_slope_backward(float* da, const float* dy, cons
         float v = x[idx];
         if (v < 0.0f) s += dy[idx] * v;
     }
-    float total = block_sum(s, scratch);
+    float total = block_sum(s);
     if (threadIdx.x == 0) da[k] = total;
 }

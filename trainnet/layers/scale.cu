@@ -18,7 +18,6 @@ extern "C" __global__ void scale_forward(float* y, const float* x, const float* 
 extern "C" __global__ void scale_backward_params(float* ds, float* db, const float* dy,
                                                  const float* x, int want_scale, int want_bias,
                                                  i64 outer, i64 dim, i64 inner) {
-    __shared__ float scratch[1024];
     const i64 d = blockIdx.x;
     float sx = 0.0f, s1 = 0.0f;
     BLOCK_STRIDE(k, outer * inner) {
@@ -26,8 +25,8 @@ extern "C" __global__ void scale_backward_params(float* ds, float* db, const flo
         if (want_scale) sx += dy[i] * x[i];
         s1 += dy[i];
     }
-    const float total_x = block_sum(sx, scratch);
-    const float total = block_sum(s1, scratch);
+    const float total_x = block_sum(sx);
+    const float total = block_sum(s1);
     if (threadIdx.x == 0) {
         if (want_scale) ds[d] = total_x;
         if (want_bias) db[d] = total;

@@ -17,29 +17,26 @@
 // counts[block] = how many g[i] of this block's grid-stride loop are NaN or infinite: the
 // solver reads them with the loss and stops before an update that would spoil the weights.
 extern "C" __global__ void update_count_nonfinite(float* counts, const float* g, i64 n) {
-    __shared__ float scratch[1024];
     float s = 0.0f;
     GRID_STRIDE(i, n) s += fabsf(g[i]) <= 3.402823466e38f ? 0.0f : 1.0f;  // false for NaN too
-    float total = block_sum(s, scratch);
+    float total = block_sum(s);
     if (threadIdx.x == 0) counts[blockIdx.x] = total;
 }
 
 // partials[block] = sum of g[i]^2 over the items of this block's grid-stride loop.
 extern "C" __global__ void update_sum_squares(float* partials, const float* g, i64 n) {
-    __shared__ float scratch[1024];
     float s = 0.0f;
     GRID_STRIDE(i, n) s += g[i] * g[i];
-    float total = block_sum(s, scratch);
+    float total = block_sum(s);
     if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
 // One block: scale[0] = clip / ||g|| where ||g|| > clip, else 1 (a fixed order of additions).
 extern "C" __global__ void update_clip_scale(float* scale, const float* partials, float clip,
                                              i64 blocks) {
-    __shared__ float scratch[1024];
     float s = 0.0f;
     BLOCK_STRIDE(i, blocks) s += partials[i];
-    float norm = sqrtf(block_sum(s, scratch));
+    float norm = sqrtf(block_sum(s));
     if (threadIdx.x == 0) scale[0] = norm > clip ? clip / norm : 1.0f;
 }
 
