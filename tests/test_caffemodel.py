@@ -107,7 +107,7 @@ def test_v1_form_converts_legacy_shapes(tmp_path):
     conv = net.layers.add(name="conv", type=caffe_pb.V1_LAYER_TYPES["CONVOLUTION"])
     conv.bottom.append("data")
     conv.top.append("conv")
-    relu = net.layers.add(name="relu", type=caffe_pb.V1_LAYER_TYPES["RELU"])
+    net.layers.add(name="relu", type=caffe_pb.V1_LAYER_TYPES["RELU"])
     ip = net.layers.add(name="ip", type=caffe_pb.V1_LAYER_TYPES["INNER_PRODUCT"])
     for layer, arrays in ((conv, (conv_w, conv_b)), (ip, (ip_w, ip_b))):
         for a in arrays:

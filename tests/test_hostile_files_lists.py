@@ -14,11 +14,14 @@ from PIL import Image
 
 from hostile import assert_one_error, cli
 from test_hostile_files import check_family, deadline, peak_bytes, refused
-from test_hostile_files_data import IMAGES, LABELS, failed_cleanly, fresh_caches, train_over  # noqa: F401
+import test_hostile_files_data
+from test_hostile_files_data import IMAGES, LABELS, failed_cleanly, train_over
 from trainnet.data.datum import RecordError, decode_image
 from trainnet.data.hdf5 import HDF5Source, read_file_list
 from trainnet.data.lists import read_list
 from trainnet.errors import TrainnetError
+
+fresh_caches = test_hostile_files_data.fresh_caches  # a fixture the tests here take
 
 
 # --- HDF5 data lists ------------------------------------------------------------------------------

@@ -24,8 +24,6 @@ layer:
 
 
 def test_in_place_pass_renames_tops_and_keeps_aliases():
-    from trainnet.plan.inplace import run_in_place  # noqa: F401  (the pass under test)
-
     plan = compile_net(load_net_text(CHAIN, "chain.yaml"), "TRAIN", fuse=False)
     relu1, drop1 = plan.step("relu1"), plan.step("drop1")
     assert relu1.tops == ["ip1"] and relu1.auto_in_place

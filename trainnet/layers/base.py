@@ -16,6 +16,8 @@ CPU pass, which is the reference its tests compare against.
 
 from __future__ import annotations
 
+import importlib
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
@@ -243,13 +245,13 @@ def register(type_name: str):
 
 def layer_class(type_name: str) -> type[Layer]:
     """The class registered for ``type_name``; an unknown name lists the known ones."""
-    import trainnet.layers  # noqa: F401  (registers every layer module)
+    importlib.import_module("trainnet.layers")  # registers every layer module
 
     return LAYERS[type_name]
 
 
 def known_types() -> list[str]:
-    import trainnet.layers  # noqa: F401
+    importlib.import_module("trainnet.layers")
 
     return LAYERS.names()
 

@@ -1,3 +1,5 @@
 """Model zoo: Caffe model definitions, and Caffe prototxt/caffemodel import and export."""
 
-from trainnet.zoo import registry  # noqa: F401  (registers zoo:NAME with netcfg's net loader)
+from trainnet.zoo import registry  # registers zoo:NAME with netcfg's net loader
+
+__all__ = ["registry"]

@@ -12,13 +12,15 @@ a Caffe number (a test keeps it empty).
 
 from __future__ import annotations
 
+import importlib
+
 from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-import trainnet.layers  # noqa: F401  (registers every layer type, whose Params make the messages)
 from trainnet.caffe.proto.numbers import PHASE
 from trainnet.caffe.proto.schema import build
 
+importlib.import_module("trainnet.layers")  # every layer type: their Params make the messages
 _built = build()
 UNNUMBERED: tuple[str, ...] = tuple(_built.unnumbered)
 _pool = descriptor_pool.DescriptorPool()

@@ -26,7 +26,7 @@ from trainnet.caffe.proto.numbers import (CAFFE_DEFAULTS, ENUMS, FIELDS, LAYER_P
 from trainnet.formats import caffe_pb
 from trainnet.netcfg.common import INT64_FIELDS
 from trainnet.netcfg.layer_types import registered
-from trainnet.netcfg.net import LayerConfig, NetConfig
+from trainnet.netcfg.net import NetConfig
 from trainnet.netcfg.solver import SolverConfig
 from trainnet.netcfg.to_prototxt import MESSAGES, STRING_LITERALS
 
