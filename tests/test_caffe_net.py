@@ -270,3 +270,57 @@ def test_arrays_outlive_their_net(lenet):
     del net
     gc.collect()
     np.testing.assert_array_equal(prob, kept)
+
+
+def _force_backward(lenet, tmp_path):
+    text = lenet[0].read_text().replace('name: "LeNet"', 'name: "LeNet"\nforce_backward: true')
+    model = tmp_path / "lenet_fb.prototxt"
+    model.write_text(text)
+    return str(model)
+
+
+def test_pycaffe_gradient_bookkeeping(lenet, tmp_path):
+    """A gradient set by hand on an output is used (saliency); parameter gradients are summed
+    into until clear_param_diffs; forward(end=)/backward(end=) return that layer's blobs."""
+    net = caffe.Net(_force_backward(lenet, tmp_path), str(lenet[1]), caffe.TEST)
+    x = images(64, seed=11)
+    out = net.forward(data=x, end="conv1")
+    assert list(out) == ["conv1"]
+    net.forward(data=x)
+    net.blobs["prob"].diff[...] = 0
+    net.blobs["prob"].diff[:, 3] = 1                      # d(prob of class 3)/d(data)
+    saliency = net.backward()["data"].copy()
+    assert np.abs(saliency).sum() > 0
+    given = net.backward(prob=net.blobs["prob"].diff.copy())["data"]
+    np.testing.assert_array_equal(saliency, given)
+    twice = net.params["ip2"][0].diff.copy()             # two backward passes summed
+    net.clear_param_diffs()
+    net.backward(prob=np.eye(10, dtype=np.float32)[np.full(64, 3)])
+    once = net.params["ip2"][0].diff.copy()
+    np.testing.assert_allclose(twice, 2 * once, rtol=1e-5)
+    net.backward(prob=np.eye(10, dtype=np.float32)[np.full(64, 3)])
+    np.testing.assert_allclose(net.params["ip2"][0].diff, 2 * once, rtol=1e-5)
+    grads = net.backward(end="ip2", start="prob", diffs=["prob"])
+    assert list(grads) == ["ip1", "prob"]
+    both = net.forward_backward_all(data=np.concatenate([x, x[:3]]), blobs=["ip1"],
+                                    prob=np.ones((67, 10), np.float32))
+    outs, diffs = both
+    assert outs["prob"].shape == (67, 10) and outs["ip1"].shape == (67, 500)
+    assert diffs["data"].shape == (67, 1, 28, 28)
+    np.testing.assert_allclose(diffs["data"][64:], diffs["data"][:3], rtol=1e-5, atol=1e-8)
+
+
+def test_share_with_and_held_param_blobs(lenet):
+    a = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST)
+    b = caffe.Net(str(lenet[0]), caffe.TEST)
+    held = b.params["conv1"][0]
+    b.share_with(a)
+    assert held is b.params["conv1"][0]
+    np.testing.assert_array_equal(held.data, a.params["conv1"][0].data)
+    a.params["conv1"][0].data[...] = 3
+    assert np.all(held.data == 3)
+
+
+def test_keep_shows_only_what_it_keeps(lenet):
+    net = caffe.Net(str(lenet[0]), str(lenet[1]), caffe.TEST, keep=["pool1"])
+    assert list(net.blobs) == ["data", "pool1", "prob"]

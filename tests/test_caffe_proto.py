@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import _dataset
 from google.protobuf import text_format
 
 from trainnet.caffe.proto import caffe_pb2
@@ -19,7 +21,12 @@ from trainnet.netcfg.solver import load_solver_text
 from trainnet.netcfg.to_prototxt import dump_net_prototxt, dump_solver_prototxt
 
 ROOT = Path(__file__).parent.parent
-LENET = Path("/work/shared/data/caffe/lenet")
+
+
+@pytest.fixture
+def lenet_dir() -> Path:
+    """Caffe's LeNet (prototxt and trained caffemodel) from the data root."""
+    return _dataset("caffe/lenet", "lenet_iter_10000.caffemodel", "Caffe's trained LeNet")
 EVERY_TYPE_DIR = Path(__file__).parent / "every_type"
 CONFIG_NETS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "solver" not in p.name)
 CONFIG_SOLVERS = sorted(p for p in (ROOT / "configs").rglob("*solver*.yaml"))
@@ -77,15 +84,15 @@ def test_enums_and_defaults_are_caffes():
     assert caffe_pb2.ParamSpec().lr_mult == 1.0 and caffe_pb2.NetState().phase == caffe_pb2.TEST
 
 
-def test_lenet_prototxt_round_trips():
-    text = (LENET / "lenet.prototxt").read_text()
+def test_lenet_prototxt_round_trips(lenet_dir):
+    text = (lenet_dir / "lenet.prototxt").read_text()
     printed = round_trip(text, caffe_pb2.NetParameter())
     net = text_format.Parse(text, caffe_pb2.NetParameter())
     assert [l.type for l in net.layer][:3] == ["Input", "Convolution", "Pooling"]
     assert net.layer[1].convolution_param.num_output == 20
     assert net.layer[2].pooling_param.pool == caffe_pb2.PoolingParameter.MAX
     # what protobuf prints trainnet reads as the same net
-    assert dump_net(load_net_text(printed, "x.prototxt")) == dump_net(load_net(LENET / "lenet.prototxt"))
+    assert dump_net(load_net_text(printed, "x.prototxt")) == dump_net(load_net(lenet_dir / "lenet.prototxt"))
 
 
 @pytest.mark.parametrize("path", CONFIG_NETS + [EVERY_TYPE_DIR], ids=lambda p: p.name)
@@ -127,8 +134,8 @@ def test_v1_net_parses():
     round_trip(text, caffe_pb2.NetParameter())
 
 
-def test_real_caffemodel_parses():
-    path = next(LENET.glob("*.caffemodel"))
+def test_real_caffemodel_parses(lenet_dir):
+    path = next(lenet_dir.glob("*.caffemodel"))
     net = caffe_pb2.NetParameter()
     net.ParseFromString(path.read_bytes())
     ours = read_caffemodel(path)
@@ -173,8 +180,8 @@ def test_binary_files_messages():
     assert caffe_pb2.BlobProtoVector.FromString(vector.SerializeToString()) == vector
 
 
-def test_blobproto_files_interoperate(tmp_path):
-    mean_file = Path("/work/shared/data/cifar10/mean.binaryproto")
+def test_blobproto_files_interoperate(tmp_path, cifar_dir):
+    mean_file = cifar_dir / "mean.binaryproto"
     blob = caffe_pb2.BlobProto.FromString(mean_file.read_bytes())
     mean = load_mean(mean_file)
     np.testing.assert_array_equal(np.asarray(blob.data, np.float32), mean.ravel())

@@ -66,3 +66,13 @@ def test_a_python_loss_trains_through_get_solver(tmp_path):
     first = solver.net.blobs["loss"].data.item()
     solver.step(59)
     assert solver.net.blobs["loss"].data.item() < 0.2 * first
+
+
+def test_python_blobs_are_the_nets_before_any_pass(tmp_path):
+    model = tmp_path / "py.prototxt"
+    model.write_text(NET)
+    net = caffe.Net(str(model), caffe.TEST)
+    net.layer_dict["scale"].blobs[0].data[...] = 5
+    assert net.params["scale"][0].data.tolist() == [5.0]
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_array_equal(net.forward(data=x)["scaled"], 5 * x)

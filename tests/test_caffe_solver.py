@@ -91,3 +91,9 @@ def test_typed_solvers_use_their_rule(tmp_path, cls, kind):
     assert solver.param.type == kind
     solver.step(2)
     assert solver.iter == 2
+
+
+def test_a_solvers_net_is_not_replanned_behind_its_back(tmp_path):
+    solver = caffe.get_solver(str(write_project(tmp_path)))
+    with pytest.raises(Exception, match="run by a Solver"):
+        solver.test_nets[0].share_with(solver.net)

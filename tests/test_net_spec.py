@@ -3,8 +3,8 @@ that trainnet reads, compiles and trains."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 
@@ -16,7 +16,6 @@ from trainnet.netcfg.solver import load_solver_text
 from trainnet.plan import compile_net
 from trainnet.solver.solver import Solver
 
-MNIST = Path("/work/shared/data/mnist")
 
 
 def lenet(source, batch_size, backend=None):
@@ -51,19 +50,24 @@ def test_lenet_prototxt_is_caffes():
     assert text_format.Parse(text, caffe_pb2.NetParameter()) == proto
 
 
-def test_lenet_loads_compiles_and_trains(tmp_path):
-    proto = lenet(str(MNIST / "train-images-idx3-ubyte.gz"), 16)
+def test_lenet_loads_compiles_and_trains(tmp_path, mnist_dir):
+    proto = lenet(str(mnist_dir / "train-images-idx3-ubyte.gz"), 16)
     net = tmp_path / "lenet.prototxt"
     net.write_text(str(proto))
     cfg = load_net_text(net.read_text(), str(net))
     assert [l.type for l in cfg.layer][-1] == "SoftmaxWithLoss"
     assert cfg.layer[0].transform_param.scale == pytest.approx(1 / 255)
     plan = compile_net(cfg, "TRAIN")
-    assert plan is not None
+    assert [s.name for s in plan.steps][-1] == "loss" and plan.param_count == 431080
     solver = load_solver_text(f'net: "{net}"\nbase_lr: 0.01\nmomentum: 0.9\nlr_policy: "fixed"\n'
-                              f'max_iter: 3\nsnapshot_after_train: false\n'
+                              f'max_iter: 60\nsnapshot_after_train: false\nrandom_seed: 1\n'
                               f'snapshot_prefix: "{tmp_path}/out"\n', str(tmp_path / "s.prototxt"))
-    Solver(solver, log=lambda line: None).solve()
+    trainer = Solver(solver, log=lambda line: None)
+    losses = []
+    for _ in range(60):
+        trainer.step_once()
+        losses.append(trainer.net.loss())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])   # it learns
 
 
 def test_layer_parameter_fields():

@@ -18,7 +18,7 @@ def _batches(net, inputs: dict):
     if len(set(lengths.values())) != 1:
         raise ValueError(f"inputs of different lengths: {lengths}")
     total = next(iter(lengths.values()))
-    size = net.blobs[next(iter(inputs))].shape[0]
+    size = net.blobs[next(iter(inputs))].shape[0]  # every blob of a net has its batch first
     for begin in range(0, total, size):
         batch = {}
         for name, array in inputs.items():
@@ -42,11 +42,14 @@ def _join(found: dict) -> dict:
 
 
 def run_batches(net, blobs, diffs, inputs: dict):
-    """``forward_all`` (``diffs`` None) or ``forward_backward_all`` over ``inputs``."""
+    """``forward_all`` (``diffs`` None) or ``forward_backward_all`` over ``inputs``: the net's
+    inputs go forward, other keywords (the outputs' gradients) backward, batch by batch."""
     outs, grads = {}, {}
     for batch, n in _batches(net, inputs):
         size = len(next(iter(batch.values())))
-        _collect(outs, net.forward(blobs=blobs, **batch), n, size)
+        forward = {k: v for k, v in batch.items() if k in net.inputs}
+        _collect(outs, net.forward(blobs=blobs, **forward), n, size)
         if diffs is not None:
-            _collect(grads, net.backward(diffs=diffs), n, size)
+            backward = {k: v for k, v in batch.items() if k not in net.inputs}
+            _collect(grads, net.backward(diffs=diffs, **backward), n, size)
     return _join(outs) if diffs is None else (_join(outs), _join(grads))

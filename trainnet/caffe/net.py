@@ -9,13 +9,13 @@ the packed plan training uses and leaves only the named blobs (and the outputs) 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
 
 from trainnet.caffe import mode
 from trainnet.caffe.blob import Blob
 from trainnet.caffe.net_files import NetFiles
+from trainnet.caffe.net_passes import NetPasses
 from trainnet.errors import TrainnetError
 from trainnet.netcfg import NetConfig, load_net
 from trainnet.netcfg.common import BlobShape
@@ -33,7 +33,7 @@ class LayerView:
         return f"<{self.type} layer {self.name!r}>"
 
 
-class Net(NetFiles):
+class Net(NetFiles, NetPasses):
     """``Net(model, phase)``, ``Net(model, weights, phase)`` or keywords (``phase=``,
     ``weights=``, ``level=``, ``stages=``); ``model`` a prototxt or YAML file (or a NetConfig).
     ``keep``: compile for speed, keeping only these blobs (and the outputs) readable."""
@@ -53,6 +53,8 @@ class Net(NetFiles):
         self._level, self._stages, self._keep = level, list(stages or []), keep
         self._pending: dict[str, tuple[int, ...]] = {}
         self._blobs: OrderedDict[str, Blob] = OrderedDict()
+        self._param_views: dict[tuple[str, int], Blob] = {}
+        self._owner = None   # what runs this net's runtime when not this object (a Solver)
         self._build(mode.device(), params=None, rng=mode.rng())
         if weights is not None:
             self.copy_from(weights)
@@ -63,12 +65,15 @@ class Net(NetFiles):
         net = cls.__new__(cls)
         net.cfg, net.phase, net._keep = cfg, runtime.plan.phase, None
         net._level, net._stages, net._pending = 0, [], {}
-        net._blobs = OrderedDict()
+        net._blobs, net._param_views, net._owner = OrderedDict(), {}, "a Solver"
         net._attach(runtime)
         return net
 
     # --- planning ---------------------------------------------------------------------------
     def _build(self, device, params, rng) -> None:
+        if self._owner is not None:
+            raise TrainnetError(f"this net is run by {self._owner}: re-planning it (reshape, "
+                                "share_with) would leave the solver running another copy")
         cfg = _with_input_shapes(self.cfg, self._pending)
         backward = self.phase == "TRAIN" or cfg.force_backward
         if self._keep is None:
@@ -84,7 +89,9 @@ class Net(NetFiles):
         self._net = runtime
         plan = runtime.plan
         inputs = {t for s in plan.steps if s.layer.filled_by_user and s.type == "Input" for t in s.tops}
-        for name in plan.blobs:
+        shown = plan.blobs if self._keep is None else \
+            [n for n in plan.blobs if n in {*self._keep, *plan.outputs, *inputs}]
+        for name in shown:
             blob = self._blobs.get(name)
             data, diff = runtime.data(name), runtime.diff(name)
             if blob is None:
@@ -92,14 +99,19 @@ class Net(NetFiles):
                 self._blobs[name] = Blob(name, data, diff, hook)
             else:
                 blob._bind(data, diff)
-        for gone in [n for n in self._blobs if n not in plan.blobs]:
+        for gone in [n for n in self._blobs if n not in shown]:
             del self._blobs[gone]
         self._inputs = [t for s in plan.steps if s.type == "Input" for t in s.tops]
         self._views = [LayerView(s.name, s.type, self._param_blobs(s, io))
                        for s, io in zip(plan.steps, runtime.ios)]
-        # a Python layer is shown as the user's own object, as pycaffe shows it
+        # a Python layer is shown as the user's own object, as pycaffe shows it, its blobs
+        # the net's parameters (on the host; on a GPU with host copies, from its first pass)
         self._layers = [getattr(s.layer, "user", None) if s.type == "Python" else view
                         for s, view in zip(plan.steps, self._views)]
+        for s, io in zip(plan.steps, runtime.ios):
+            if s.type == "Python" and not getattr(io.state, "host_copies", True):
+                for blob, w, dw in zip(s.layer.user.blobs, io.params, io.param_diff):
+                    blob.data, blob.diff = w, (dw if dw is not None else blob.diff)
         self._index = {}
         for s in plan.steps:
             for name in [s.name, *s.fused]:
@@ -111,7 +123,12 @@ class Net(NetFiles):
             slot = self._net.plan.params[use.slot]
             store = self._net.params if slot.key in self._net.params.index else self._net.own_params
             diff = store.view(store.diff, store.lookup(slot)).reshape(data.shape)
-            out.append(Blob(f"{step.name}[{j}]", data, diff))
+            blob = self._param_views.get((step.name, j))
+            if blob is None:
+                blob = self._param_views[step.name, j] = Blob(f"{step.name}[{j}]", data, diff)
+            else:   # re-planned or shared: the Blob a caller holds shows the new memory
+                blob._bind(data, diff)
+            out.append(blob)
         return out
 
     def _reshape_input(self, name: str, shape: tuple[int, ...]) -> None:
@@ -158,82 +175,6 @@ class Net(NetFiles):
     @property
     def bottom_names(self) -> OrderedDict:
         return OrderedDict((s.name, list(s.bottoms)) for s in self._net.plan.steps)
-
-    # --- passes -----------------------------------------------------------------------------
-    def _span(self, start: Optional[str], end: Optional[str]) -> tuple[int, int]:
-        last = len(self._net.plan.steps) - 1
-        return (self._step(start) if start is not None else 0,
-                self._step(end) if end is not None else last)
-
-    def _step(self, layer: str) -> int:
-        if layer not in self._index:
-            raise KeyError(f"net '{self._net.plan.net_name}' has no layer '{layer}'")
-        return self._index[layer]
-
-    def forward(self, blobs: Optional[Sequence[str]] = None, start: Optional[str] = None,
-                end: Optional[str] = None, **kwargs) -> dict[str, Any]:
-        """Run layers ``start`` to ``end`` (all by default) after setting the input blobs given
-        as keywords; returns ``{blob: data}`` for the outputs and ``blobs``."""
-        self.reshape()
-        for name, array in kwargs.items():
-            if name not in self._inputs:
-                raise KeyError(f"'{name}' is not an input of the net (its inputs: "
-                               f"{', '.join(self._inputs) or 'none'})")
-            self._set(self._blobs[name].data, array, name)
-        first, last = self._span(start, end)
-        self._net.forward_span(first, last)
-        wanted = list(dict.fromkeys(self.outputs + list(blobs or [])))
-        return {name: self._blobs[name].data for name in wanted}
-
-    def backward(self, diffs: Optional[Sequence[str]] = None, start: Optional[str] = None,
-                 end: Optional[str] = None, **kwargs) -> dict[str, Any]:
-        """Gradients from layer ``start`` down to ``end`` (all by default), the outputs' given
-        as keywords; returns ``{blob: diff}`` for the inputs and ``diffs``.  Parameter
-        gradients are written, not summed into (``clear_param_diffs`` is not needed)."""
-        if not self._net.plan.backward:
-            raise TrainnetError(f"net '{self._net.plan.net_name}' was made for {self.phase} "
-                                "without a backward: set force_backward: true in the net")
-        first, last = self._span(end, start)
-        if start is None:
-            self._net.seed_gradients()
-        for name, array in kwargs.items():
-            if name not in self.outputs:
-                raise KeyError(f"'{name}' is not an output of the net (its outputs: "
-                               f"{', '.join(self.outputs)})")
-            self._set(self._blobs[name].diff, array, name)
-        self._net.backward_span(first, last)
-        wanted = list(dict.fromkeys(self._inputs + list(diffs or [])))
-        return {name: self._blobs[name].diff for name in wanted}
-
-    def _set(self, dst, array, name: str) -> None:
-        if hasattr(array, "__cuda_array_interface__"):  # a CuPy array: copied on the device
-            dst[...] = array
-            return
-        array = np.asarray(array, np.float32)
-        if array.ndim and array.shape[0] != dst.shape[0]:
-            raise ValueError(f"input '{name}': {array.shape[0]} items for a batch of "
-                             f"{dst.shape[0]} (Input is not batch sized)")
-        self._net.device.upload(dst, np.ascontiguousarray(np.broadcast_to(array, dst.shape)))
-
-    def forward_all(self, blobs: Optional[Sequence[str]] = None, **kwargs) -> dict[str, np.ndarray]:
-        """``forward`` over inputs of any length, a batch at a time (the last padded), the
-        outputs and ``blobs`` concatenated on the host."""
-        return self._all(blobs, None, kwargs)
-
-    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
-        """``forward_all`` and ``backward`` per batch: (outputs, gradients) on the host."""
-        return self._all(blobs, diffs or [], kwargs)
-
-    def _all(self, blobs, diffs, kwargs):
-        from trainnet.caffe.batches import run_batches
-        return run_batches(self, blobs, diffs, kwargs)
-
-    def clear_param_diffs(self) -> None:
-        for store in filter(None, (self._net.params, self._net.own_params)):
-            self._net.device.fill(store.diff, 0)
-
-    def set_input_arrays(self, data: np.ndarray, labels: np.ndarray, layer: Optional[str] = None):
-        self._net.set_input_arrays(data, labels, layer)
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s parameters (by layer name) from now on, as Caffe's
