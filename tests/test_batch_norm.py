@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from gpu_check import gpu_io, relative_error
 from layer_check import build, check_gradients, make_io, step_blobs
+from trainnet.kernels.sources import partial_blocks
 from trainnet.layers.base import NO_PLAN, StepContext
 from trainnet.errors import ConfigError
 from trainnet.netcfg import load_net_text
@@ -155,13 +156,17 @@ def gpu_parity(layer, x, params, device, *, backward=True, passes=2, seed=0, ctx
     return cpu, gpu
 
 
-@pytest.mark.parametrize("shape", [(6, 5), (2, 3, 4, 5), (1, 2, 1, 1), (3, 4, 17)])
+# the last three reduce each channel in several blocks (two stages), or have 300 channels
+@pytest.mark.parametrize("shape", [(6, 5), (2, 3, 4, 5), (1, 2, 1, 1), (3, 4, 17), (4, 3, 300),
+                                   (2, 300, 3), (3, 2, 5, 70)])
 @pytest.mark.parametrize("global_stats", [False, True])
 def test_gpu_parity(gpu_device, shape, global_stats):
     rng = np.random.default_rng(5)
     C = shape[1]
     layer = build("BatchNorm", {"use_global_stats": global_stats, "moving_average_fraction": 0.8},
                   [shape])
+    assert layer.parts == partial_blocks(int(np.prod(shape)) // C, C)
+    assert layer.buffers(StepContext(gpu=True))["partials"].shape == (C * layer.parts * 2,)
     stats = [rng.normal(size=C), rng.uniform(0.5, 2, size=C), np.array([1.7])]
     gpu_parity(layer, rng.normal(1.0, 2.0, size=shape), stats, gpu_device)
 

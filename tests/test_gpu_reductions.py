@@ -9,7 +9,6 @@ import pytest
 
 from gpu_check import check_parity, gpu_io
 from layer_check import build, make_io
-from test_batch_norm import gpu_parity as batch_norm_parity
 from test_split import with_tops
 from trainnet.kernels.sources import BLOCK, MAX_PARTIALS, partial_blocks
 from trainnet.layers import loss as loss_module
@@ -179,16 +178,3 @@ def test_single_row_reduction_over_several_blocks(gpu_device, op):
     assert layer.buffers(GPU)["partials"].shape == (partial_blocks(23 * 41),)
     assert partial_blocks(23 * 41) > 1
     check_parity(layer, [x], gpu_device, rtol=1e-5)
-
-
-@pytest.mark.parametrize("shape", [(4, 3, 300), (2, 300, 3), (3, 2, 5, 70)])
-@pytest.mark.parametrize("global_stats", [False, True])
-def test_batch_norm_over_several_blocks_per_channel(gpu_device, shape, global_stats):
-    rng = np.random.default_rng(10)
-    c = shape[1]
-    layer = build("BatchNorm", {"use_global_stats": global_stats, "moving_average_fraction": 0.7},
-                  [shape])
-    assert layer.buffers(GPU)["partials"].shape == (c * layer.parts * 2,)
-    assert layer.parts == partial_blocks(int(np.prod(shape)) // c, c)
-    stats = [rng.normal(size=c), rng.uniform(0.5, 2, size=c), np.array([1.3])]
-    batch_norm_parity(layer, rng.normal(3.0, 2.0, size=shape), stats, gpu_device)

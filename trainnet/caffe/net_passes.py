@@ -30,11 +30,7 @@ class NetPasses:
         as keywords; returns ``{blob: data}`` for the outputs (``end``'s tops when given) and
         ``blobs``."""
         self.reshape()
-        for name, array in kwargs.items():
-            if name not in self._inputs:
-                raise KeyError(f"'{name}' is not an input of the net (its inputs: "
-                               f"{', '.join(self._inputs) or 'none'})")
-            self._set(self._blobs[name].data, array, name)
+        self._set_all(kwargs, self._inputs, "an input", diff=False)
         first, last = self._span(start, end)
         self._net.forward_span(first, last)
         shown = self.top_names[end] if end is not None else self.outputs
@@ -52,11 +48,7 @@ class NetPasses:
         first, last = self._span(end, start)
         if start is None:
             self._seed()
-        for name, array in kwargs.items():
-            if name not in self.outputs:
-                raise KeyError(f"'{name}' is not an output of the net (its outputs: "
-                               f"{', '.join(self.outputs)})")
-            self._set(self._blobs[name].diff, array, name)
+        self._set_all(kwargs, self.outputs, "an output", diff=True)
         saved = self._written_param_diffs(first, last)
         self._net.backward_span(first, last)
         for diff, before in saved:
@@ -85,6 +77,15 @@ class NetPasses:
                     device.copy(copy, diff)
                     out.append((diff, copy))
         return out
+
+    def _set_all(self, arrays: dict, allowed: list[str], what: str, diff: bool) -> None:
+        """Each of ``arrays`` into its blob's value (or gradient); only ``allowed`` names."""
+        for name, array in arrays.items():
+            if name not in allowed:
+                raise KeyError(f"'{name}' is not {what} of the net (its {what[3:]}s: "
+                               f"{', '.join(allowed) or 'none'})")
+            blob = self._blobs[name]
+            self._set(blob.diff if diff else blob.data, array, name)
 
     def _set(self, dst, array, name: str) -> None:
         if hasattr(array, "__cuda_array_interface__"):  # a CuPy array: copied on the device
