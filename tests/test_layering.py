@@ -15,6 +15,7 @@ The declared order, lowest first (a package may import its own modules and any l
     runtime  devices, arenas, kernels, the Net that runs a Plan
     solver   the training loop, update rules, lr policies, weights and snapshots
     zoo      model zoo, Caffe conversion, classify: applications over the solver and the Net
+    tools    everyday tools over nets, plans and run logs (draw, plot)
     caffe    pycaffe's API (trainnet.caffe): a facade over the Net, the solver and the formats
     cli      the command line (and trainnet.launch / __main__, its entry points)
     api      the package root, trainnet/__init__.py: the public names (trainnet.Net ...); no
@@ -40,7 +41,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "trainnet"
 
 ORDER = ["core", "formats", "kernels", "netcfg", "data", "layers", "plan", "runtime", "solver",
-         "zoo", "caffe", "cli", "api"]
+         "zoo", "tools", "caffe", "cli", "api"]
 LEVEL = {name: i for i, name in enumerate(ORDER)}
 TOP_MODULES = {"errors": "core", "registry": "core", "launch": "cli", "__main__": "cli"}
 

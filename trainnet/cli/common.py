@@ -96,3 +96,23 @@ def device_options(graph: bool):
         return click.option("--device", default="auto", show_default=True,
                             help="cpu, cuda, cuda:N, or auto (the GPU when there is one).")(fn)
     return deco
+
+
+def state_options(fn):
+    """--stage (repeatable) and --level: the net state's stages and level besides the phase,
+    for include/exclude rules (as `caffe test --stage --level`)."""
+    fn = click.option("--level", type=int, default=None,
+                      help="The net state's level (default: the net's own state.level).")(fn)
+    return click.option("--stage", "stages", multiple=True, help="A stage of the net state, "
+                        "added to the net's own state.stage; repeat for several.")(fn)
+
+
+def compile_for(cfg, phase, stages, level, **options):
+    """``cfg`` compiled for ``phase`` with --stage and --level merged over its own state."""
+    from trainnet.netcfg import NetState
+    from trainnet.netcfg.solver_nets import merge_state
+    from trainnet.plan import compile_net
+
+    given = NetState(stage=list(stages), **({} if level is None else {"level": level}))
+    state = merge_state(phase, cfg.state, given)
+    return compile_net(cfg, phase, level=state.level, stages=list(state.stage), **options)

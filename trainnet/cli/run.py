@@ -1,4 +1,4 @@
-"""Running nets: train, test, plan and time."""
+"""Running nets: train and test."""
 
 from __future__ import annotations
 
@@ -9,29 +9,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from trainnet.cli.common import device_options, echo, main, user_errors
+from trainnet.cli.common import (compile_for, device_options, echo, main, state_options,
+                                 user_errors)
 from trainnet.cli.signals import handled, signal_options
 from trainnet.errors import TrainnetError
-
-
-def state_options(fn):
-    """--stage (repeatable) and --level: the net state's stages and level besides the phase,
-    for include/exclude rules (as `caffe test --stage --level`)."""
-    fn = click.option("--level", type=int, default=None,
-                      help="The net state's level (default: the net's own state.level).")(fn)
-    return click.option("--stage", "stages", multiple=True, help="A stage of the net state, "
-                        "added to the net's own state.stage; repeat for several.")(fn)
-
-
-def compile_for(cfg, phase, stages, level, **options):
-    """``cfg`` compiled for ``phase`` with --stage and --level merged over its own state."""
-    from trainnet.netcfg import NetState
-    from trainnet.netcfg.solver_nets import merge_state
-    from trainnet.plan import compile_net
-
-    given = NetState(stage=list(stages), **({} if level is None else {"level": level}))
-    state = merge_state(phase, cfg.state, given)
-    return compile_net(cfg, phase, level=state.level, stages=list(state.stage), **options)
 
 
 @main.command()
@@ -102,61 +83,3 @@ def test(model, weights, iterations, phase, stages, level, device, tf32, no_grap
             echo(f"{name} = {float(value):.6g}")
         else:
             echo(f"{name} = {np.array2string(np.asarray(value), precision=4)}")
-
-
-@main.command()
-@click.argument("net", type=click.Path(dir_okay=False))
-@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
-@click.option("--no-reuse", is_flag=True, help="Plan memory without reusing dead buffers.")
-@click.option("--gpu", is_flag=True, help="Plan for the GPU path (its layers keep fewer scratch "
-              "buffers than the CPU's).")
-@click.option("--python", "as_python", is_flag=True, help="Plan as trainnet.caffe.Net does: every "
-              "blob in its own memory, nothing run in place or folded beyond the config.")
-@click.option("--keep", multiple=True, metavar="BLOB", help="Keep BLOB readable after a pass in the "
-              "packed plan (as Net(..., keep=[...])); repeatable.")
-@state_options
-@user_errors
-def plan(net, phase, no_reuse, gpu, as_python, keep, stages, level):
-    """Print the compiled plan of NET: shapes, parameters, FLOPs and memory."""
-    from trainnet.netcfg import load_net
-    from trainnet.plan import format_plan
-    from trainnet.plan.text import human_bytes
-
-    cfg = load_net(net)
-    options = dict(reuse_memory=not no_reuse, gpu=gpu, keep=list(keep))
-    if as_python:
-        options.update(reuse_memory=False, in_place=False, fuse=False)
-    compiled = compile_for(cfg, phase, stages, level, **options)
-    echo(format_plan(compiled))
-    if as_python:
-        packed = compile_for(cfg, phase, stages, level, gpu=gpu)
-        echo(f"packed (trainnet train): arena {human_bytes(packed.arena_bytes)}; this plan keeps "
-             "every blob readable after a pass")
-    if compiled.backward:
-        forward_only = compile_for(cfg, phase, stages, level, backward=False, **options)
-        echo(f"forward only:      activations {human_bytes(forward_only.blob_bytes)}, arena "
-              f"{human_bytes(forward_only.arena_bytes)}: the same net and batch without backward")
-
-
-@main.command("time")
-@click.argument("net", type=click.Path(dir_okay=False))
-@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
-@state_options
-@device_options(graph=False)
-@user_errors
-def time_(net, iterations, phase, stages, level, device, tf32):
-    """Time forward and backward of NET per layer, as `caffe time` does (on a GPU each layer
-    is synchronized, so the sum is slower than a graph-replayed iteration of `train`)."""
-    from trainnet.netcfg import load_net
-    from trainnet.runtime.device import get_device
-    from trainnet.runtime.net import Net
-
-    dev = get_device(device, tf32=tf32)
-    n = Net(compile_for(load_net(net), phase, stages, level, gpu=dev.is_gpu), dev,
-            rng=np.random.default_rng(0))
-    times = n.time_steps(iterations)
-    echo(f"{'layer':<24}{'forward ms':>12}{'backward ms':>13}")
-    for name, fwd in times.forward.items():
-        echo(f"{name:<24}{1e3 * fwd / iterations:>12.3f}{1e3 * times.backward[name] / iterations:>13.3f}")
-    echo(f"average iteration: {1e3 * times.total / iterations:.3f} ms over {iterations} iterations")
