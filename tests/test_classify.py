@@ -108,3 +108,80 @@ def test_classify_errors_are_one_line(tmp_path, mnist_dir):
     result = runner.invoke(main, ["classify", "--model", str(net), "--weights", str(weights),
                                   "--device", "cpu", str(tmp_path / "bad.png")])
     assert result.exit_code == 1 and "records no preprocessing" in result.output
+
+
+TINY = """name: tiny
+layer:
+  - {name: data, type: Input, top: data, shape: {dim: [1, 3, 4, 4]}}
+  - {name: ip, type: InnerProduct, bottom: data, top: ip, num_output: 3}
+  - {name: prob, type: Softmax, bottom: ip, top: prob}
+"""
+
+
+def tiny_model(tmp_path, record="preprocess: {channel_order: BGR, raw_scale: 1.0}\n", meta=None):
+    """A 3-class net on 4x4 colour images whose class scores follow the channels' order, its
+    weights, and a red image: class 0 reads the first channel, class 2 the last."""
+    from trainnet.solver.snapshot import save_tensors
+    from trainnet.zoo.convert import preprocess_metadata
+
+    (tmp_path / "tiny.yaml").write_text(record + TINY)
+    weight = np.zeros((3, 48), np.float32)
+    for k in range(3):
+        weight[k, 16 * k:16 * (k + 1)] = 1.0
+    save_tensors(tmp_path / "tiny.safetensors", {"ip.0": weight, "ip.1": np.zeros(3, np.float32)},
+                 {"format": "trainnet-weights", "net": "tiny", **preprocess_metadata(meta)})
+    image = np.zeros((4, 4, 3), np.uint8)
+    image[..., 0] = 255
+    Image.fromarray(image).save(tmp_path / "red.png")
+    return ["classify", "--model", str(tmp_path / "tiny.yaml"), "--weights",
+            str(tmp_path / "tiny.safetensors"), "--device", "cpu", "--top", "1",
+            str(tmp_path / "red.png")]
+
+
+def best_class(result) -> int:
+    assert result.exit_code == 0, result.output
+    return int(result.output.splitlines()[1].split()[1])
+
+
+def test_classify_options_override_the_model_record(tmp_path):
+    """Red is the last channel in BGR (the record) and the first with --channel-order RGB."""
+    args = tiny_model(tmp_path)
+    runner = CliRunner()
+    assert best_class(runner.invoke(main, args)) == 2
+    assert best_class(runner.invoke(main, args + ["--channel-order", "RGB"])) == 0
+    # a mean on the red channel alone (in the record's BGR order) leaves green and blue ahead
+    assert best_class(runner.invoke(main, args + ["--mean-value", "0,0,2"])) in (0, 1)
+    result = runner.invoke(main, args + ["--raw-scale", "-1"])
+    assert result.exit_code == 1 and "--raw-scale" in result.output
+
+
+def test_classify_reads_the_weights_record_and_overrides_it(tmp_path):
+    from trainnet.netcfg.common import Preprocess
+
+    args = tiny_model(tmp_path, record="", meta=Preprocess(channel_order="RGB", raw_scale=1.0))
+    runner = CliRunner()
+    assert best_class(runner.invoke(main, args)) == 0
+    assert best_class(runner.invoke(main, args + ["--channel-order", "BGR"])) == 2
+
+
+def test_classify_hints_fit_the_model(tmp_path):
+    """An ImageNet model's hints name its own input, never MNIST's gray 28x28."""
+    from trainnet.zoo.registry import net_path
+
+    text = net_path("caffenet").read_text()
+    body = text[text.index("layer:"):]
+    (tmp_path / "caffenet.yaml").write_text(body)
+    runner = CliRunner()
+    result = runner.invoke(main, ["classify", "--model", str(tmp_path / "caffenet.yaml"), "--weights",
+                                  str(tmp_path / "none.caffemodel"), "--device", "cpu", "x.png"])
+    assert result.exit_code == 1 and "records no preprocessing" in result.output
+    assert "3x227x227" in result.output and "BGR|RGB" in result.output
+    unrecorded = result.output
+    result = runner.invoke(main, ["classify", "--model", "zoo:caffenet", "--weights",
+                                  str(tmp_path / "none.caffemodel"), "--device", "cpu",
+                                  "--channel-order", "GRAY", str(tiny_model(tmp_path)[-1])])
+    assert result.exit_code == 1 and "3x227x227" in result.output and "BGR or RGB" in result.output
+    for output in (unrecorded, result.output):
+        assert "mnist" not in output.lower() and "28x28" not in output
+    help_text = runner.invoke(main, ["classify", "--help"]).output
+    assert "mnist" not in help_text.lower() and "--channel-order" in help_text

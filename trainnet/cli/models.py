@@ -10,10 +10,12 @@ from trainnet.cli.common import device_options, echo, main, user_errors
 from trainnet.errors import TrainnetError
 
 
-def _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels):
-    """The preprocessing the user states on the command line, or None when they state none.  A
-    bad value is one line naming its option (``preprocessing options: --raw-scale: must be > 0,
-    got -1.0``)."""
+def _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels,
+                base=None):
+    """The preprocessing the user states on the command line over ``base`` (what the model
+    records), or ``base`` when they state none.  A mean given replaces the recorded mean of the
+    other kind.  A bad value is one line naming its option (``preprocessing options:
+    --raw-scale: must be > 0, got -1.0``)."""
     from pydantic import ValidationError
 
     from trainnet.netcfg.common import Preprocess
@@ -25,8 +27,13 @@ def _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, re
     for key, text, kind in (("mean_value", mean_value, float), ("resize", resize, int)):
         if text:
             given[key] = [_number(key, v, kind) for v in text.split(",")]
+    if not given:
+        return base
+    merged = base.model_dump(exclude_defaults=True) if base is not None else {}
+    if "mean_value" in given or "mean_file" in given:
+        merged.pop("mean_value", None), merged.pop("mean_file", None)
     try:
-        return Preprocess.model_validate(given) if given else None
+        return Preprocess.model_validate({**merged, **given})
     except ValidationError as exc:
         field, message = first_message(exc)
         option = "--" + field.replace("_", "-")
@@ -44,9 +51,12 @@ def _number(key: str, text: str, kind):
                             f"(give comma-separated values, as {example})") from None
 
 
-def _preprocess_options(fn):
+def preprocess_options(fn):
+    """How a model's inputs are prepared, shared by `convert` (which records it) and `classify`
+    (which overrides the record with it)."""
     options = [
-        click.option("--labels", help="Class names file, one per line (e.g. ilsvrc12/synset_words.txt)."),
+        click.option("--labels", help="Class names file, one per line (a leading WordNet id, as "
+                     "in ilsvrc12/synset_words.txt, is dropped)."),
         click.option("--resize", metavar="H,W", help="Resize images to H,W before the centre crop."),
         click.option("--input-scale", type=float, help="Multiply the input by this after the mean."),
         click.option("--mean-value", metavar="V[,V...]", help="Mean per channel, in channel order."),
@@ -66,7 +76,7 @@ def _preprocess_options(fn):
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--model", help="The net (YAML, prototxt or zoo:NAME) the weights belong to: "
               "required to write a caffemodel; reading one, it checks and fixes blob shapes.")
-@_preprocess_options
+@preprocess_options
 @user_errors
 def convert(src, dst, model, channel_order, raw_scale, mean_file, mean_value, input_scale, resize,
             labels):
@@ -89,24 +99,35 @@ def convert(src, dst, model, channel_order, raw_scale, mean_file, mean_value, in
         echo(f"Note: {note}")
 
 
-@main.command()
-@click.option("--model", required=True, help="A deploy net (YAML, prototxt or zoo:NAME) with a "
-              "preprocess record.")
+@main.command(epilog="""\b
+Example:
+  trainnet classify --model zoo:caffenet --weights bvlc_reference_caffenet.caffemodel cat.jpg
+  trainnet classify --model net.yaml --weights w.safetensors --channel-order RGB \\
+      --mean-value 124,117,104 --top 3 *.png""")
+@click.option("--model", required=True, help="A deploy net (YAML, prototxt or zoo:NAME), usually "
+              "with a preprocess record.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
               help="Weights (safetensors or caffemodel).")
-@click.option("--labels", help="Class names file (default: the model's preprocess.labels).")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1))
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@preprocess_options
 @device_options(graph=False)
 @user_errors
-def classify(model, weights, labels, top, images, device, tf32):
-    """Print the TOP most probable classes of each of IMAGES."""
+def classify(model, weights, top, images, device, tf32, channel_order, raw_scale, mean_file,
+             mean_value, input_scale, resize, labels):
+    """Print the TOP most probable classes of each of IMAGES.  They are prepared as the model's
+    YAML `preprocess:` section (or else the weights' metadata) records; a preprocessing option
+    given here replaces that field of the record."""
     from trainnet.netcfg import load_net
     from trainnet.runtime.device import get_device
     from trainnet.zoo.classify import classify as run
+    from trainnet.zoo.classify import recorded_preprocess
 
-    results = run(load_net(model), Path(weights), [Path(i) for i in images],
-                  get_device(device, tf32=tf32), top=top, labels=labels)
+    cfg = load_net(model)
+    pre = _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels,
+                      base=recorded_preprocess(cfg, Path(weights)))
+    results = run(cfg, Path(weights), [Path(i) for i in images], get_device(device, tf32=tf32),
+                  top=top, preprocess=pre)
     for image, best in zip(images, results):
         echo(image)
         for prob, index, name in best:
@@ -148,4 +169,6 @@ def zoo_show(name, as_plan, phase):
     from trainnet.netcfg import load_net
     from trainnet.plan import compile_net, format_plan
 
-    echo(format_plan(compile_net(load_net(path), phase)))
+    from trainnet.cli.plan import text_width
+
+    echo(format_plan(compile_net(load_net(path), phase), text_width()))

@@ -4,12 +4,14 @@ Images are read with Pillow into [0, 1] RGB (or gray), then prepared as pycaffe'
 and Caffe's classification example do: resize (to ``preprocess.resize``, else to the input
 size; bilinear), centre crop to the net's input size, reorder channels, times ``raw_scale``,
 minus the mean (``mean_value``, or the per-channel mean of ``mean_file`` as Caffe's
-cpp_classification takes it), times ``input_scale``.  A net without a preprocessing record is
-refused: its inputs would be a guess.
+cpp_classification takes it), times ``input_scale``.  The record is the net's ``preprocess:``
+section, else the weights' metadata (``trainnet convert`` writes both), unless the caller
+gives one.  A net with no record at all is refused: its inputs would be a guess.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -78,8 +80,10 @@ def prepare(images: list[np.ndarray], pre: Preprocess, shape: tuple, base_dir: P
     """A batch (N, C, H, W) for an input of ``shape`` (C, H, W)."""
     c, h, w = shape
     if (pre.channel_order == "GRAY") != (c == 1):
+        fits = "GRAY" if c == 1 else "BGR or RGB"
         raise TrainnetError(f"preprocess.channel_order {pre.channel_order} does not fit an input of "
-                            f"{c} channels")
+                            f"{c} channels (this model's input is {c}x{h}x{w}: --channel-order "
+                            f"{fits})")
     mean = channel_mean(pre, c, base_dir)
     batch = np.empty((len(images), c, h, w), np.float32)
     for i, image in enumerate(images):
@@ -119,15 +123,49 @@ def read_labels(path: Path) -> list[str]:
     return names
 
 
+def weights_preprocess(weights: Path) -> Optional[Preprocess]:
+    """The preprocessing a converted .safetensors file records in its metadata, read from its
+    header alone; None for a caffemodel, a file without one, or one that does not parse (loading
+    the weights reports a damaged file)."""
+    if Path(weights).suffix.lower() != ".safetensors":
+        return None
+    try:
+        with open(weights, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > 2**26:
+                return None
+            meta = json.loads(f.read(size)).get("__metadata__") or {}
+        return Preprocess.model_validate(json.loads(meta["preprocess"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def recorded_preprocess(cfg: NetConfig, weights: Path) -> Optional[Preprocess]:
+    """What the model records of its input preparation: its YAML's, else its weights'."""
+    return cfg.preprocess if cfg.preprocess is not None else weights_preprocess(weights)
+
+
+def no_record(cfg: NetConfig, shape: tuple) -> TrainnetError:
+    """The error for a model without a preprocessing record, with hints for this model's input."""
+    c, h, w = shape
+    order = "GRAY" if c == 1 else "BGR|RGB"
+    zoo = (" (a zoo net's published record: trainnet zoo show NAME)"
+           if cfg.file is not None and "zoo" in Path(cfg.file).parts else "")
+    return TrainnetError(f"{cfg.file or 'the net'} records no preprocessing, nor do its weights: "
+                         f"give the options it was trained with (its input is {c}x{h}x{w}: "
+                         f"--channel-order {order}, --raw-scale, --mean-file/--mean-value, "
+                         "--input-scale), or add a preprocess section to the YAML" + zoo)
+
+
 def classify(cfg: NetConfig, weights: Path, images: list[Path], device, *, top: int = 5,
-             labels: Optional[str] = None) -> list[list[tuple[float, int, str]]]:
-    """Per image, the ``top`` classes as (probability, index, name), most probable first."""
-    pre = cfg.preprocess
-    if pre is None:
-        raise TrainnetError(f"{cfg.file or 'the net'} records no preprocessing (preprocess: "
-                            "channel_order, raw_scale, mean): convert it with the preprocessing "
-                            "options, or add a preprocess section to the YAML")
+             labels: Optional[str] = None, preprocess: Optional[Preprocess] = None
+             ) -> list[list[tuple[float, int, str]]]:
+    """Per image, the ``top`` classes as (probability, index, name), most probable first.
+    ``preprocess`` replaces the model's record (``recorded_preprocess``) when given."""
+    pre = preprocess if preprocess is not None else recorded_preprocess(cfg, weights)
     cfg, blob, shape = with_batch(cfg, len(images))
+    if pre is None:
+        raise no_record(cfg, shape)
     batch = prepare([load_image(p, shape[0] == 1) for p in images], pre, shape, cfg.base_dir)
     net = Net(compile_net(cfg, "TEST", backward=False, gpu=device.is_gpu), device,
               rng=np.random.default_rng(0), graph=False)
