@@ -160,10 +160,11 @@ def net_graph(plan: Plan, rankdir: str = "LR") -> Graph:
     return chain_graph(plan.net_name, items, lambda b: [b, shape_text(plan.blob(b).shape)], rankdir)
 
 
-def config_graph(cfg, rankdir: str = "LR") -> Graph:
-    """Every layer of ``cfg`` whatever its phase, without shapes (pycaffe's draw with phase=None)."""
+def config_graph(cfg, rankdir: str = "LR", layers=None) -> Graph:
+    """The layers of ``cfg`` (every one whatever its phase unless ``layers`` names them) without
+    shapes: pycaffe's draw with phase=None, or a net that cannot compile (a missing data file)."""
     items = []
-    for layer in cfg.layer:
+    for layer in cfg.layer if layers is None else layers:
         phases = sorted({r.phase for r in layer.include if getattr(r, "phase", None)})
         lines = [layer.name, layer.type] + [p for p in [key_params(layer.params)] if p]
         lines += [f"phase {', '.join(_value(p) for p in phases)}"] if phases else []
