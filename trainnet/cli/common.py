@@ -78,7 +78,10 @@ def echo(line: str) -> None:
     click.echo(line)
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, epilog="""\b
+Example:
+  trainnet train configs/lenet/lenet_solver.yaml
+  trainnet train --help    # each command's options and examples""")
 @click.version_option(package_name="trainnet")
 def main():
     """trainnet: train and test Caffe-style nets described in YAML config files."""

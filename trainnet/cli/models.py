@@ -71,7 +71,12 @@ def preprocess_options(fn):
     return fn
 
 
-@main.command()
+@main.command(epilog="""\b
+Example:
+  trainnet convert lenet.prototxt lenet.yaml
+  trainnet convert bvlc_reference_caffenet.caffemodel caffenet.safetensors --model zoo:caffenet
+  trainnet convert lenet_iter_10000.caffemodel lenet.safetensors --model lenet.yaml \\
+      --channel-order GRAY --raw-scale 255 --input-scale 0.00390625""")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--model", help="The net (YAML, prototxt or zoo:NAME) the weights belong to: "
@@ -134,13 +139,19 @@ def classify(model, weights, top, images, device, tf32, channel_order, raw_scale
             echo(f"  {prob:.4f}  {index:>5}  {name}")
 
 
-@main.group()
+@main.group(epilog="""\b
+Example:
+  trainnet zoo list
+  trainnet zoo show resnet50 > resnet50.yaml   # a copy to edit
+  trainnet plan zoo:resnet50""")
 def zoo():
     """The model zoo: classic Caffe nets as editable YAML configs.  Give zoo:NAME wherever a
     net path goes (trainnet plan zoo:lenet, a solver's net: zoo:lenet)."""
 
 
-@zoo.command("list")
+@zoo.command("list", epilog="""\b
+Example:
+  trainnet zoo list""")
 @user_errors
 def zoo_list():
     """One line per zoo net: name, learned parameters, input shape, description."""
@@ -152,7 +163,10 @@ def zoo_list():
         echo(f"{name:<17}{z.params:>13,}  {shape:<14}{z.description}")
 
 
-@zoo.command("show")
+@zoo.command("show", epilog="""\b
+Example:
+  trainnet zoo show caffenet > caffenet.yaml
+  trainnet zoo show googlenet --plan""")
 @click.argument("name")
 @click.option("--plan", "as_plan", is_flag=True, help="Print the compiled plan instead of the YAML.")
 @click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]),
