@@ -108,6 +108,15 @@ def _with_bends(graph: Graph, rank: dict[str, int]) -> tuple[Graph, list[list[st
     return Graph(graph.name, nodes, edges, graph.rankdir), paths
 
 
+def _label_centre(points, lines: list[str], across: int, width_of, line_height: float):
+    """Where an edge's label goes: beside the middle of its first segment (right of it when the
+    ranks run downwards, above it when they run across), off the line."""
+    x, y = ((a + b) / 2 for a, b in zip(points[0], points[1]))
+    if across == 0:
+        return x + max((width_of(t) for t in lines), default=0) / 2 + 6, y
+    return x, y - len(lines) * line_height / 2 - 3
+
+
 def _clip(box: Box, towards: tuple[float, float]) -> tuple[float, float]:
     """Where the segment from the box's centre towards a point leaves the box."""
     cx, cy = box.centre
@@ -153,8 +162,8 @@ def layout(graph: Graph, width_of: Callable[[str], float], line_height: float) -
         start = _clip(first, bends[0] if bends else last.centre)
         end = _clip(last, bends[-1] if bends else first.centre)
         points = [start] + bends + [end]
-        label_at = tuple(0.4 * a + 0.6 * b for a, b in zip(points[0], points[1]))
-        lines.append(Line(points, label_at, e.lines))
+        lines.append(Line(points, _label_centre(points, e.lines, across, width_of, line_height),
+                          e.lines))
     right = max((b.x + b.w for b in boxes.values()), default=0) + MARGIN
     bottom = max((b.y + b.h for b in boxes.values()), default=0) + MARGIN
     return Layout(max(right, width_of(graph.name) + 2 * MARGIN), bottom, boxes, lines, line_height)

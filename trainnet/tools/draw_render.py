@@ -41,7 +41,8 @@ def to_svg(graph: Graph) -> bytes:
            f'markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="{EDGE_COLOUR}"/>'
            "</marker></defs>",
            f'<style>text {{ font-family: monospace; font-size: {FONT_SIZE}px; text-anchor: middle; }}'
-           " text.edge { fill: #333333; font-size: 11px; }</style>",
+           " text.edge { fill: #333333; stroke: white; stroke-width: 3px; paint-order: stroke; }"
+           "</style>",
            '<rect width="100%" height="100%" fill="white"/>',
            f'<text x="{placed.width / 2:.1f}" y="20" font-weight="bold">{escape(graph.name)}</text>']
     for line in placed.lines:
@@ -77,11 +78,12 @@ def _arrowhead(draw, start, end) -> None:
     draw.polygon([end] + wing, fill=EDGE_COLOUR)
 
 
-def _text(draw, font, centre, lines, line_height, fill="#000000") -> None:
+def _text(draw, font, centre, lines, line_height, fill="#000000", halo: int = 0) -> None:
     top = centre[1] - line_height * len(lines) / 2
     for i, text in enumerate(lines):
         width = draw.textlength(text, font=font)
-        draw.text((centre[0] - width / 2, top + i * line_height), text, font=font, fill=fill)
+        draw.text((centre[0] - width / 2, top + i * line_height), text, font=font, fill=fill,
+                  stroke_width=halo, stroke_fill="white")
 
 
 def to_image(graph: Graph, scale: int = 2):
@@ -110,7 +112,7 @@ def to_image(graph: Graph, scale: int = 2):
         _text(draw, font, (b.centre[0] * s, b.centre[1] * s), node.lines, line_height)
     for line in placed.lines:
         _text(draw, font, (line.label_at[0] * s, line.label_at[1] * s), line.lines, line_height,
-              "#333333")
+              "#333333", halo=scale)
     return image
 
 
