@@ -78,6 +78,21 @@ def test_rankdir_turns_the_layout(lenet, tmp_path, no_dot):
     assert "rankdir=TB;" in (tmp_path / "tb.dot").read_text()
 
 
+def test_rankdir_orders_the_layers(tmp_path, no_dot):
+    """The data layer comes first along the rank direction: left for LR, right for RL, top for
+    TB, bottom for BT (read from the SVG's boxes)."""
+    where = {}
+    for rankdir in ("LR", "RL", "TB", "BT"):
+        out = tmp_path / f"{rankdir}.svg"
+        draw("zoo:lenet", "--phase", "TEST", "--rankdir", rankdir, "-o", out)
+        root = ET.fromstring(out.read_text())
+        boxes = {g.find("{*}title").text: g.find("{*}rect") for g in root.findall(".//{*}g")
+                 if not g.get("id").startswith("out")}  # layers, not the output blobs
+        where[rankdir] = [(float(boxes[n].get("x")), float(boxes[n].get("y"))) for n in ("data", "prob")]
+    assert where["LR"][0][0] < where["LR"][1][0] and where["RL"][0][0] > where["RL"][1][0]
+    assert where["TB"][0][1] < where["TB"][1][1] and where["BT"][0][1] > where["BT"][1][1]
+
+
 def test_plan_shows_splits_fusions_and_memory(lenet, tmp_path, no_dot):
     out = tmp_path / "plan.svg"
     draw(lenet, "--plan", "--phase", "TEST", "-o", out)

@@ -117,6 +117,15 @@ def _label_centre(points, lines: list[str], across: int, width_of, line_height: 
     return x, y - len(lines) * line_height / 2 - 3
 
 
+def _mirrored(boxes: dict[str, Box], across: int) -> dict[str, Box]:
+    """The boxes reflected across the ranks (bottom to top for BT, right to left for RL)."""
+    if across == 0:
+        lo, hi = min(b.y for b in boxes.values()), max(b.y + b.h for b in boxes.values())
+        return {v: Box(b.x, lo + hi - b.y - b.h, b.w, b.h) for v, b in boxes.items()}
+    lo, hi = min(b.x for b in boxes.values()), max(b.x + b.w for b in boxes.values())
+    return {v: Box(lo + hi - b.x - b.w, b.y, b.w, b.h) for v, b in boxes.items()}
+
+
 def _clip(box: Box, towards: tuple[float, float]) -> tuple[float, float]:
     """Where the segment from the box's centre towards a point leaves the box."""
     cx, cy = box.centre
@@ -135,7 +144,7 @@ def layout(graph: Graph, width_of: Callable[[str], float], line_height: float) -
     routed, paths = _with_bends(graph, rank)
     size.update((v, (DUMMY, DUMMY)) for v in rank if v not in size)
     layers = order(routed, rank)
-    across = 0 if graph.rankdir == "TB" else 1  # the axis along a rank: x for TB, y for LR
+    across = 0 if graph.rankdir in ("TB", "BT") else 1  # the axis along a rank: x for TB, y for LR
     label_room = [0.0] * len(layers)  # what the labels of edges leaving a rank need
     for e in graph.edges:
         need = (len(e.lines) * line_height if across == 0
@@ -155,6 +164,8 @@ def layout(graph: Graph, width_of: Callable[[str], float], line_height: float) -
                 boxes[v] = Box(along + (depth - w) / 2, at, w, h)
             at += size[v][across] + NODE_GAP
         along += depth + RANK_GAP + label_room[i]
+    if graph.rankdir in ("BT", "RL"):
+        boxes = _mirrored(boxes, across)
     lines = []
     for e, path in zip(graph.edges, paths):
         bends = [boxes[v].centre for v in path[1:-1]]
