@@ -7,7 +7,12 @@ import click
 from trainnet.cli.common import compile_for, echo, main, state_options, user_errors
 
 
-@main.command()
+@main.command(epilog="""\b
+Example:
+  trainnet draw configs/lenet/lenet_train_test.yaml -o lenet.svg
+  trainnet draw zoo:googlenet --phase TEST --rankdir TB -o googlenet.png
+  trainnet draw zoo:resnet50 --plan -o resnet50-plan.pdf   # splits, fusions, memory
+  trainnet draw zoo:lenet -o lenet.dot   # the Graphviz text, to edit or render yourself""")
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The picture to write: .svg, .png, .pdf, or .dot for the Graphviz text.")
