@@ -1,6 +1,7 @@
 """The LeNet Caffe trained (../shared/data/caffe/lenet): converted, tested, exported, fine-tuned."""
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -123,5 +124,5 @@ def test_fine_tune_with_a_renamed_last_layer(tmp_path, caffe_lenet, monkeypatch)
     assert "Skipped layers not in this net: ip2" in out
     assert "Layers not in the weights file (initialised by their fillers): ip2_digits" in out
     final = [l for l in out.splitlines() if "Testing net" in l][-1]
-    assert final.startswith("Iteration 30, Testing net (#0): ")
+    assert re.match(r"I\d{4} [\d:.]+ Iteration 30, Testing net \(#0\): ", final), final
     assert float(final.split("accuracy = ")[1].split(",")[0]) >= 0.93, out  # 0.04 before training

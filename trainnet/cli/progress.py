@@ -1,9 +1,11 @@
-"""How long `trainnet data` steps show progress: a tqdm bar when stderr is a terminal and tqdm
-(the ``progress`` extra) is installed, else Caffe's plain lines ("Processed 10000 files.")."""
+"""How long commands show progress: a tqdm bar when stderr is a terminal and tqdm (the
+``progress`` extra) is installed, else Caffe's plain lines ("Processed 10000 files.") for
+`trainnet data`, and time-stamped lines for `train` and `test`."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 from trainnet.cli.common import echo
@@ -68,6 +70,64 @@ class Reporter:
             self.bar.write(line, file=sys.stdout)
         else:
             echo(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def stamp(line: str, now: Optional[float] = None) -> str:
+    """``line`` with a glog-like prefix, as Caffe's own output has: ``I1203 19:20:01.123 ``
+    (``W`` for a warning): the local date and time to the millisecond."""
+    now = time.time() if now is None else now
+    ms = int(now % 1 * 1000)
+    level = "W" if line.startswith("Warning") else "I"
+    return f"{level}{time.strftime('%m%d %H:%M:%S', time.localtime(now))}.{ms:03d} {line}"
+
+
+class RunProgress:
+    """What ``train`` and ``test`` show while they run: a bar (iteration, loss, it/s, ETA) on
+    stderr when it is a terminal and tqdm is installed; the run's lines, time-stamped, on
+    stdout (above the bar) either way."""
+
+    def __init__(self, terminal: Optional[bool] = None, stream=None):
+        self.stream = stream or sys.stderr
+        terminal = self.stream.isatty() if terminal is None else terminal
+        self.tqdm = _tqdm() if terminal else None
+        self.bar = None
+
+    def log(self, line: str) -> None:
+        line = stamp(line)
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            echo(line)
+
+    def start(self, desc: str, total: int, done: int = 0) -> None:
+        if self.tqdm is not None and total > done:
+            self.close()
+            self.bar = self.tqdm(total=total, initial=done, desc=desc, file=self.stream,
+                                 unit="it", dynamic_ncols=True, leave=False)
+
+    def to(self, done: int, loss: Optional[float] = None) -> None:
+        """Move the bar to ``done`` iterations (with the smoothed loss when given)."""
+        if self.bar is not None:
+            if loss is not None:
+                self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
+            self.bar.update(done - self.bar.n)
+
+    def follow(self, solver) -> None:
+        """A bar over the solver's iterations, moved at the start of each."""
+        if self.tqdm is None:
+            return
+        self.start("train", solver.cfg.max_iter, solver.iter)
+
+        def moved():
+            losses = solver.losses
+            self.to(solver.iter, sum(losses) / len(losses) if losses else None)
+
+        solver.callbacks.append((moved, lambda: None))
 
     def close(self) -> None:
         if self.bar is not None:

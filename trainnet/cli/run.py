@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 import numpy as np
 
 from trainnet.cli.common import (compile_for, device_options, echo, main, state_options,
                                  user_errors)
+from trainnet.cli.progress import RunProgress
 from trainnet.cli.signals import handled, signal_options
+from trainnet.cli.threads import apply_threads, threads_option
 from trainnet.errors import TrainnetError
+
+DEFAULT_TEST_ITERATIONS = 50  # Caffe's, when the test source's size is not known
+
+
+def load_config(solver: str, sets: tuple[str, ...]):
+    """The solver of the file ``solver`` with the ``--set`` overrides applied."""
+    from trainnet.netcfg import load_solver
+    from trainnet.netcfg.overrides import check_keys, load_solver_with, parse_override
+
+    if not sets:
+        return load_solver(solver)
+    overrides = [parse_override(text) for text in sets]
+    check_keys(overrides)
+    return load_solver_with(solver, overrides)
+
+
+def _data_place(path: str, net) -> Optional[Path]:
+    """Where the run reads the data path ``path`` of ``net`` (None: nowhere yet)."""
+    from trainnet.data.paths import DataRoot, candidates
+
+    for place in candidates(path, DataRoot.of(net.file)):
+        if place.exists() or (any(c in path for c in "*?[") and list(place.parent.glob(place.name))):
+            return place
+    return None
+
+
+def config_files(cfg, prefix: str) -> dict[Path, str]:
+    """The solver and nets as run (``--set`` applied), to be written beside the snapshots."""
+    from trainnet.netcfg import load_net
+    from trainnet.netcfg.overrides import resolved_files
+
+    return resolved_files(cfg, prefix, load_net, _data_place)
 
 
 @main.command()
@@ -22,44 +58,78 @@ from trainnet.errors import TrainnetError
 @click.option("--snapshot", "state", type=click.Path(dir_okay=False),
               help="Resume from this solver state: trainnet's .solverstate (exactly), or Caffe's "
               ".solverstate or .solverstate.h5 (weights, history and iteration).")
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[PREFIX|DIR]",
+              help="Resume from the newest complete snapshot of a run: of this snapshot prefix, "
+              "or of any prefix in this folder; alone, of the solver's own snapshot_prefix.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a solver field (base_lr=0.001) or a layer's field "
+              "(net.conv1.num_output=32; train_net., test_net.) for this run; repeatable.")
+@threads_option
 @device_options(graph=True)
 @signal_options
 @user_errors
-def train(solver, weights, state, device, tf32, no_graph, sigint_effect, sighup_effect):
+def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph, sigint_effect,
+          sighup_effect):
     """Train the net that SOLVER (a solver YAML or prototxt file) names.  SIGINT (Ctrl-C),
     SIGTERM and SIGQUIT stop it after the current iteration with a snapshot; SIGHUP and
-    SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect)."""
-    from trainnet.netcfg import load_solver
+    SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect).  The solver and
+    nets as run are saved as PREFIX_solver.yaml and PREFIX_net.yaml beside the snapshots."""
     from trainnet.runtime.device import get_device
+    from trainnet.solver import resume as resuming
     from trainnet.solver.solver import Solver
     from trainnet.solver.weights import FINETUNE, load_weights
 
-    if weights and state:
-        raise TrainnetError("give --weights or --snapshot, not both")
-    cfg = load_solver(solver)
-    s = Solver(cfg, get_device(device, tf32=tf32), log=echo, graph=not no_graph)
+    if sum(x is not None for x in (weights, state, resume)) > 1:
+        raise TrainnetError("give one of --weights, --snapshot and --resume")
+    progress = RunProgress()
+    threads_line = apply_threads(threads)
+    if threads_line:
+        progress.log(threads_line)
+    cfg = load_config(solver, sets)
+    s = Solver(cfg, get_device(device, tf32=tf32), log=progress.log, graph=not no_graph)
     if weights:
         for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
-            echo(line)
+            progress.log(line)
     if state:
         s.restore(Path(state))
-    with handled(s, sigint_effect, sighup_effect):
-        s.solve()
+    if resume is not None:
+        resuming.resume_newest(s, resume or s.prefix)
+    s.files.configs = config_files(cfg, s.prefix)
+    progress.follow(s)
+    try:
+        with handled(s, sigint_effect, sighup_effect):
+            s.solve()
+    finally:
+        progress.close()
     if s.stop_requested:
         sys.exit(128 + getattr(signal.Signals, s.stop_reason, signal.SIGINT))
+
+
+def source_iterations(net) -> Optional[int]:
+    """Batches that cover the net's data source once (the largest over its data layers; the
+    last batch wraps to the start of the source), or None when no data layer knows its size."""
+    counts = []
+    for state in net.states.values():
+        reader = getattr(state, "reader", state)  # a GPU's staged reader wraps the host one
+        sampler, batch = getattr(reader, "sampler", None), getattr(reader, "batch", None)
+        if sampler is not None and batch:
+            counts.append(math.ceil(sampler.n / batch))
+    return max(counts) if counts else None
 
 
 @main.command()
 @click.option("--model", required=True, help="The net: YAML, prototxt, or zoo:NAME.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
               help="Weights (safetensors, or a Caffe .caffemodel).")
-@click.option("--iterations", default=50, show_default=True, type=click.IntRange(min=1),
-              help="Number of batches to average over.")
+@click.option("--iterations", default=None, type=click.IntRange(min=1),
+              help="Number of batches to average over [default: enough to cover the data source "
+              f"once, when its size is known; else {DEFAULT_TEST_ITERATIONS}, as Caffe].")
 @click.option("--phase", default="TEST", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
 @state_options
+@threads_option
 @device_options(graph=True)
 @user_errors
-def test(model, weights, iterations, phase, stages, level, device, tf32, no_graph):
+def test(model, weights, iterations, phase, stages, level, threads, device, tf32, no_graph):
     """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
     from trainnet.netcfg import load_net
     from trainnet.runtime.device import get_device
@@ -67,6 +137,10 @@ def test(model, weights, iterations, phase, stages, level, device, tf32, no_grap
     from trainnet.solver.solver import average_outputs
     from trainnet.solver.weights import EXACT, load_weights
 
+    progress = RunProgress()
+    threads_line = apply_threads(threads)
+    if threads_line:
+        progress.log(threads_line)
     dev = get_device(device, tf32=tf32)
     plan = compile_for(load_net(model), phase, stages, level, backward=False, gpu=dev.is_gpu)
     unfilled = [top for step in plan.steps if step.layer.filled_by_user for top in step.tops]
@@ -76,8 +150,19 @@ def test(model, weights, iterations, phase, stages, level, device, tf32, no_grap
                             "that reads its data (a train_val net); classify runs a deploy net")
     net = Net(plan, dev, rng=np.random.default_rng(0), graph=not no_graph)
     for line in load_weights(Path(weights), net.params, EXACT).lines():
-        echo(line)
-    outputs = average_outputs(net, iterations)
+        progress.log(line)
+    if iterations is None:
+        iterations = source_iterations(net)
+        progress.log(f"Testing {iterations} batches: the data source once" if iterations else
+                     f"Testing {DEFAULT_TEST_ITERATIONS} batches (the data source's size is not "
+                     "known; --iterations N sets it)")
+        iterations = iterations or DEFAULT_TEST_ITERATIONS
+    progress.start("test", iterations)
+    done = iter(range(1, iterations + 1))
+    try:
+        outputs = average_outputs(net, iterations, stop=lambda: progress.to(next(done) - 1))
+    finally:
+        progress.close()
     for name, value in outputs.items():
         if np.ndim(value) == 0:
             echo(f"{name} = {float(value):.6g}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Optional
 
 from trainnet.errors import TrainnetError
+from trainnet.formats.atomic import atomic_write
 
 try:
     import fcntl
@@ -50,6 +51,9 @@ class RunFiles:
         self._log: Optional[IO[str]] = None
         self._lock: Optional[int] = None
         self.notes: list[str] = []   # what the solver should say (a lock the folder cannot hold)
+        self.pending: list[dict] = []  # records made before the log opened (a resume's event)
+        # files to write once the prefix is this run's (the solver and nets as run), by path
+        self.configs: dict[Path, str] = {}
 
     def snapshot_path(self, iteration: int, suffix: str) -> Path:
         return Path(f"{self.prefix}_iter_{iteration}{suffix}")
@@ -68,9 +72,23 @@ class RunFiles:
         self._take_lock()
         try:
             self._open_log()
+            for path, text in self.configs.items():
+                atomic_write(path, text.encode("utf-8"))
         except TrainnetError:
             self.close()
             raise
+        self._flush_pending()
+
+    def mark(self, **fields) -> None:
+        """A record for the log, written when it opens (now, if it is open)."""
+        self.pending.append(fields)
+        if self._log is not None:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        pending, self.pending = self.pending, []
+        for fields in pending:
+            self.record(**fields)
 
     def _take_lock(self) -> None:
         while True:
@@ -134,6 +152,7 @@ class RunFiles:
             if self._log is None:  # records outside ``open`` (a solver driven step by step)
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 self._open_log()
+                self._flush_pending()
             self._log.write(json.dumps(fields) + "\n")
             self._log.flush()
         except (OSError, TrainnetError) as exc:

@@ -4,6 +4,8 @@ checks that a state belongs to the solver resuming from it."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +133,50 @@ def restore(solver, state_path: Path) -> None:
         raise TrainnetError(f"{state_path}: damaged solver state ({exc})") from None
     apply_record(solver, tensors, meta, state_path)
     solver.iter = meta["iter"]
-    solver.log(f"Resumed from {state_path} at iteration {solver.iter}")
+    _resumed(solver, state_path)
+
+
+def _resumed(solver, path: Path, say: str = "Resumed from {path} at iteration {iter}") -> None:
+    """Say so, and mark it in the run's log: the iterations from here on may be there already."""
+    if say:
+        solver.log(say.format(path=path, iter=solver.iter))
+    solver.files.mark(event="resume", iter=solver.iter, **{"from": str(path)})
+
+
+STATE_NAME = re.compile(r"^(.*)_iter_(\d+)\.solverstate(\.h5)?$")
+
+
+def snapshots(where: str) -> list[Path]:
+    """The solver states of a run, newest (highest iteration) first: those of the snapshot
+    prefix ``where``, or of every prefix in ``where`` when it is a folder."""
+    path = Path(where)
+    folder, stem = (path, None) if path.is_dir() else (path.parent, path.name)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            m = STATE_NAME.match(entry.name)
+            if m and (stem is None or m.group(1) == stem) and entry.is_file():
+                found.append((int(m.group(2)), entry.stat().st_mtime, entry))
+    return [entry for _, _, entry in sorted(found, reverse=True)]
+
+
+def resume_newest(solver, where: str) -> Path:
+    """Restore the newest complete snapshot under ``where`` (a prefix or a folder): one whose
+    state and weights are whole and bound to each other.  A newer one that is not is skipped
+    with a line in the log; none at all is an error."""
+    states = snapshots(where)
+    if not states:
+        raise TrainnetError(f"nothing to resume: no solver state (*_iter_N.solverstate) under "
+                            f"{where}")
+    for state in states:
+        try:
+            restore(solver, state)
+            return state
+        except TrainnetError as exc:
+            solver.log(f"Warning: skipping {state}, not a complete snapshot: "
+                       f"{str(exc).removeprefix(f'{state}: ')}")
+    raise TrainnetError(f"nothing to resume under {where}: none of its {len(states)} solver "
+                        "state(s) is a complete snapshot (see the warnings above)")
 
 
 def restore_caffe(solver, path: Path) -> None:
@@ -165,13 +210,14 @@ def restore_caffe(solver, path: Path) -> None:
     solver.iter = state.iter
     if record is not None:
         apply_record(solver, *record, path)
-        solver.log(f"Resumed from {path} at iteration {solver.iter}")
+        _resumed(solver, path)
         return
     expected = caffe_state.current_step(solver.cfg, state.iter)
     if state.current_step != expected:
         solver.log(f"The state's current_step is {state.current_step}, but lr_policy "
                    f"{solver.cfg.lr_policy} gives {expected} at iteration {state.iter}: trainnet "
                    "derives the learning rate from the iteration")
+    _resumed(solver, path, "")
     solver.log(f"Resumed from {path} (a Caffe solver state) at iteration {solver.iter}. It cannot "
                "carry the data cursor (the data starts from the beginning of its source), the "
                "random generators (they go on from this run's seed) or the smoothed loss (it "

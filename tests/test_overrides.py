@@ -1,0 +1,92 @@
+"""`trainnet train --set KEY=VALUE`: solver and layer fields overridden for one run, errors that
+name the --set, and the solver and nets as run saved beside the snapshots, from which the run
+repeats exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hostile import assert_one_error, cli
+from synthetic import NET, write_project
+from trainnet.formats import tensorfile
+from trainnet.netcfg.overrides import parse_override
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    return tensorfile.read(path, "weights").tensors
+
+
+def test_overrides_change_what_trains_and_the_saved_config_repeats_it(tmp_path):
+    solver = write_project(tmp_path, max_iter=20, snapshot=10)
+    out = cli("train", solver, "--set", "net.conv1.num_output=6", "--set", "base_lr=0.02",
+              "--set", "net.data.batch_size: 8")
+    assert out.code == 0, out.stderr
+    first = _weights(tmp_path / "out/tiny_iter_20.safetensors")
+    assert first["conv1.0"].shape == (6, 1, 3, 3)  # 4 in net.yaml
+    saved = yaml.safe_load((tmp_path / "out/tiny_solver.yaml").read_text())
+    assert saved["base_lr"] == 0.02 and saved["net"] == "tiny_net.yaml"
+    net = yaml.safe_load((tmp_path / "out/tiny_net.yaml").read_text())
+    assert [l["batch_size"] for l in net["layer"] if l["name"] == "data"] == [8, 8]
+    assert all(Path(l["source"]).is_absolute() for l in net["layer"] if l["name"] == "data")
+    # the files in the run's folder repeat the run: the same weights, bit for bit
+    again = cli("train", tmp_path / "out/tiny_solver.yaml",
+                "--set", f"snapshot_prefix={tmp_path / 'again/tiny'}")
+    assert again.code == 0, again.stderr
+    second = _weights(tmp_path / "again/tiny_iter_20.safetensors")
+    assert first.keys() == second.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+    assert (tmp_path / "net.yaml").read_text() == NET  # the files are untouched
+
+
+@pytest.mark.parametrize("given, fragments", [
+    ("net.conv9.num_output=32", ["--set net.conv9.num_output=32: no layer 'conv9'",
+                                 "did you mean 'conv1'"]),
+    ("net.conv1.num_outpt=32", ["--set net.conv1.num_outpt=32: layer 'conv1' (Convolution)",
+                                "unknown key (did you mean 'num_output'?)"]),
+    ("net.conv1.num_output=many", ["--set net.conv1.num_output=many", "expects an integer"]),
+    ("base_lr=-1", ["--set base_lr=-1: base_lr: must be >= 0"]),
+    ("bse_lr=1", ["--set bse_lr=1: bse_lr: unknown key (did you mean 'base_lr'?)"]),
+    ("lr_policy=steep", ["--set lr_policy=steep"]),
+    ("base_lr", ["--set base_lr: expects KEY=VALUE"]),
+    ("train_net.conv1.num_output=3", ["no train_net", "net.LAYER.FIELD"]),
+    ("net.conv1=3", ["expects net.LAYER.FIELD=VALUE"]),
+])
+def test_a_bad_override_is_one_line_naming_it(tmp_path, given, fragments):
+    out = cli("train", write_project(tmp_path, max_iter=1), "--set", given)
+    assert_one_error(out, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_same_key_twice_is_refused(tmp_path):
+    out = cli("train", write_project(tmp_path, max_iter=1), "--set", "base_lr=1",
+              "--set", "base_lr=2")
+    assert_one_error(out, "--set base_lr is given twice")
+
+
+def test_values_are_yaml():
+    assert parse_override("stepvalue=[10, 20]").value == [10, 20]
+    assert parse_override("net.conv1.weight_filler={type: gaussian, std: 0.1}").value == \
+        {"type": "gaussian", "std": 0.1}
+    assert parse_override("base_lr=1e-3").value == 0.001
+    assert parse_override("snapshot_prefix=out/a=b").value == "out/a=b"
+    assert parse_override("train_state.level=2").path == ("train_state", "level")
+
+
+def test_train_net_and_test_net_files(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    text = solver.read_text().replace("net: net.yaml", "train_net: net.yaml\ntest_net: net.yaml")
+    solver.write_text(text)
+    out = cli("train", solver, "--set", "train_net.ip1.num_output=5",
+              "--set", "test_net.ip1.num_output=5")
+    assert out.code == 0, out.stderr
+    assert (tmp_path / "out/tiny_train_net.yaml").is_file()
+    assert (tmp_path / "out/tiny_test_net0.yaml").is_file()
+    saved = yaml.safe_load((tmp_path / "out/tiny_solver.yaml").read_text())
+    assert saved["train_net"] == "tiny_train_net.yaml"
+    assert saved["test_net"] == ["tiny_test_net0.yaml"]
+    assert _weights(tmp_path / "out/tiny_iter_2.safetensors")["ip1.0"].shape == (5, 36)
