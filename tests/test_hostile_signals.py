@@ -5,6 +5,7 @@ training is one line and exit 130, and two runs never share a snapshot prefix.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
@@ -17,12 +18,16 @@ from trainnet.cli.signals import handled
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
 
+STAMP = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d\.\d{3} ")  # the time before each line
+
+
 def read_until(proc, prefix: str, lines: list[str], timeout: float = 120) -> str:
-    """Lines of ``proc``'s stdout up to the first starting with ``prefix`` (kept in ``lines``)."""
+    """Lines of ``proc``'s stdout up to the first starting with ``prefix`` after its time stamp
+    (kept in ``lines``)."""
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith(prefix):
+        if STAMP.sub("", line, 1).startswith(prefix):
             return line
         assert time.monotonic() < deadline, f"no line {prefix!r} in time"
     raise AssertionError(f"{prefix!r} never came:\n{''.join(lines)}\n{proc.stderr.read()}")

@@ -91,11 +91,12 @@ class RunProgress:
     stderr when it is a terminal and tqdm is installed; the run's lines, time-stamped, on
     stdout (above the bar) either way."""
 
-    def __init__(self, terminal: Optional[bool] = None, stream=None):
+    def __init__(self, terminal: Optional[bool] = None, stream=None, every: float = 0.1):
         self.stream = stream or sys.stderr
         terminal = self.stream.isatty() if terminal is None else terminal
         self.tqdm = _tqdm() if terminal else None
         self.bar = None
+        self.every = every  # seconds between redraws of the bar
 
     def log(self, line: str) -> None:
         line = stamp(line)
@@ -108,7 +109,8 @@ class RunProgress:
         if self.tqdm is not None and total > done:
             self.close()
             self.bar = self.tqdm(total=total, initial=done, desc=desc, file=self.stream,
-                                 unit="it", dynamic_ncols=True, leave=False)
+                                 unit="it", dynamic_ncols=True, leave=False,
+                                 mininterval=self.every)
 
     def to(self, done: int, loss: Optional[float] = None) -> None:
         """Move the bar to ``done`` iterations (with the smoothed loss when given)."""

@@ -1,0 +1,85 @@
+"""Progress of `train` and `test`: time-stamped lines always, a tqdm bar (iteration, loss, rate,
+ETA) on stderr only when it is a terminal; `test` covers its data source once by default;
+--threads reaches the BLAS."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+
+import pytest
+
+from hostile import cli
+from synthetic import write_project
+from trainnet.cli.progress import RunProgress, stamp
+from trainnet.cli.threads import apply_threads
+from trainnet.launch import set_thread_env, thread_count
+from trainnet.netcfg import load_solver
+from trainnet.solver.solver import Solver
+
+STAMPED = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d\.\d{3} ")
+
+
+def test_stamp_is_glog_like():
+    assert re.fullmatch(r"I\d{4} \d\d:\d\d:\d\d\.\d{3} Iteration 1", stamp("Iteration 1"))
+    assert stamp("Warning: x").startswith("W")
+
+
+def test_train_lines_are_stamped_and_plain_without_a_terminal(tmp_path):
+    out = cli("train", write_project(tmp_path, max_iter=20, snapshot=10))
+    assert out.code == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines and all(STAMPED.match(line) for line in lines), lines
+    assert any(" Iteration 10 (" in line for line in lines)
+    assert out.stderr == ""  # no bar: stderr is not a terminal
+
+
+def test_a_bar_follows_training_on_a_terminal(tmp_path):
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    progress = RunProgress(terminal=True, stream=stream, every=0)
+    s = Solver(load_solver(write_project(tmp_path, max_iter=30)), log=progress.log)
+    progress.follow(s)
+    s.solve()
+    progress.close()
+    shown = stream.getvalue()
+    assert "train" in shown and "it/s" in shown and "loss=" in shown and "/30" in shown
+
+
+def test_no_bar_without_a_terminal(tmp_path):
+    progress = RunProgress(terminal=False, stream=io.StringIO())
+    s = Solver(load_solver(write_project(tmp_path, max_iter=3)), log=progress.log)
+    progress.follow(s)
+    assert progress.bar is None and not s.callbacks
+
+
+def test_test_covers_its_source_once(tmp_path):
+    solver = write_project(tmp_path, max_iter=10)
+    assert cli("train", solver).code == 0
+    weights = tmp_path / "out/tiny_iter_10.safetensors"
+    out = cli("test", "--model", tmp_path / "net.yaml", "--weights", weights)
+    assert out.code == 0, out.stderr
+    assert "Testing 4 batches: the data source once" in out.stdout  # 128 images, batches of 32
+    assert re.search(r"^accuracy = [\d.]+$", out.stdout, re.M)
+    out = cli("test", "--model", tmp_path / "net.yaml", "--weights", weights, "--iterations", 2)
+    assert out.code == 0 and "Testing" not in out.stdout
+
+
+def test_threads_from_the_command_line_before_numpy():
+    assert thread_count(["train", "s.yaml", "--threads", "3"], {}) == "3"
+    assert thread_count(["train", "--threads=2"], {"TRAINNET_THREADS": "5"}) == "2"
+    assert thread_count(["train"], {"TRAINNET_THREADS": "5"}) == "5"
+    assert thread_count(["train", "--threads", "x"], {}) is None
+    env = {}
+    set_thread_env(["test", "--threads", "4"], env)
+    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "4"
+
+
+def test_threads_in_process_says_how_or_why_not(monkeypatch):
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # as if not installed
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert apply_threads(2).startswith("BLAS threads: 2 (")
+    assert apply_threads(3).startswith("Warning: --threads 3: the BLAS threads are unchanged")
+    assert apply_threads(None) is None

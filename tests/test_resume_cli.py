@@ -1,0 +1,70 @@
+"""`trainnet train --resume [PREFIX|DIR]`: the newest complete snapshot of a run, a damaged or
+half-written newer one skipped with a note, a clear error when there is nothing; the JSON log
+marks the resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from hostile import assert_one_error, cli
+from synthetic import write_project
+from trainnet.formats import tensorfile
+
+
+def _log(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "out/tiny_log.jsonl").read_text().splitlines()]
+
+
+def test_resume_takes_the_newest_snapshot_and_the_log_marks_it(tmp_path):
+    solver = write_project(tmp_path, max_iter=20, snapshot=10)
+    assert cli("train", solver).code == 0
+    out = cli("train", solver, "--resume", "--set", "max_iter=30")
+    assert out.code == 0, out.stderr
+    assert f"Resumed from {tmp_path / 'out/tiny_iter_20.solverstate'} at iteration 20" in out.stdout
+    assert "iterations 20 -> 30" in out.stdout
+    resumes = [r for r in _log(tmp_path) if r["event"] == "resume"]
+    assert resumes == [{"event": "resume", "iter": 20,
+                        "from": str(tmp_path / "out/tiny_iter_20.solverstate")}]
+    events = [r["event"] for r in _log(tmp_path)]
+    assert events.index("resume") < max(i for i, e in enumerate(events) if e == "train")
+
+
+def test_resume_skips_a_damaged_newest_snapshot(tmp_path):
+    solver = write_project(tmp_path, max_iter=30, snapshot=10)
+    assert cli("train", solver).code == 0
+    state = tmp_path / "out/tiny_iter_30.solverstate"
+    state.write_bytes(state.read_bytes()[:100])         # cut short
+    os.remove(tmp_path / "out/tiny_iter_20.safetensors")  # a state without its weights
+    out = cli("train", solver, "--resume", tmp_path / "out/tiny", "--set", "max_iter=12")
+    assert out.code == 0, out.stderr
+    skipped = [line for line in out.stdout.splitlines() if "skipping" in line]
+    assert len(skipped) == 2 and "tiny_iter_30.solverstate" in skipped[0]
+    assert "tiny_iter_20.solverstate" in skipped[1]
+    assert "Resumed from" in out.stdout and "at iteration 10" in out.stdout
+    assert _log(tmp_path)[-1]["event"] != "resume"
+    assert [r["iter"] for r in _log(tmp_path) if r["event"] == "resume"] == [10]
+
+
+def test_resume_from_a_folder_matches_an_uninterrupted_run(tmp_path):
+    solver = write_project(tmp_path / "a", max_iter=20, snapshot=10)
+    assert cli("train", solver).code == 0
+    whole = tensorfile.read(tmp_path / "a/out/tiny_iter_20.safetensors", "weights").tensors
+    for path in (tmp_path / "a/out").glob("tiny_iter_20*"):
+        path.unlink()
+    out = cli("train", solver, "--resume", tmp_path / "a/out")
+    assert out.code == 0, out.stderr
+    assert "at iteration 10" in out.stdout
+    again = tensorfile.read(tmp_path / "a/out/tiny_iter_20.safetensors", "weights").tensors
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], again[key])
+
+
+def test_nothing_to_resume_is_one_line(tmp_path):
+    solver = write_project(tmp_path, max_iter=5)
+    out = cli("train", solver, "--resume")
+    assert_one_error(out, "nothing to resume", str(tmp_path / "out/tiny"))
+    out = cli("train", solver, "--resume", tmp_path / "out/tiny", "--weights", "w.safetensors")
+    assert_one_error(out, "give one of --weights, --snapshot and --resume")
