@@ -143,7 +143,7 @@ def test_ctrl_c_snapshots_and_exits(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stdout:
-        if line.startswith("Iteration 20 "):
+        if " Iteration 20 " in line:
             break
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
