@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from trainnet.formats.weightkey import split_key
+from trainnet.runtime.debug_info import NonFiniteBlob, PassFigures
 
 
 def mark(net) -> dict[str, tuple[str, Any]]:
@@ -52,27 +53,22 @@ def nonfinite_weights(net) -> Optional[str]:
 def locate_nonfinite(net, backward: bool) -> Optional[str]:
     """Run one pass step by step and name the first blob that is not finite: a weight blob,
     a top in forward, then (with ``backward``) a bottom's or a parameter's gradient."""
+    return locate_with_figures(net, backward)[0]
+
+
+def locate_with_figures(net, backward: bool) -> tuple[Optional[str], PassFigures]:
+    """``locate_nonfinite``, and debug_info's figures of the pass up to and including the first
+    non-finite blob (none when a weight blob is already not finite)."""
+    figures = PassFigures(net, stop_at_nonfinite=True)
     found = nonfinite_weights(net)
     if found:
-        return found
-    device = net.device
+        return found, figures
     with np.errstate(all="ignore"):
-        for step, io in zip(net.plan.steps, net.ios):
-            step.layer.forward(io, device)
-            for name, top in zip(step.tops, io.top):
-                if not _finite(net, top):
-                    return f"layer '{step.name}' ({step.type}) forward: its top '{name}' is not finite"
-        if not backward:
-            return None
-        net.seed_gradients()
-        for step, io in net.backward_steps:
-            step.layer.backward(io, device)
-            for name, grad in zip(step.bottoms, io.bottom_diff):
-                if grad is not None and not _finite(net, grad):
-                    return (f"layer '{step.name}' ({step.type}) backward: the gradient of its "
-                            f"bottom '{name}' is not finite")
-            for i, grad in enumerate(io.param_diff):
-                if grad is not None and not _finite(net, grad):
-                    return (f"layer '{step.name}' ({step.type}) backward: the gradient of its "
-                            f"parameter blob {i} is not finite")
-    return None
+        try:
+            net.forward_host(figures)
+            net.forward_device(figures)
+            if backward:
+                net.backward(figures)
+        except NonFiniteBlob:
+            pass
+    return figures.nonfinite, figures

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from trainnet.errors import TrainnetError
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.memory import check_fits
 from trainnet.runtime.params import ParamStore
+
+# called after a step ran: (step, its StepIO, "forward" or "backward")
+Observer = Callable[[Step, StepIO, str], None]
 
 
 @dataclass
@@ -189,29 +192,40 @@ class Net:
             self._forward_graph.replay()
         return self.loss()
 
-    def forward_host(self) -> None:
-        """The leading data layers (on the CPU: nothing runs here, see ``forward_device``)."""
+    def forward_host(self, observe: Optional[Observer] = None) -> None:
+        """The leading data layers (on the CPU: nothing runs here, see ``forward_device``).
+        ``observe(step, io, "forward")`` after each step: see ``forward_device``."""
         if self.device.is_gpu:
             for step, io in self.host_steps:
                 step.layer.forward(io, self.device)
+                if observe is not None:
+                    observe(step, io, "forward")
 
-    def forward_device(self) -> None:
-        """Every step that ``forward_host`` does not run, in plan order (queued on a GPU)."""
+    def forward_device(self, observe: Optional[Observer] = None) -> None:
+        """Every step that ``forward_host`` does not run, in plan order (queued on a GPU).
+        ``observe(step, io, "forward")`` is called after each step, when its tops hold this
+        pass's values (a later step may reuse their memory): debug_info's figures and the search
+        for a first non-finite blob; never given inside a captured graph."""
         device = self.device
         for step, io in (self.device_steps if device.is_gpu else zip(self.plan.steps, self.ios)):
             step.layer.forward(io, device)
+            if observe is not None:
+                observe(step, io, "forward")
 
     def loss(self) -> float:
         """The weighted sum of the loss tops after a forward (waits for a GPU)."""
         to_host = self.device.to_host
         return sum(w * float(to_host(top).sum(dtype=np.float64)) for top, w in self.loss_tops)
 
-    def backward(self) -> None:
-        """Seed the gradients, then run backward in reverse order (queued on a GPU)."""
+    def backward(self, observe: Optional[Observer] = None) -> None:
+        """Seed the gradients, then run backward in reverse order (queued on a GPU);
+        ``observe(step, io, "backward")`` after each step, as in ``forward_device``."""
         self.seed_gradients()
         device = self.device
         for step, io in self.backward_steps:
             step.layer.backward(io, device)
+            if observe is not None:
+                observe(step, io, "backward")
         for shadow, owner in self.shadow_sums:
             device.add(owner, shadow)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -15,13 +15,16 @@ from trainnet.netcfg.solver_nets import SolverNet, solver_test_nets, solver_trai
 from trainnet.plan.compile import compile_net
 from trainnet.plan.filter import filter_layers
 from trainnet.runtime import locate
+from trainnet.runtime.debug_info import PassFigures
 from trainnet.runtime.device import CPU, Device
 from trainnet.runtime.net import Net
-from trainnet.solver import resume
+from trainnet.solver import debug_info, resume
 from trainnet.solver.outputs import LogWriteError, RunFiles, snapshot_prefix
-from trainnet.solver.testing import Diverged, Interrupted, NonFiniteOutput, average_outputs
+from trainnet.solver.testing import Diverged, Interrupted, NonFiniteOutput, average_outputs, test_all
 from trainnet.solver.lr_policy import learning_rate
 from trainnet.solver.update import update_rule
+
+__all__ = ["Solver", "Diverged", "NonFiniteOutput", "average_outputs"]  # the last three: testing's
 
 
 class Solver:
@@ -66,6 +69,8 @@ class Solver:
             self.rule.to_device(device)
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=cfg.average_loss)
+        self.explosion = debug_info.ExplosionWatch(cfg.loss_explosion_factor)
+        self.figures: Optional[PassFigures] = None  # debug_info's, of the last iteration
         self.stop_requested = self.snapshot_requested = False
         self.stop_reason = self.snapshot_reason = ""
         self.last_test: dict = {}
@@ -170,6 +175,7 @@ class Solver:
         marked = (locate.mark(self.net), self.rng.bit_generator.state)
         loss = self._iteration(rate, it, marked)
         self.losses.append(loss)
+        debug_info.watch_loss(self, it, loss)
         self.iter += 1  # before the log is written: a failing write snapshots a consistent state
         smoothed = sum(self.losses) / len(self.losses)
         if cfg.display and it % cfg.display == 0:
@@ -180,6 +186,8 @@ class Solver:
             self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
                         seconds=round(now - self._t0, 3))
             self._report_data(self.net, it)
+            if self.figures is not None:
+                debug_info.report(self, it, self.figures)
 
     def _iteration(self, rate: float, it: int, marked) -> float:
         """iter_size forward/backward passes, the divergence check, then the update; returns
@@ -191,23 +199,34 @@ class Solver:
         for on_start, _ in self.callbacks:
             on_start()
         loss = 0.0
+        figures = debug_info.due(self, it)  # a display iteration's figures, step by step
         for _ in range(n):
-            net.forward_host()
-            self._run("pass", self._pass)
+            net.forward_host(figures)
+            if figures is None:
+                self._run("pass", self._pass)
+            else:
+                self._pass(figures)
             loss += net.loss()
         loss /= n
         for _, on_gradients in self.callbacks:
             on_gradients()
         if not np.isfinite(loss) or not self.rule.finite(self._grads):
-            self._diverged(it, loss, marked)
+            debug_info.diverged(self, it, loss, marked)
+        if figures is not None:
+            figures.take_norms(self._grads)
+            figures.before_update()
         self._run("update", self._update)
+        if figures is not None:
+            figures.after_update()
+        self.figures = figures
         return loss
 
-    def _pass(self) -> None:
+    def _pass(self, figures: Optional[PassFigures] = None) -> None:
         """One pass's device work: forward, backward, the sum over iter_size, and (on a GPU)
-        the count of non-finite gradients that ``rule.finite`` reads."""
-        self.net.forward_device()
-        self.net.backward()
+        the count of non-finite gradients that ``rule.finite`` reads.  ``figures`` (debug_info)
+        observes each step: the pass then runs eagerly, outside any graph."""
+        self.net.forward_device(figures)
+        self.net.backward(figures)
         if self._acc is not None:
             self.device.add(self._acc, self.net.params.diff)
         self.rule.queue_check(self._grads)
@@ -218,27 +237,6 @@ class Solver:
             self.device.copy(params.diff, acc)
             self.device.fill(acc, 0)
         self.rule.update(params.data, params.diff)
-
-    def _diverged(self, it: int, loss: float, marked) -> None:
-        """Stop on a non-finite loss or gradient, before the update: re-run the iteration's
-        first pass to say where it went non-finite, then snapshot the state it started from
-        (weights and history untouched, the data readers rewound), and raise Diverged."""
-        what = f"the loss is {loss}" if not np.isfinite(loss) else "a gradient is not finite"
-        spoiled = locate.nonfinite_weights(self.net)
-        if spoiled:  # the previous update overflowed: no good state is left in memory
-            raise Diverged(f"iteration {it}: {what} (diverged): {spoiled}, made so by the update "
-                           f"of iteration {it - 1}; no snapshot written (the newest one on disk "
-                           "is the last good state): lower base_lr or set clip_gradients")
-        states, rng_state = marked
-        locate.rewind(self.net, states)
-        self.rng.bit_generator.state = rng_state
-        where = locate.locate_nonfinite(self.net, backward=True) or "not found again on a re-run"
-        locate.rewind(self.net, states)
-        self.rng.bit_generator.state = rng_state
-        saved = self.snapshot()
-        raise Diverged(f"iteration {it}: {what} (diverged); first non-finite: {where}; the state "
-                       f"before this iteration is saved as {saved}: lower base_lr (or set "
-                       "clip_gradients) or check the data, then resume from it")
 
     def _run(self, name: str, work: Callable[[], object]) -> None:
         """Run ``work``; with CUDA graphs (a GPU only) eagerly the first time (kernels compile),
@@ -257,28 +255,7 @@ class Solver:
     def test_all(self) -> dict:
         """Test every test net with its test_iter; returns (and keeps) test net #0's outputs.
         A stop requested meanwhile raises Interrupted."""
-        results = []
-        for i, (net, n) in enumerate(zip(self.test_nets, self.cfg.test_iter)):
-            try:
-                outputs = average_outputs(net, n, stop=lambda: self.stop_requested)
-            except NonFiniteOutput as exc:  # the test data or a test-only layer: training goes on
-                self.log(f"Iteration {self.iter}, Testing net (#{i}): {exc}")
-                self.record(event="test", iter=self.iter, net=i, error=str(exc))
-                results.append({})
-                continue
-            parts = []
-            for name, value in outputs.items():
-                if np.ndim(value) == 0:
-                    parts.append(f"{name} = {float(value):.6g}")
-            self.log(f"Iteration {self.iter}, Testing net (#{i}): " + ", ".join(parts))
-            self.record(event="test", iter=self.iter, net=i,
-                        outputs={k: (float(v) if np.ndim(v) == 0 else np.asarray(v).tolist())
-                                 for k, v in outputs.items()})
-            results.append(outputs)
-            self._report_data(net, self.iter)
-        self.test_results = results
-        self.last_test = results[0] if results else {}
-        return self.last_test
+        return test_all(self)
 
     def _report_data(self, net: Net, it: int) -> None:
         """Log what the net's data layers report (records skipped as unreadable)."""

@@ -69,7 +69,7 @@ SOLVER = D(net=24, net_param=25, train_net=1, test_net=2, train_net_param=21, te
            snapshot_prefix=15, snapshot_diff=16, snapshot_format=37, solver_mode=17,
            device_id=18, random_seed=20, type=40, delta=31, momentum2=39, rms_decay=38,
            debug_info=23, snapshot_after_train=28, solver_type=30, layer_wise_reduce=41,
-           weights=42, snapshot_keep=1000)
+           weights=42, snapshot_keep=1000, loss_explosion_factor=1001)
 
 LAYER.update({field: number for field, (number, _) in LAYER_PARAMS.items()})
 V1_LAYER.update(V1_PARAMS)

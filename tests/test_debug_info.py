@@ -1,0 +1,234 @@
+"""debug_info (Caffe's per-layer mean absolute data and diff at display iterations), the
+divergence report that logs them, and the warning of a loss that explodes while still finite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainnet.netcfg import load_solver
+from trainnet.runtime.debug_info import mean_abs
+from trainnet.solver.debug_info import EXPLOSION_DECAY, EXPLOSION_WARM_UP, ExplosionWatch, lines
+from trainnet.solver.solver import Solver
+from trainnet.solver.testing import Diverged
+
+TINY = """name: tiny
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [4, 3]}, {dim: [4, 2]}],
+     data_filler: [{type: gaussian}, {type: gaussian}]}
+  - {name: ip, type: InnerProduct, bottom: x, top: y, num_output: 2,
+     weight_filler: {type: gaussian, std: 0.5}, bias_filler: {type: constant, value: 0.1}}
+  - {name: loss, type: EuclideanLoss, bottom: [y, t], top: loss}
+"""
+
+# deep enough that a reuse-packed plan writes later blobs over earlier ones
+DEEP = """name: deep
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [8, 16]}, {dim: [8, 4]}],
+     data_filler: [{type: gaussian}, {type: gaussian}]}
+  - {name: ip1, type: InnerProduct, bottom: x, top: a, num_output: 32, weight_filler: {type: xavier}}
+  - {name: s1, type: Sigmoid, bottom: a, top: b}
+  - {name: ip2, type: InnerProduct, bottom: b, top: c, num_output: 32, weight_filler: {type: xavier}}
+  - {name: s2, type: TanH, bottom: c, top: d}
+  - {name: ip3, type: InnerProduct, bottom: d, top: e, num_output: 32, weight_filler: {type: xavier}}
+  - {name: s3, type: Sigmoid, bottom: e, top: f}
+  - {name: ip4, type: InnerProduct, bottom: f, top: g, num_output: 4, weight_filler: {type: xavier}}
+  - {name: loss, type: EuclideanLoss, bottom: [g, t], top: loss}
+"""
+
+# weights 0, then a square root: the loss is finite, the gradient at 0 infinite
+SQRT_OF_ZERO = """name: root
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [4, 3]}, {dim: [4, 1]}],
+     data_filler: [{type: gaussian}, {type: gaussian}]}
+  - {name: ip, type: InnerProduct, bottom: x, top: y, num_output: 1}
+  - {name: root, type: Power, bottom: y, top: r, power: 0.5}
+  - {name: loss, type: EuclideanLoss, bottom: [r, t], top: loss}
+"""
+
+# one constant batch, weights summing to s: the loss is s^2 * 9/2 / 4 ... and base_lr 1 turns
+# s into -2s every iteration: the loss grows fourfold per iteration, finite for ~60 iterations
+GROWING = """name: growing
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [4, 3]}, {dim: [4, 1]}],
+     data_filler: [{type: constant, value: 1}, {type: constant, value: 0}]}
+  - {name: ip, type: InnerProduct, bottom: x, top: y, num_output: 1, bias_term: false,
+     weight_filler: {type: constant, value: 0.1}}
+  - {name: loss, type: EuclideanLoss, bottom: [y, t], top: loss}
+"""
+
+
+def project(folder: Path, net: str, **solver) -> Path:
+    (folder / "net.yaml").write_text(net)
+    fields = {"net": "net.yaml", "base_lr": 0.1, "max_iter": 3, "display": 2, "debug_info": True,
+              "random_seed": 5, "snapshot_prefix": f"{folder}/run", "snapshot_after_train": False}
+    fields.update(solver)
+    (folder / "solver.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in fields.items()))
+    return folder / "solver.yaml"
+
+
+def records(solver: Solver, event: str) -> list[dict]:
+    found = [json.loads(line) for line in solver.log_path.read_text().splitlines()]
+    return [r for r in found if r.get("event") == event]
+
+
+def test_figures_are_the_hand_computed_ones(tmp_path):
+    """Every figure of a display iteration against NumPy on the blobs of that iteration."""
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, TINY)), log=logged.append,
+               compile_options={"reuse_memory": False})  # so that x and t can be read after
+    w, b = (s.net.params.named()[k].copy() for k in ("ip.0", "ip.1"))
+    s.step_once()
+    x, t = s.net.data("x").copy(), s.net.data("t").copy()
+    y = x @ w.T + b
+    dy = (y - t) / 4
+    dw, db = dy.T @ x, dy.sum(0)
+    m = lambda a: float(np.abs(np.asarray(a, np.float64)).mean())
+    got = s.figures.record()
+    expected_forward = [("x", m(x)), ("t", m(t)), ("y", m(y)), (0, m(w)), (1, m(b)),
+                        ("loss", ((y - t) ** 2).sum() / 8)]
+    assert [f.get("top", f.get("param")) for f in got["forward"]] == [k for k, _ in expected_forward]
+    np.testing.assert_allclose([f["data"] for f in got["forward"]],
+                               [v for _, v in expected_forward], rtol=1e-5)
+    assert [(f["layer"], f.get("bottom", f.get("param"))) for f in got["backward"]] == [
+        ("loss", "y"), ("ip", 0), ("ip", 1)]
+    np.testing.assert_allclose([f["diff"] for f in got["backward"]], [m(dy), m(dw), m(db)], rtol=1e-5)
+    np.testing.assert_allclose(got["norms"]["l1"], [np.abs(w).sum() + np.abs(b).sum(),
+                                                    np.abs(dw).sum() + np.abs(db).sum()], rtol=1e-5)
+    np.testing.assert_allclose(got["norms"]["l2"], [np.sqrt((w ** 2).sum() + (b ** 2).sum()),
+                                                    np.sqrt((dw ** 2).sum() + (db ** 2).sum())],
+                               rtol=1e-5)
+    # [Update]: the data before the update, the step (base_lr times the gradient) as the diff
+    assert [(f["layer"], f["param"]) for f in got["update"]] == [("ip", 0), ("ip", 1)]
+    np.testing.assert_allclose([f["data"] for f in got["update"]], [m(w), m(b)], rtol=1e-5)
+    np.testing.assert_allclose([f["diff"] for f in got["update"]], [0.1 * m(dw), 0.1 * m(db)],
+                               rtol=1e-5)
+    # Caffe's lines, in its order, after the iteration's line
+    at = logged.index(next(line for line in logged if line.startswith("Iteration 0")))
+    assert logged[at + 1:at + 3] == [f"    [Forward] Layer data, top blob x data: {m(x):.6g}",
+                                     f"    [Forward] Layer data, top blob t data: {m(t):.6g}"]
+    assert f"    [Forward] Layer ip, param blob 0 data: {m(w):.6g}" in logged
+    assert f"    [Backward] Layer loss, bottom blob y diff: {m(dy):.6g}" in logged
+    assert f"    [Backward] Layer ip, param blob 1 diff: {m(db):.6g}" in logged
+    assert (f"    [Update] Layer ip, param 0 data: {m(w):.6g}; diff: {0.1 * m(dw):.6g}") in logged
+    assert any(line.startswith("    [Backward] All net params (data, diff): L1 norm = (")
+               for line in logged)
+
+
+def test_records_only_at_display_iterations(tmp_path):
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, TINY, max_iter=5)), log=logged.append)
+    s.solve()
+    found = records(s, "debug_info")
+    assert [r["iter"] for r in found] == [0, 2, 4]
+    assert {"forward", "backward", "norms", "update"} <= set(found[0])
+    assert found[0]["forward"][2] == {"layer": "ip", "top": "y", "data": found[0]["forward"][2]["data"]}
+    assert lines(found[1]) == [line for line in logged if line.startswith("    [")][
+        len(lines(found[0])):2 * len(lines(found[0]))]
+    assert sum(line.startswith("    [Forward] Layer ip, top blob y") for line in logged) == 3
+
+
+def test_no_figures_without_debug_info(tmp_path):
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, TINY, debug_info=False)), log=logged.append)
+    s.solve()
+    assert not records(s, "debug_info") and not any("[Forward]" in line for line in logged)
+
+
+def test_a_packed_plan_shows_the_iterations_values(tmp_path):
+    """With memory reuse, later steps write over earlier blobs: the figures, taken step by step,
+    are still those of an unpacked plan, while reading the arena after the pass would not be."""
+    packed = Solver(load_solver(project(tmp_path, DEEP, max_iter=1)))
+    plain = Solver(load_solver(project(tmp_path, DEEP, max_iter=1)),
+                   compile_options={"reuse_memory": False})
+    assert packed.net.plan.arena_bytes < plain.net.plan.arena_bytes
+    packed.step_once()
+    plain.step_once()
+    a, b = packed.figures.record(), plain.figures.record()
+    assert [f.get("top", f.get("param")) for f in a["forward"]] == [
+        f.get("top", f.get("param")) for f in b["forward"]]
+    for kind in ("forward", "backward", "update"):
+        for f, g in zip(a[kind], b[kind]):
+            for field in ("data", "diff"):
+                if field in f:
+                    assert f[field] == pytest.approx(g[field], rel=1e-6), (kind, f, g)
+    after = {f["top"]: mean_abs(packed.device, packed.net.data(f["top"]))
+             for f in a["forward"] if "top" in f}
+    shown = {f["top"]: f["data"] for f in a["forward"] if "top" in f}
+    assert any(after[k] != pytest.approx(shown[k], rel=1e-3) for k in after)  # overwritten
+
+
+def test_divergence_logs_the_table_up_to_the_first_nonfinite_blob(tmp_path):
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, SQRT_OF_ZERO, display=0, debug_info=False)),
+               log=logged.append)
+    with pytest.raises(Diverged) as exc:
+        s.solve()
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1
+    assert "first non-finite: layer 'root' (Power) backward: the gradient of its bottom 'y'" in message
+    assert "logged above" in message
+    table = exc.value.table
+    assert table[0] == "    [Forward] Layer data, top blob x data: " + table[0].rsplit(" ", 1)[1]
+    assert table[-1] == "    [Backward] Layer root, bottom blob y diff: inf"
+    assert "    [Forward] Layer root, top blob r data: 0" in table
+    at = logged.index("Iteration 0, debug_info of the pass up to the first non-finite blob:")
+    assert logged[at + 1:at + 1 + len(table)] == table
+    (record,) = records(s, "debug_info")
+    assert record["diverged"] and record["iter"] == 0 and lines(record) == table
+
+
+def test_a_finite_explosion_warns_once(tmp_path):
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, GROWING, base_lr=1.0, max_iter=20, display=0,
+                                   debug_info=False)), log=logged.append)
+    s.solve()
+    warned = [line for line in logged if "loss_explosion_factor" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"Iteration {EXPLOSION_WARM_UP}: Warning: the loss")
+    (record,) = records(s, "loss_explosion")
+    assert record["iter"] == EXPLOSION_WARM_UP and record["factor"] == 10
+    assert record["loss"] > 10 * record["average"] > 0
+
+
+def test_explosion_watch():
+    watch = ExplosionWatch(10)
+    assert [watch.check(1.0) for _ in range(EXPLOSION_WARM_UP)] == [None] * EXPLOSION_WARM_UP
+    assert watch.check(9.0) is None and watch.check(float("nan")) is None
+    older = [EXPLOSION_DECAY ** k for k in range(1, EXPLOSION_WARM_UP + 1)]  # the ones, decayed
+    assert watch.check(100.0) == pytest.approx((sum(older) + 9) / (sum(older) + 1))
+    assert watch.check(1e6) is None   # once only
+    off = ExplosionWatch(0)
+    assert all(off.check(v) is None for v in [1.0] * 20 + [1e9])
+
+
+def test_ordinary_training_does_not_warn(tmp_path):
+    logged: list[str] = []
+    Solver(load_solver(project(tmp_path, TINY, max_iter=60, debug_info=False)),
+           log=logged.append).solve()
+    assert not any("loss_explosion_factor" in line for line in logged)
+
+
+@pytest.mark.gpu
+def test_gpu_figures_match_the_cpu_between_graph_replays(tmp_path, gpu_device):
+    """On a GPU the iterations between displays replay captured graphs; a display iteration runs
+    eagerly, step by step, and shows the same figures as the CPU."""
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "gpu").mkdir()
+    cpu = Solver(load_solver(project(tmp_path / "cpu", DEEP, max_iter=7, display=3)))
+    cpu.solve()
+    gpu = Solver(load_solver(project(tmp_path / "gpu", DEEP, max_iter=7, display=3)), gpu_device)
+    gpu.solve()
+    assert gpu.graph and set(gpu._graphs) == {"pass", "update"}
+    found = {device: records(s, "debug_info") for device, s in (("cpu", cpu), ("gpu", gpu))}
+    assert [r["iter"] for r in found["gpu"]] == [0, 3, 6]
+    for a, b in zip(found["cpu"], found["gpu"]):
+        for kind in ("forward", "backward", "update"):
+            for f, g in zip(a[kind], b[kind]):
+                assert {k: v for k, v in f.items() if k not in ("data", "diff")} == {
+                    k: v for k, v in g.items() if k not in ("data", "diff")}
+                for field in ("data", "diff"):
+                    if field in f:
+                        assert g[field] == pytest.approx(f[field], rel=1e-4, abs=1e-7), (kind, f, g)
