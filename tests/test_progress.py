@@ -9,8 +9,9 @@ import re
 import sys
 
 import pytest
+import yaml
 
-from hostile import cli
+from hostile import cli, run_process
 from synthetic import write_project
 from trainnet.cli.progress import RunProgress, stamp
 from trainnet.cli.threads import apply_threads
@@ -83,3 +84,14 @@ def test_threads_in_process_says_how_or_why_not(monkeypatch):
     assert apply_threads(2).startswith("BLAS threads: 2 (")
     assert apply_threads(3).startswith("Warning: --threads 3: the BLAS threads are unchanged")
     assert apply_threads(None) is None
+
+
+def test_threads_through_the_trainnet_command(tmp_path):
+    """A real ``trainnet`` process: the BLAS variables set before NumPy loads, and the data
+    layers' workers (none set in the net) in the net as run."""
+    out = run_process("train", write_project(tmp_path, max_iter=2), "--threads", "2")
+    assert out.code == 0, out.stderr
+    assert "BLAS threads: 2 (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS set before NumPy loaded)" \
+        in out.stdout
+    net = yaml.safe_load((tmp_path / "out/tiny_net.yaml").read_text())
+    assert [l.get("workers") for l in net["layer"] if l["type"] == "Data"] == [2, 2]

@@ -21,16 +21,17 @@ from trainnet.errors import TrainnetError
 DEFAULT_TEST_ITERATIONS = 50  # Caffe's, when the test source's size is not known
 
 
-def load_config(solver: str, sets: tuple[str, ...]):
-    """The solver of the file ``solver`` with the ``--set`` overrides applied."""
-    from trainnet.netcfg import load_solver
+def load_config(solver: str, sets: tuple[str, ...], threads: Optional[int]):
+    """The solver of the file ``solver`` with the ``--set`` overrides applied, and ``threads``
+    data workers for each data layer that does not set its own."""
+    from trainnet.netcfg import load_net, load_solver
+    from trainnet.netcfg.as_run import with_layer_default
     from trainnet.netcfg.overrides import check_keys, load_solver_with, parse_override
 
-    if not sets:
-        return load_solver(solver)
     overrides = [parse_override(text) for text in sets]
     check_keys(overrides)
-    return load_solver_with(solver, overrides)
+    cfg = load_solver_with(solver, overrides) if overrides else load_solver(solver)
+    return cfg if threads is None else with_layer_default(cfg, "workers", threads, load_net)
 
 
 def _data_place(path: str, net) -> Optional[Path]:
@@ -46,7 +47,7 @@ def _data_place(path: str, net) -> Optional[Path]:
 def config_files(cfg, prefix: str) -> dict[Path, str]:
     """The solver and nets as run (``--set`` applied), to be written beside the snapshots."""
     from trainnet.netcfg import load_net
-    from trainnet.netcfg.overrides import resolved_files
+    from trainnet.netcfg.as_run import resolved_files
 
     return resolved_files(cfg, prefix, load_net, _data_place)
 
@@ -85,7 +86,7 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
     threads_line = apply_threads(threads)
     if threads_line:
         progress.log(threads_line)
-    cfg = load_config(solver, sets)
+    cfg = load_config(solver, sets, threads)
     s = Solver(cfg, get_device(device, tf32=tf32), log=progress.log, graph=not no_graph)
     if weights:
         for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
@@ -132,6 +133,7 @@ def source_iterations(net) -> Optional[int]:
 def test(model, weights, iterations, phase, stages, level, threads, device, tf32, no_graph):
     """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
     from trainnet.netcfg import load_net
+    from trainnet.netcfg.as_run import net_with_default
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
     from trainnet.solver.solver import average_outputs
@@ -142,7 +144,10 @@ def test(model, weights, iterations, phase, stages, level, threads, device, tf32
     if threads_line:
         progress.log(threads_line)
     dev = get_device(device, tf32=tf32)
-    plan = compile_for(load_net(model), phase, stages, level, backward=False, gpu=dev.is_gpu)
+    cfg = load_net(model)
+    if threads is not None:
+        cfg = net_with_default(cfg, "workers", threads)  # data layers' threads
+    plan = compile_for(cfg, phase, stages, level, backward=False, gpu=dev.is_gpu)
     unfilled = [top for step in plan.steps if step.layer.filled_by_user for top in step.tops]
     if unfilled:
         raise TrainnetError(f"{model}: nothing fills the input blob{'s' * (len(unfilled) > 1)} "

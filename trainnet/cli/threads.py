@@ -1,4 +1,5 @@
-"""``--threads N`` (or ``TRAINNET_THREADS``): the CPU threads a command's math uses.
+"""``--threads N`` (or ``TRAINNET_THREADS``): the CPU threads a command's math uses (and the
+data layers' ``workers``, where a net leaves them unset: the command applies that to the net).
 
 NumPy's BLAS (OpenBLAS, MKL, BLIS, Accelerate) sizes its thread pool when NumPy loads, from
 environment variables.  ``trainnet.launch`` (the ``trainnet`` command) reads ``--threads`` and
@@ -22,8 +23,9 @@ _limits = []  # threadpoolctl's limiters, held for the process's life
 
 def threads_option(fn):
     return click.option("--threads", type=click.IntRange(min=1), envvar=ENV, default=None,
-                        help=f"CPU threads for the math (BLAS) [env {ENV}; default: the BLAS "
-                        "library's own choice].")(fn)
+                        help=f"CPU threads for the math (BLAS), and the data layers' workers "
+                        f"where the net sets none [env {ENV}; default: the BLAS library's own "
+                        "choice, one worker].")(fn)
 
 
 def apply_threads(count: Optional[int]) -> Optional[str]:

@@ -6,9 +6,6 @@ generic test nets), ``train_net`` or ``test_net`` (``test_net.I`` when the solve
 A layer name stands for every layer of that name (a TRAIN and a TEST data layer alike).  A value
 is read as YAML (``0.001``, ``[1, 2]``, ``{type: xavier}``).  The changed data is validated by
 the same parsers as the files, and an error names the ``--set`` it comes from.
-
-``resolved_files`` gives the YAML of the solver and nets as they are run (overrides applied,
-each net a file beside the solver), so that a run can be repeated from its own folder.
 """
 
 from __future__ import annotations
@@ -17,21 +14,16 @@ import copy
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import yaml
+from typing import Any
 
 from trainnet.errors import ConfigError, ConfigErrors, TrainnetError
 from trainnet.netcfg.kind import refuse_other_kind
-from trainnet.netcfg.net import NetConfig, dump_net, net_file, parse_net
-from trainnet.netcfg.prototxt import SOLVER_NETS, is_prototxt, read_file, read_net, read_solver
+from trainnet.netcfg.net import net_file, parse_net
+from trainnet.netcfg.prototxt import is_prototxt, read_file, read_net, read_solver
 from trainnet.netcfg.solver import SolverConfig, parse_solver
 from trainnet.netcfg.source import SourceMap, load_yaml, load_yaml_text
-from trainnet.netcfg.yaml_scalars import Dumper
 
 NETS = ("net", "train_net", "test_net")
-# the fields of a layer naming data files (``transform_param.mean_file`` too)
-PATH_FIELDS = ("source", "root_folder", "mean_file")
 
 
 @dataclass(frozen=True)
@@ -207,67 +199,6 @@ def _with_net(cfg, kind, index, overrides, data, src) -> SolverConfig:
                                          "supported (it would reorder the test nets)")
         return cfg.model_copy(update={"test_net_param": inline, "test_net": files})
     return cfg.model_copy(update={kind: None, f"{kind}_param": net})
-
-
-# --- the configuration as run ---------------------------------------------------------------
-def yaml_text(data: dict) -> str:
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=None, width=100)
-
-
-def _solver_nets(cfg: SolverConfig, load: Callable[[Path], NetConfig]):
-    """(solver field, file suffix, NetConfig) for every net the solver names."""
-    out = []
-    for kind in ("net", "train_net"):
-        net = getattr(cfg, f"{kind}_param")
-        if net is None and getattr(cfg, kind) is not None:
-            net = load(cfg.resolve(getattr(cfg, kind)))
-        if net is not None:
-            out.append((kind, f"_{kind}.yaml", net))
-    tests = list(cfg.test_net_param) + [load(cfg.resolve(n)) for n in cfg.test_net]
-    out += [("test_net", f"_test_net{i}.yaml", net) for i, net in enumerate(tests)]
-    return out
-
-
-def _absolute_paths(layer: dict, net: NetConfig, locate) -> None:
-    """Relative data paths of ``layer`` made the absolute ones this run reads."""
-    for holder in (layer, layer.get("transform_param")):
-        if not isinstance(holder, dict):
-            continue
-        for key in PATH_FIELDS:
-            value = holder.get(key)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                found: Optional[Path] = locate(value, net)
-                if found is not None:
-                    holder[key] = str(found.resolve())
-
-
-def resolved_files(cfg: SolverConfig, prefix: str, load: Callable[[Path], NetConfig],
-                   locate: Callable[[str, NetConfig], Optional[Path]] = lambda p, n: None,
-                   ) -> dict[Path, str]:
-    """The YAML text of ``cfg`` and each of its nets as they are run, by file: the solver as
-    ``{prefix}_solver.yaml`` naming its nets ``{prefix}_net.yaml``, ``{prefix}_train_net.yaml``,
-    ``{prefix}_test_netI.yaml`` beside it; data paths as ``locate`` finds them (absolute), the
-    snapshot prefix and format written out (the saved file would give other defaults)."""
-    solver = cfg.model_dump(exclude={"file", *SOLVER_NETS, *NETS}, exclude_defaults=True)
-    solver["snapshot_prefix"] = prefix
-    solver["snapshot_format"] = cfg.snapshot_kind
-    files: dict[Path, str] = {}
-    tests = []
-    for kind, suffix, net in _solver_nets(cfg, load):
-        path = Path(prefix + suffix)
-        data = dump_net(net)
-        for layer in data.get("layer", []):
-            _absolute_paths(layer, net, locate)
-        files[path] = yaml_text(data)
-        if kind == "test_net":
-            tests.append(path.name)
-        else:
-            solver[kind] = path.name
-    if tests:
-        solver["test_net"] = tests
-    head = {k: solver.pop(k) for k in ("net", "train_net", "test_net") if k in solver}
-    files[Path(prefix + "_solver.yaml")] = yaml_text({**head, **solver})
-    return files
 
 
 def check_keys(overrides: list[Override]) -> None:
