@@ -232,3 +232,14 @@ def test_gpu_figures_match_the_cpu_between_graph_replays(tmp_path, gpu_device):
                 for field in ("data", "diff"):
                     if field in f:
                         assert g[field] == pytest.approx(f[field], rel=1e-4, abs=1e-7), (kind, f, g)
+
+
+def test_iter_size_shows_each_pass_in_turn(tmp_path):
+    s = Solver(load_solver(project(tmp_path, TINY, iter_size=2, max_iter=1)))
+    s.solve()
+    (record,) = records(s, "debug_info")
+    assert [f["pass"] for f in record["forward"]] == [0] * 6 + [1] * 6
+    kinds = [line.split("]")[0].strip() for line in lines(record)]
+    # the fourth [Backward] after pass 1 is the norms' line
+    assert kinds == (["[Forward"] * 6 + ["[Backward"] * 3 + ["[Forward"] * 6 + ["[Backward"] * 4
+                     + ["[Update"] * 2)

@@ -43,7 +43,7 @@ class PassFigures:
     With ``stop_at_nonfinite`` it raises NonFiniteBlob at the first top or gradient that is not
     finite, ``nonfinite`` saying which (a parameter's data is checked apart, before the pass)."""
 
-    def __init__(self, net, stop_at_nonfinite: bool = False):
+    def __init__(self, net, stop_at_nonfinite: bool = False, passes: int = 1):
         self.net = net
         self.stop = stop_at_nonfinite
         self.forward: list[dict] = []
@@ -51,6 +51,8 @@ class PassFigures:
         self.update: list[dict] = []
         self.norms: dict[str, list[float]] = {}
         self.nonfinite: Optional[str] = None
+        # with several passes per iteration (iter_size) each figure says its pass ("pass": k)
+        self.passes, self.pass_index = passes, 0
 
     def __call__(self, step, io, direction: str) -> None:
         device, layer = self.net.device, step.name
@@ -59,7 +61,8 @@ class PassFigures:
                 self._add(self.forward, {"layer": layer, "top": name, "data": mean_abs(device, top)},
                           f"layer '{layer}' ({step.type}) forward: its top '{name}' is not finite")
             for i, weights in enumerate(io.params):
-                self.forward.append({"layer": layer, "param": i, "data": mean_abs(device, weights)})
+                self._add(self.forward, {"layer": layer, "param": i,
+                                         "data": mean_abs(device, weights)}, "")
             return
         for name, grad in zip(_named(step.cfg.bottom, step.bottoms), io.bottom_diff):
             if grad is not None:
@@ -74,9 +77,12 @@ class PassFigures:
                           f"blob {i} is not finite")
 
     def _add(self, into: list[dict], figure: dict, problem: str) -> None:
+        """Keep ``figure``; stop at a non-finite one when asked and ``problem`` names it."""
+        if self.passes > 1:
+            figure["pass"] = self.pass_index
         into.append(figure)
         value = figure.get("data", figure.get("diff"))
-        if self.stop and not math.isfinite(value):
+        if self.stop and problem and not math.isfinite(value):
             self.nonfinite = problem
             raise NonFiniteBlob(problem)
 

@@ -31,12 +31,16 @@ def lines(record: dict) -> list[str]:
     """Caffe's debug_info lines for ``PassFigures.record()``: [Forward] in plan order, [Backward]
     in backward order, the parameters' norms, then [Update] in the parameter arena's order."""
     out = []
-    for f in record.get("forward", ()):
-        blob = f"top blob {f['top']}" if "top" in f else f"param blob {f['param']}"
-        out.append(f"    [Forward] Layer {f['layer']}, {blob} data: {_g(f['data'])}")
-    for f in record.get("backward", ()):
-        blob = f"bottom blob {f['bottom']}" if "bottom" in f else f"param blob {f['param']}"
-        out.append(f"    [Backward] Layer {f['layer']}, {blob} diff: {_g(f['diff'])}")
+    forward, backward = record.get("forward", []), record.get("backward", [])
+    for k in sorted({f.get("pass", 0) for f in forward + backward}):  # iter_size: pass by pass
+        for f in forward:
+            if f.get("pass", 0) == k:
+                blob = f"top blob {f['top']}" if "top" in f else f"param blob {f['param']}"
+                out.append(f"    [Forward] Layer {f['layer']}, {blob} data: {_g(f['data'])}")
+        for f in backward:
+            if f.get("pass", 0) == k:
+                blob = f"bottom blob {f['bottom']}" if "bottom" in f else f"param blob {f['param']}"
+                out.append(f"    [Backward] Layer {f['layer']}, {blob} diff: {_g(f['diff'])}")
     norms = record.get("norms")
     if norms:
         (l1_data, l1_diff), (l2_data, l2_diff) = norms["l1"], norms["l2"]
@@ -52,7 +56,7 @@ def due(solver, it: int) -> Optional[PassFigures]:
     """A fresh observer when iteration ``it`` shows debug_info (a display iteration), else None."""
     cfg = solver.cfg
     if cfg.debug_info and cfg.display and it % cfg.display == 0:
-        return PassFigures(solver.net)
+        return PassFigures(solver.net, passes=cfg.iter_size)
     return None
 
 

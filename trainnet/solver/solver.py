@@ -206,6 +206,7 @@ class Solver:
                 self._run("pass", self._pass)
             else:
                 self._pass(figures)
+                figures.pass_index += 1
             loss += net.loss()
         loss /= n
         for _, on_gradients in self.callbacks:
