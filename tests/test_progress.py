@@ -4,9 +4,16 @@ ETA) on stderr only when it is a terminal; `test` covers its data source once by
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
 import re
+import struct
+import subprocess
 import sys
+import termios
+import threading
 
 import pytest
 import yaml
@@ -95,3 +102,37 @@ def test_threads_through_the_trainnet_command(tmp_path):
         in out.stdout
     net = yaml.safe_load((tmp_path / "out/tiny_net.yaml").read_text())
     assert [l.get("workers") for l in net["layer"] if l["type"] == "Data"] == [2, 2]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal")
+def test_the_trainnet_command_shows_a_bar_on_a_terminal(tmp_path):
+    """stderr a terminal (100 columns): the bar with iteration, total, loss and rate there;
+    stdout keeps the time-stamped lines."""
+    pytest.importorskip("tqdm")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    shown: list[bytes] = []
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc = subprocess.Popen([sys.executable, "-m", "trainnet", "train",
+                             str(write_project(tmp_path, max_iter=1000))],
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    out, _ = proc.communicate(timeout=120)
+    os.close(slave)
+    reader.join(5)
+    os.close(master)
+    bar = b"".join(shown).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "/1000 [" in bar and "it/s" in bar and "loss=" in bar, bar[-500:]
+    assert all(STAMPED.match(line) for line in out.splitlines())
