@@ -16,7 +16,7 @@ from trainnet.cli import main
 PENDING = {
     "data": "data.py", "data mnist": "data.py", "data cifar10": "data.py",
     "data imageset": "data.py", "data mean": "data.py", "plot": "plot.py",
-    "train": "run.py", "test": "run.py", "time": "timing.py",
+    "time": "timing.py",
 }
 
 

@@ -52,7 +52,12 @@ def config_files(cfg, prefix: str) -> dict[Path, str]:
     return resolved_files(cfg, prefix, load_net, _data_place)
 
 
-@main.command()
+@main.command(epilog="""\b
+Example:
+  trainnet train configs/lenet/lenet_solver.yaml
+  trainnet train solver.yaml --set base_lr=0.001 --set net.conv1.num_output=32
+  trainnet train solver.yaml --resume            # the newest complete snapshot
+  trainnet train out/lenet_solver.yaml --set snapshot_prefix=again/lenet   # repeat a run""")
 @click.argument("solver", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initialise from these weights "
               "(safetensors, or a Caffe .caffemodel), matched by layer name: fine-tuning.")
@@ -118,7 +123,10 @@ def source_iterations(net) -> Optional[int]:
     return max(counts) if counts else None
 
 
-@main.command()
+@main.command(epilog="""\b
+Example:
+  trainnet test --model configs/lenet/lenet_train_test.yaml --weights lenet_iter_10000.safetensors
+  trainnet test --model net.yaml --weights w.safetensors --iterations 10 --threads 4""")
 @click.option("--model", required=True, help="The net: YAML, prototxt, or zoo:NAME.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
               help="Weights (safetensors, or a Caffe .caffemodel).")
