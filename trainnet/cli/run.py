@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -44,12 +45,16 @@ def _data_place(path: str, net) -> Optional[Path]:
     return None
 
 
-def config_files(cfg, prefix: str) -> dict[Path, str]:
+def config_files(cfg, prefix: str, command: list[str]) -> dict[Path, str]:
     """The solver and nets as run (``--set`` applied), to be written beside the snapshots."""
     from trainnet.netcfg import load_net
     from trainnet.netcfg.as_run import resolved_files
 
-    return resolved_files(cfg, prefix, load_net, _data_place)
+    note = "The solver as this ran it: trainnet " + shlex.join(command)
+    if cfg.random_seed < 0:
+        note += ("\nrandom_seed is unset (-1): a run from this file draws other random numbers; "
+                 "set random_seed to repeat a run exactly")
+    return resolved_files(cfg, prefix, load_net, _data_place, note)
 
 
 @main.command(epilog="""\b
@@ -100,7 +105,8 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
         s.restore(Path(state))
     if resume is not None:
         resuming.resume_newest(s, resume or s.prefix)
-    s.files.configs = config_files(cfg, s.prefix)
+    s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
+                                   else ["train", solver, *(a for x in sets for a in ("--set", x))])
     progress.follow(s)
     try:
         with handled(s, sigint_effect, sighup_effect):

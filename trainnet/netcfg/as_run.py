@@ -53,11 +53,12 @@ def _absolute_paths(layer: dict, net: NetConfig, locate) -> None:
 
 def resolved_files(cfg: SolverConfig, prefix: str, load: Callable[[Path], NetConfig],
                    locate: Callable[[str, NetConfig], Optional[Path]] = lambda p, n: None,
-                   ) -> dict[Path, str]:
+                   note: str = "") -> dict[Path, str]:
     """The YAML text of ``cfg`` and each of its nets as they are run, by file: the solver as
     ``{prefix}_solver.yaml`` naming its nets ``{prefix}_net.yaml``, ``{prefix}_train_net.yaml``,
     ``{prefix}_test_netI.yaml`` beside it; data paths as ``locate`` finds them (absolute), the
-    snapshot prefix and format written out (the saved file would give other defaults)."""
+    snapshot prefix and format written out (the saved file would give other defaults); ``note``
+    heads the solver's file as a comment."""
     solver = cfg.model_dump(exclude={"file", *SOLVER_NETS, *NETS}, exclude_defaults=True)
     solver["snapshot_prefix"] = prefix
     solver["snapshot_format"] = cfg.snapshot_kind
@@ -76,7 +77,8 @@ def resolved_files(cfg: SolverConfig, prefix: str, load: Callable[[Path], NetCon
     if tests:
         solver["test_net"] = tests
     head = {k: solver.pop(k) for k in ("net", "train_net", "test_net") if k in solver}
-    files[Path(prefix + "_solver.yaml")] = yaml_text({**head, **solver})
+    comment = "".join(f"# {line}\n" for line in note.splitlines())
+    files[Path(prefix + "_solver.yaml")] = comment + yaml_text({**head, **solver})
     return files
 
 
