@@ -54,12 +54,19 @@ def report_mean(mean) -> None:
         echo(f"mean_value channel [{c}]: {value:g}")
 
 
-@main.group()
+@main.group(epilog="""\b
+Example:
+  trainnet data mnist
+  trainnet data cifar10 --backend lmdb
+  trainnet data imageset train.txt images/ out/train_lmdb --resize 256 256 --shuffle""")
 def data():
     """Fetch datasets and convert them as Caffe's tools do."""
 
 
-@data.command("mnist")
+@data.command("mnist", epilog="""\b
+Example:
+  trainnet data mnist                      # IDX files under $TRAINNET_DATA/mnist
+  trainnet data mnist --backend lmdb       # and Caffe's LMDBs of them""")
 @dataset_options
 @click.option("--lmdb", "out", type=click.Path(file_okay=False),
               help="Also write OUT/mnist_train_lmdb and OUT/mnist_test_lmdb (create_mnist.sh).")
@@ -79,7 +86,10 @@ def data_mnist(dest, mirror, out, backend):
     say_where(dest, root)
 
 
-@data.command("cifar10")
+@data.command("cifar10", epilog="""\b
+Example:
+  trainnet data cifar10                    # the binary batches and Caffe's mean
+  trainnet data cifar10 --backend lmdb""")
 @dataset_options
 @click.option("--lmdb", "out", type=click.Path(file_okay=False),
               help="Also write OUT/cifar10_train_lmdb, OUT/cifar10_test_lmdb and "
@@ -115,7 +125,9 @@ def data_cifar10(dest, mirror, out, images, backend):
     say_where(dest, root)
 
 
-@data.command("imageset")
+@data.command("imageset", epilog="""\b
+Example:
+  trainnet data imageset train.txt images/ train_lmdb --resize 256 256 --shuffle""")
 @click.argument("list_file", metavar="LIST", type=click.Path(dir_okay=False))
 @click.argument("root", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
@@ -152,7 +164,9 @@ def data_imageset(list_file, root, out, resize, shuffle, seed, gray, encoded, en
     echo(f"Wrote {result.written} records to {out}{skipped}")
 
 
-@data.command("mean")
+@data.command("mean", epilog="""\b
+Example:
+  trainnet data mean train_lmdb mean.binaryproto""")
 @click.argument("source", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @backend_option(None)

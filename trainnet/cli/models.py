@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from trainnet.cli.common import device_options, echo, main, user_errors
+from trainnet.cli.threads import apply_threads, threads_option
 from trainnet.errors import TrainnetError
 
 
@@ -117,9 +118,10 @@ Example:
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @preprocess_options
 @device_options(graph=False)
+@threads_option
 @user_errors
 def classify(model, weights, top, images, device, tf32, channel_order, raw_scale, mean_file,
-             mean_value, input_scale, resize, labels):
+             mean_value, input_scale, resize, labels, threads):
     """Print the TOP most probable classes of each of IMAGES.  They are prepared as the model's
     YAML `preprocess:` section (or else the weights' metadata) records; a preprocessing option
     given here replaces that field of the record."""
@@ -128,6 +130,9 @@ def classify(model, weights, top, images, device, tf32, channel_order, raw_scale
     from trainnet.zoo.classify import classify as run
     from trainnet.zoo.classify import recorded_preprocess
 
+    said = apply_threads(threads)
+    if said:
+        echo(said)
     cfg = load_net(model)
     pre = _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels,
                       base=recorded_preprocess(cfg, Path(weights)))

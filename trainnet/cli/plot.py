@@ -19,7 +19,10 @@ def _size(ctx, param, value):
     return int(m.group(1)), int(m.group(2))
 
 
-@main.command()
+@main.command(epilog="""\b
+Example:
+  trainnet plot out/lenet_log.jsonl -o curves.png
+  trainnet plot run1/x_log.jsonl run2/x_log.jsonl caffe.log --x seconds -o curves.svg""")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The image to write: .png, .svg or .pdf.")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from trainnet.cli.common import compile_for, device_options, echo, main, state_options, user_errors
+from trainnet.cli.common import (compile_for, device_options, echo, main, state_options,
+                                 user_errors)
+from trainnet.cli.threads import apply_threads, threads_option
 
 MARKED = 3   # the most expensive layers marked in the table
 
@@ -60,14 +62,18 @@ def timing_table(plan, times) -> list[str]:
     return out
 
 
-@main.command("time")
+@main.command("time", epilog="""\b
+Example:
+  trainnet time configs/lenet/lenet_train_test.yaml --iterations 50
+  trainnet time zoo:resnet50 --phase TEST --device cuda --threads 2""")
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--phase", default="TRAIN", show_default=True, type=click.Choice(["TRAIN", "TEST"]))
 @state_options
 @device_options(graph=False)
+@threads_option
 @user_errors
-def time_(net, iterations, phase, stages, level, device, tf32):
+def time_(net, iterations, phase, stages, level, device, tf32, threads):
     """Time forward and backward of NET per layer, as `caffe time` does, with each layer's share
     of the iteration and its GFLOP/s (on a GPU each layer is synchronized, so the sum is slower
     than a graph-replayed iteration of `train`)."""
@@ -75,6 +81,9 @@ def time_(net, iterations, phase, stages, level, device, tf32):
     from trainnet.runtime.device import get_device
     from trainnet.runtime.net import Net
 
+    said = apply_threads(threads)
+    if said:
+        echo(said)
     dev = get_device(device, tf32=tf32)
     n = Net(compile_for(load_net(net), phase, stages, level, gpu=dev.is_gpu), dev,
             rng=np.random.default_rng(0))
