@@ -87,8 +87,10 @@ def test_names_that_look_like_numbers_stay_strings(tmp_path):
 
 def test_snapshot_keep_is_noted_as_trainnets_own(tmp_path):
     (tmp_path / "solver.yaml").write_text("net: net.prototxt\nbase_lr: 0.1\nsnapshot_keep: 3\n"
-                                          "snapshot_format: BINARYPROTO\n")
+                                          "snapshot_format: BINARYPROTO\nloss_explosion_factor: 5\n")
     result = run(tmp_path / "solver.yaml", tmp_path / "solver.prototxt")
     assert result.exit_code == 0, result.output
     assert "snapshot_keep: 3 is trainnet's own" in result.output
+    assert "loss_explosion_factor: 5 is trainnet's own" in result.output
     assert load_solver(tmp_path / "solver.prototxt").snapshot_keep == 3
+    assert load_solver(tmp_path / "solver.prototxt").loss_explosion_factor == 5

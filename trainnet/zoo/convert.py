@@ -89,9 +89,13 @@ def convert_config(src: Path, dst: Path, preprocess: Optional[Preprocess] = None
                              "BINARYPROTO or HDF5" if cfg.snapshot_format else
                              "without snapshot_format a prototxt solver snapshots in Caffe's "
                              "BINARYPROTO (this YAML solver used trainnet's safetensors)")
-        if to_prototxt and cfg.snapshot_keep:
-            out.notes.append(f"snapshot_keep: {cfg.snapshot_keep} is trainnet's own (kept in the "
-                             "prototxt for trainnet; remove it for Caffe, which refuses the field)")
+        own = {"snapshot_keep": cfg.snapshot_keep,
+               "loss_explosion_factor": cfg.loss_explosion_factor if "loss_explosion_factor" in
+               cfg.model_fields_set else None}
+        for field, value in own.items():
+            if to_prototxt and value:
+                out.notes.append(f"{field}: {value:g} is trainnet's own (kept in the prototxt for "
+                                 "trainnet; remove it for Caffe, which refuses the field)")
         for key in ("net", "train_net", "test_net"):
             for name in getattr(cfg, key) if key == "test_net" else [getattr(cfg, key)]:
                 if name is not None and is_prototxt(name) != to_prototxt:
