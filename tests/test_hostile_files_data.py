@@ -51,9 +51,11 @@ def train_over(folder: Path, data: str, labels: int = 10) -> object:
 
 def failed_cleanly(outcome, folder: Path, *fragments: str) -> str:
     """One error line holding ``fragments``, and no weights or state written (the log of the
-    failed run may stay)."""
+    failed run and the solver and net as it ran them, ``*_solver.yaml``/``*_net.yaml``, may
+    stay: they record what was attempted)."""
     line = assert_one_error(outcome, *fragments)
-    left = [p.name for p in (folder / "out").glob("*") if not p.name.endswith("_log.jsonl")]
+    left = [p.name for p in (folder / "out").glob("*")
+            if not p.name.endswith(("_log.jsonl", "_solver.yaml", "_net.yaml"))]
     assert not left, f"a failed run left {left}"
     return line
 
