@@ -76,3 +76,18 @@ def test_python_blobs_are_the_nets_before_any_pass(tmp_path):
     assert net.params["scale"][0].data.tolist() == [5.0]
     x = np.ones((4, 3), np.float32)
     np.testing.assert_array_equal(net.forward(data=x)["scaled"], 5 * x)
+
+
+def test_a_replan_keeps_the_python_layers_object(tmp_path):
+    """As pycaffe: reshaping the net's input calls the same object's reshape; its state stays."""
+    model = tmp_path / "py.prototxt"
+    model.write_text(NET)
+    net = caffe.Net(str(model), caffe.TEST)
+    user = net.layers[1]
+    user.note = "kept"
+    net.params["scale"][0].data[...] = 4
+    net.blobs["data"].reshape(2, 3)
+    out = net.forward(data=np.ones((2, 3), np.float32))["scaled"]
+    assert net.layers[1] is user and user.note == "kept"
+    np.testing.assert_array_equal(out, np.full((2, 3), 4, np.float32))
+    np.testing.assert_array_equal(user.blobs[0].data, [4])

@@ -82,6 +82,12 @@ class Net(NetFiles, NetPasses):
             options = dict(keep=list(self._keep))
         plan = compile_net(cfg, self.phase, level=self._level, stages=self._stages,
                            backward=backward, gpu=device.is_gpu, **options)
+        before = self.__dict__.get("_net")   # a re-plan keeps the Python layers' objects
+        kept = {s.name: s.layer.user for s in before.plan.steps if s.type == "Python"} \
+            if before is not None else {}
+        for step in plan.steps:
+            if step.name in kept and step.type == "Python":
+                step.layer.adopt(kept[step.name])
         self._attach(RuntimeNet(plan, device, params=params, rng=rng))
         self.cfg, self._pending = cfg, {}
 

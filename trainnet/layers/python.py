@@ -155,6 +155,18 @@ class Python(Layer):
             b.owner, b.fixed = self.describe(), True
         return [t.shape for t in top]
 
+    def adopt(self, instance: PythonLayer) -> None:
+        """Run ``instance``, this layer's object in a net compiled before (a re-plan for new
+        input shapes), instead of the one made here: pycaffe keeps a Python layer's object
+        across a reshape and calls only its ``reshape``, which is called here too."""
+        bottom = [Blob(shape_only(s), shape_only(s)) for s in self.bottom_shapes]
+        top = [Blob(shape_only(s), shape_only(s)) for s in self.top_shapes]
+        self.call(instance.reshape, "reshape", bottom, top)
+        if [t.shape for t in top] != [tuple(s) for s in self.top_shapes]:
+            raise self.error(f"'{self.where}': its reshape gives tops {[t.shape for t in top]} "
+                             f"where a new instance gives {list(self.top_shapes)}")
+        self.user = instance
+
     def describe(self) -> str:
         return f"layer '{self.name}' (Python {self.where})"
 
