@@ -61,6 +61,28 @@ layer:
 """
 
 
+# an in-place ReLU the train plan would fuse into its InnerProduct (plan/fuse.py), and a Scale
+# it would fold into its BatchNorm
+FUSABLE = """name: fusable
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [4, 3]}, {dim: [4, 2]}],
+     data_filler: [{type: gaussian}, {type: gaussian}]}
+  - {name: ip1, type: InnerProduct, bottom: x, top: ip1, num_output: 2,
+     weight_filler: {type: gaussian, std: 0.5}, bias_filler: {type: constant, value: 0.1}}
+  - {name: relu1, type: ReLU, bottom: ip1, top: ip1}
+  - {name: loss, type: EuclideanLoss, bottom: [ip1, t], top: loss}
+"""
+
+BN_SCALE = """name: bn
+layer:
+  - {name: data, type: DummyData, top: [x, t], shape: [{dim: [4, 3]}, {dim: [4, 3]}],
+     data_filler: [{type: gaussian}, {type: gaussian}]}
+  - {name: bn, type: BatchNorm, bottom: x, top: b}
+  - {name: scale, type: Scale, bottom: b, top: b, bias_term: true}
+  - {name: loss, type: EuclideanLoss, bottom: [b, t], top: loss}
+"""
+
+
 def project(folder: Path, net: str, **solver) -> Path:
     (folder / "net.yaml").write_text(net)
     fields = {"net": "net.yaml", "base_lr": 0.1, "max_iter": 3, "display": 2, "debug_info": True,
@@ -243,3 +265,46 @@ def test_iter_size_shows_each_pass_in_turn(tmp_path):
     # the fourth [Backward] after pass 1 is the norms' line
     assert kinds == (["[Forward"] * 6 + ["[Backward"] * 3 + ["[Forward"] * 6 + ["[Backward"] * 4
                      + ["[Update"] * 2)
+
+
+def test_fused_layers_show_their_own_lines(tmp_path):
+    """Caffe prints ip1's top before its in-place ReLU, then relu1's line with the value after
+    it: debug_info compiles without fusion, so the figures are each layer's own."""
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, FUSABLE, max_iter=1, display=1)), log=logged.append,
+               compile_options={"reuse_memory": False})
+    assert [step.name for step in s.net.plan.steps] == ["data", "ip1", "relu1", "loss"]
+    w, b = (s.net.params.named()[k].copy() for k in ("ip1.0", "ip1.1"))
+    s.step_once()
+    x, t = s.net.data("x").copy(), s.net.data("t").copy()
+    pre = x @ w.T + b
+    post = np.maximum(pre, 0)
+    m = lambda a: float(np.abs(np.asarray(a, np.float64)).mean())
+    assert m(pre) != pytest.approx(m(post))  # the ReLU changes something here
+    forward = {(f["layer"], f.get("top", f.get("param"))): f["data"]
+               for f in s.figures.record()["forward"]}
+    assert forward[("ip1", "ip1")] == pytest.approx(m(pre), rel=1e-5)
+    assert forward[("relu1", "ip1")] == pytest.approx(m(post), rel=1e-5)
+    dpost = (post - t) / 4
+    dpre = dpost * (pre > 0)
+    backward = {(f["layer"], f.get("bottom", f.get("param"))): f["diff"]
+                for f in s.figures.record()["backward"]}
+    assert backward[("loss", "ip1")] == pytest.approx(m(dpost), rel=1e-5)
+    assert backward[("relu1", "ip1")] == pytest.approx(m(dpre), rel=1e-5)
+    assert backward[("ip1", 0)] == pytest.approx(m(dpre.T @ x), rel=1e-5)
+    assert f"    [Forward] Layer ip1, top blob ip1 data: {m(pre):.6g}" in logged
+    assert f"    [Forward] Layer relu1, top blob ip1 data: {m(post):.6g}" in logged
+    assert f"    [Backward] Layer relu1, bottom blob ip1 diff: {m(dpre):.6g}" in logged
+    # without debug_info the plan fuses as before
+    off = Solver(load_solver(project(tmp_path, FUSABLE, debug_info=False)))
+    assert [step.name for step in off.net.plan.steps] == ["data", "ip1", "loss"]
+
+
+def test_a_folded_scale_shows_its_own_lines(tmp_path):
+    s = Solver(load_solver(project(tmp_path, BN_SCALE, max_iter=1, display=1)))
+    assert [step.name for step in s.net.plan.steps] == ["data", "bn", "scale", "loss"]
+    s.step_once()
+    layers = {f["layer"] for f in s.figures.record()["forward"]}
+    assert {"bn", "scale"} <= layers
+    off = Solver(load_solver(project(tmp_path, BN_SCALE, debug_info=False)))
+    assert "scale" not in [step.name for step in off.net.plan.steps]

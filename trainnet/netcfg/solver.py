@@ -70,7 +70,10 @@ class SolverConfig(Strict):
     type: str = "SGD"
     solver_mode: Literal["CPU", "GPU"] = "CPU"
     device_id: int = Field(0, ge=0)
-    # at display iterations, each layer's mean absolute data and diff (Caffe's Net debug_info)
+    # at display iterations, each layer's mean absolute data and diff (Caffe's Net debug_info);
+    # the nets are then compiled without fusion (no ReLU folded into its Convolution or
+    # InnerProduct, no Scale into its BatchNorm), so that every layer has its own lines as in
+    # Caffe: each iteration runs slower (an extra pass over each such top, forward and backward)
     debug_info: bool = False
     # warn once of a finite loss over this many times its running average (0: never); not Caffe's
     loss_explosion_factor: float = Field(10.0, ge=0)

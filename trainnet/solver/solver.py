@@ -87,8 +87,10 @@ class Solver:
         self._window = (self._t0, 0)  # time and iteration of the last display (reset by solve)
 
     def _compile(self, net: SolverNet, phase: str, device: Device):
+        """debug_info compiles with no fusion: every layer its own step, as in Caffe's lines."""
+        options = {**self.compile_options, **({"fuse": False} if self.cfg.debug_info else {})}
         return compile_net(net.cfg, phase, level=net.state.level, stages=list(net.state.stage),
-                           gpu=device.is_gpu, **self.compile_options)
+                           gpu=device.is_gpu, **options)
 
     @property
     def log_path(self) -> Path:
