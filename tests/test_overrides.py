@@ -27,13 +27,13 @@ def test_overrides_change_what_trains_and_the_saved_config_repeats_it(tmp_path):
     assert out.code == 0, out.stderr
     first = _weights(tmp_path / "out/tiny_iter_20.safetensors")
     assert first["conv1.0"].shape == (6, 1, 3, 3)  # 4 in net.yaml
-    saved = yaml.safe_load((tmp_path / "out/tiny_solver.yaml").read_text())
-    assert saved["base_lr"] == 0.02 and saved["net"] == "tiny_net.yaml"
-    net = yaml.safe_load((tmp_path / "out/tiny_net.yaml").read_text())
+    saved = yaml.safe_load((tmp_path / "out/tiny_run_solver.yaml").read_text())
+    assert saved["base_lr"] == 0.02 and saved["net"] == "tiny_run_net.yaml"
+    net = yaml.safe_load((tmp_path / "out/tiny_run_net.yaml").read_text())
     assert [l["batch_size"] for l in net["layer"] if l["name"] == "data"] == [8, 8]
     assert all(Path(l["source"]).is_absolute() for l in net["layer"] if l["name"] == "data")
     # the files in the run's folder repeat the run: the same weights, bit for bit
-    again = cli("train", tmp_path / "out/tiny_solver.yaml",
+    again = cli("train", tmp_path / "out/tiny_run_solver.yaml",
                 "--set", f"snapshot_prefix={tmp_path / 'again/tiny'}")
     assert again.code == 0, again.stderr
     second = _weights(tmp_path / "again/tiny_iter_20.safetensors")
@@ -84,9 +84,50 @@ def test_train_net_and_test_net_files(tmp_path):
     out = cli("train", solver, "--set", "train_net.ip1.num_output=5",
               "--set", "test_net.ip1.num_output=5")
     assert out.code == 0, out.stderr
-    assert (tmp_path / "out/tiny_train_net.yaml").is_file()
-    assert (tmp_path / "out/tiny_test_net0.yaml").is_file()
-    saved = yaml.safe_load((tmp_path / "out/tiny_solver.yaml").read_text())
-    assert saved["train_net"] == "tiny_train_net.yaml"
-    assert saved["test_net"] == ["tiny_test_net0.yaml"]
+    assert (tmp_path / "out/tiny_run_train_net.yaml").is_file()
+    assert (tmp_path / "out/tiny_run_test_net0.yaml").is_file()
+    saved = yaml.safe_load((tmp_path / "out/tiny_run_solver.yaml").read_text())
+    assert saved["train_net"] == "tiny_run_train_net.yaml"
+    assert saved["test_net"] == ["tiny_run_test_net0.yaml"]
     assert _weights(tmp_path / "out/tiny_iter_2.safetensors")["ip1.0"].shape == (5, 36)
+
+
+def test_the_saved_config_never_overwrites_a_users_files(tmp_path):
+    """A solver lenet_solver.yaml with snapshot_prefix lenet in its own folder: the as-run files
+    take other names, and the user's solver and net (comments and all) stay as they were."""
+    solver = write_project(tmp_path, max_iter=2)
+    user = tmp_path / "lenet_solver.yaml"
+    user.write_text("# my comments\n" + solver.read_text().replace(
+        f"snapshot_prefix: {tmp_path / 'out/tiny'}", "snapshot_prefix: lenet")
+        .replace("net: net.yaml", "net: lenet_net.yaml"))
+    (tmp_path / "lenet_net.yaml").write_text("# my net\n" + NET)
+    before = {p: p.read_text() for p in (user, tmp_path / "lenet_net.yaml")}
+    out = cli("train", "lenet_solver.yaml", cwd=tmp_path)
+    assert out.code == 0, out.stderr
+    assert {p: p.read_text() for p in before} == before
+    assert (tmp_path / "lenet_run_solver.yaml").read_text().startswith("# trainnet as-run config")
+    assert (tmp_path / "lenet_run_net.yaml").read_text().startswith("# trainnet as-run config")
+    # a second run overwrites its own as-run files
+    assert cli("train", "lenet_solver.yaml", "--set", "max_iter=1", cwd=tmp_path).code == 0
+
+
+def test_a_file_trainnet_did_not_write_is_refused_before_training(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    (tmp_path / "out").mkdir()
+    mine = tmp_path / "out/tiny_run_net.yaml"
+    mine.write_text("# mine\n")
+    out = cli("train", solver)
+    assert_one_error(out, str(mine), "not written by trainnet")
+    assert mine.read_text() == "# mine\n"
+    assert not list((tmp_path / "out").glob("*_iter_*"))
+
+
+def test_the_solver_read_is_never_overwritten(tmp_path):
+    """Running the as-run solver again on its own prefix would write over the file read."""
+    solver = write_project(tmp_path, max_iter=2)
+    assert cli("train", solver).code == 0
+    saved = tmp_path / "out/tiny_run_solver.yaml"
+    text = saved.read_text()
+    out = cli("train", saved)
+    assert_one_error(out, str(tmp_path / "out/tiny_run_"), "this run reads it")
+    assert saved.read_text() == text

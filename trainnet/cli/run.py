@@ -84,7 +84,10 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
     """Train the net that SOLVER (a solver YAML or prototxt file) names.  SIGINT (Ctrl-C),
     SIGTERM and SIGQUIT stop it after the current iteration with a snapshot; SIGHUP and
     SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect).  The solver and
-    nets as run are saved as PREFIX_solver.yaml and PREFIX_net.yaml beside the snapshots."""
+    nets as run are saved as PREFIX_run_solver.yaml and PREFIX_run_net.yaml beside the snapshots
+    (never over a file trainnet did not write as one, nor over the files this run reads)."""
+    from trainnet.netcfg import load_solver
+    from trainnet.netcfg.as_run import input_files
     from trainnet.runtime.device import get_device
     from trainnet.solver import resume as resuming
     from trainnet.solver.solver import Solver
@@ -107,6 +110,7 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
         resuming.resume_newest(s, resume or s.prefix)
     s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
                                    else ["train", solver, *(a for x in sets for a in ("--set", x))])
+    s.files.inputs = input_files(solver, load_solver)
     progress.follow(s)
     try:
         with handled(s, sigint_effect, sighup_effect):

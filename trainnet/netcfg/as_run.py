@@ -1,6 +1,8 @@
 """A solver and its nets as a run uses them: ``resolved_files`` writes them out as YAML (the
 ``--set`` overrides applied, each net a file beside the solver, data paths as found), so that a
-run can be repeated from its own folder; ``with_layer_default`` gives every layer that has a
+run can be repeated from its own folder.  The files are named ``{prefix}_run_solver.yaml``,
+``{prefix}_run_net.yaml`` ..., names a user's own files do not take, and each starts with
+``MARKER``: a run overwrites only a file that starts with it (``RunFiles`` checks); ``with_layer_default`` gives every layer that has a
 field but leaves it unset a value (``--threads``: the data layers' ``workers``)."""
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from trainnet.netcfg.yaml_scalars import Dumper
 NETS = ("net", "train_net", "test_net")
 # the fields of a layer naming data files (``transform_param.mean_file`` too)
 PATH_FIELDS = ("source", "root_folder", "mean_file")
+# the first line of every as-run file: trainnet overwrites no file that does not start with it
+MARKER = "# trainnet as-run config"
 
 
 def yaml_text(data: dict) -> str:
@@ -32,9 +36,9 @@ def _solver_nets(cfg: SolverConfig, load: Callable[[Path], NetConfig]):
         if net is None and getattr(cfg, kind) is not None:
             net = load(cfg.resolve(getattr(cfg, kind)))
         if net is not None:
-            out.append((kind, f"_{kind}.yaml", net))
+            out.append((kind, f"_{kind}", net))
     tests = list(cfg.test_net_param) + [load(cfg.resolve(n)) for n in cfg.test_net]
-    out += [("test_net", f"_test_net{i}.yaml", net) for i, net in enumerate(tests)]
+    out += [("test_net", f"_test_net{i}", net) for i, net in enumerate(tests)]
     return out
 
 
@@ -53,23 +57,25 @@ def _absolute_paths(layer: dict, net: NetConfig, locate) -> None:
 
 def resolved_files(cfg: SolverConfig, prefix: str, load: Callable[[Path], NetConfig],
                    locate: Callable[[str, NetConfig], Optional[Path]] = lambda p, n: None,
-                   note: str = "") -> dict[Path, str]:
+                   note: str = "", tag: str = "") -> dict[Path, str]:
     """The YAML text of ``cfg`` and each of its nets as they are run, by file: the solver as
-    ``{prefix}_solver.yaml`` naming its nets ``{prefix}_net.yaml``, ``{prefix}_train_net.yaml``,
-    ``{prefix}_test_netI.yaml`` beside it; data paths as ``locate`` finds them (absolute), the
-    snapshot prefix and format written out (the saved file would give other defaults); ``note``
-    heads the solver's file as a comment."""
+    ``{prefix}_run_solver{tag}.yaml`` naming its nets ``{prefix}_run_net{tag}.yaml``,
+    ``{prefix}_run_train_net{tag}.yaml``, ``{prefix}_run_test_netI{tag}.yaml`` beside it; data
+    paths as ``locate`` finds them (absolute), the snapshot prefix and format written out (the
+    saved file would give other defaults).  Every file's first line is ``MARKER``; ``note``
+    follows it in the solver's file as a comment."""
     solver = cfg.model_dump(exclude={"file", *SOLVER_NETS, *NETS}, exclude_defaults=True)
     solver["snapshot_prefix"] = prefix
     solver["snapshot_format"] = cfg.snapshot_kind
     files: dict[Path, str] = {}
     tests = []
     for kind, suffix, net in _solver_nets(cfg, load):
-        path = Path(prefix + suffix)
+        path = Path(f"{prefix}_run{suffix}{tag}.yaml")
         data = dump_net(net)
         for layer in data.get("layer", []):
             _absolute_paths(layer, net, locate)
-        files[path] = yaml_text(data)
+        files[path] = f"{MARKER}: a net as run, named by {Path(prefix).name}_run_solver{tag}.yaml\n" \
+            + yaml_text(data)
         if kind == "test_net":
             tests.append(path.name)
         else:
@@ -77,9 +83,40 @@ def resolved_files(cfg: SolverConfig, prefix: str, load: Callable[[Path], NetCon
     if tests:
         solver["test_net"] = tests
     head = {k: solver.pop(k) for k in ("net", "train_net", "test_net") if k in solver}
-    comment = "".join(f"# {line}\n" for line in note.splitlines())
-    files[Path(prefix + "_solver.yaml")] = comment + yaml_text({**head, **solver})
+    comment = "".join(f"# {line}\n".replace("# \n", "#\n") for line in note.splitlines())
+    files[Path(f"{prefix}_run_solver{tag}.yaml")] = (
+        f"{MARKER}: the solver as run (trainnet overwrites only files that start with this line)\n"
+        + comment + yaml_text({**head, **solver}))
     return files
+
+
+def input_files(solver: str | Path, load_solver: Callable[[str], SolverConfig]) -> list[Path]:
+    """The files a run of the solver file ``solver`` reads its config from: the solver and the
+    net files it names (none of them is ever overwritten by an as-run file)."""
+    from trainnet.netcfg.net import net_file
+
+    files = [Path(solver)]
+    try:
+        cfg = load_solver(str(solver))
+    except Exception:  # the run itself reports a bad file
+        return files
+    names = [n for n in (cfg.net, cfg.train_net) if n] + list(cfg.test_net)
+    for name in names:
+        files.append(cfg.resolve(name))
+        try:
+            files.append(Path(net_file(cfg.resolve(name))))
+        except Exception:  # a zoo: name without its zoo: not a file here
+            pass
+    return files
+
+
+def is_as_run(path: Path) -> bool:
+    """Whether ``path`` is a file trainnet wrote as an as-run config (its first line)."""
+    try:
+        with open(path, "rb") as f:
+            return f.readline().startswith(MARKER.encode())
+    except OSError:
+        return False
 
 
 def net_with_default(net: NetConfig, field: str, value: Any) -> NetConfig:

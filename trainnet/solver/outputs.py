@@ -17,6 +17,7 @@ from typing import IO, Optional
 
 from trainnet.errors import TrainnetError
 from trainnet.formats.atomic import atomic_write
+from trainnet.netcfg.as_run import MARKER, is_as_run
 
 try:
     import fcntl
@@ -54,6 +55,8 @@ class RunFiles:
         self.pending: list[dict] = []  # records made before the log opened (a resume's event)
         # files to write once the prefix is this run's (the solver and nets as run), by path
         self.configs: dict[Path, str] = {}
+        # the files the run read its config from: never overwritten by ``configs``
+        self.inputs: list[Path] = []
 
     def snapshot_path(self, iteration: int, suffix: str) -> Path:
         return Path(f"{self.prefix}_iter_{iteration}{suffix}")
@@ -71,6 +74,7 @@ class RunFiles:
                                 f"({_why(exc)})") from None
         self._take_lock()
         try:
+            self._check_configs()
             self._open_log()
             for path, text in self.configs.items():
                 atomic_write(path, text.encode("utf-8"))
@@ -78,6 +82,25 @@ class RunFiles:
             self.close()
             raise
         self._flush_pending()
+
+    def _check_configs(self) -> None:
+        """Refuse to write an as-run config over a file this run reads, or over any file that
+        trainnet did not write as one (its first line is not ``MARKER``): a user's own solver
+        or net that happens to have the name."""
+        def same(a: Path, b: Path) -> bool:
+            with contextlib.suppress(OSError):
+                return a.resolve() == b.resolve() or os.path.samefile(a, b)
+            return False
+
+        for path in self.configs:
+            if any(same(path, read) for read in self.inputs):
+                raise TrainnetError(f"{path}: this run reads it, and its as-run config would be "
+                                    "written over it: give the run another snapshot_prefix")
+            if os.path.lexists(path) and not is_as_run(path):
+                raise TrainnetError(f"{path}: exists and was not written by trainnet (it does not "
+                                    f"start with '{MARKER}'), and this run's as-run config would "
+                                    "be written over it: give the run another snapshot_prefix, "
+                                    "or move the file")
 
     def mark(self, **fields) -> None:
         """A record for the log, written when it opens (now, if it is open)."""
