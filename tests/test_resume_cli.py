@@ -68,3 +68,22 @@ def test_nothing_to_resume_is_one_line(tmp_path):
     assert_one_error(out, "nothing to resume", str(tmp_path / "out/tiny"))
     out = cli("train", solver, "--resume", tmp_path / "out/tiny", "--weights", "w.safetensors")
     assert_one_error(out, "give one of --weights, --snapshot and --resume")
+
+
+def test_a_resumed_run_keeps_the_first_runs_config_and_writes_its_own_beside(tmp_path):
+    solver = write_project(tmp_path, max_iter=20, snapshot=10)
+    assert cli("train", solver).code == 0
+    first = (tmp_path / "out/tiny_run_solver.yaml").read_text()
+    first_net = (tmp_path / "out/tiny_run_net.yaml").read_text()
+    out = cli("train", solver, "--resume", "--set", "max_iter=30", "--set", "base_lr=0.02")
+    assert out.code == 0, out.stderr
+    assert (tmp_path / "out/tiny_run_solver.yaml").read_text() == first
+    assert (tmp_path / "out/tiny_run_net.yaml").read_text() == first_net
+    again = (tmp_path / "out/tiny_run_solver_from_iter_20.yaml").read_text()
+    assert "base_lr: 0.02" in again and "net: tiny_run_net_from_iter_20.yaml" in again
+    assert (tmp_path / "out/tiny_run_net_from_iter_20.yaml").is_file()
+    out = cli("train", solver, "--snapshot", tmp_path / "out/tiny_iter_10.solverstate",
+              "--set", "max_iter=15")
+    assert out.code == 0, out.stderr
+    assert (tmp_path / "out/tiny_run_solver.yaml").read_text() == first
+    assert (tmp_path / "out/tiny_run_solver_from_iter_10.yaml").is_file()

@@ -45,8 +45,12 @@ def _data_place(path: str, net) -> Optional[Path]:
     return None
 
 
-def config_files(cfg, prefix: str, command: list[str]) -> dict[Path, str]:
-    """The solver and nets as run (``--set`` applied), to be written beside the snapshots."""
+def config_files(cfg, prefix: str, command: list[str], resumed_at: Optional[int] = None
+                 ) -> dict[Path, str]:
+    """The solver and nets as run (``--set`` applied), to be written beside the snapshots.  A
+    resumed run (``--resume``, ``--snapshot``) keeps the files of the run it resumes and writes
+    its own beside them, the iteration in their names: ``PREFIX_run_solver_from_iter_N.yaml``,
+    ``PREFIX_run_net_from_iter_N.yaml`` (always, even when they say the same)."""
     from trainnet.netcfg import load_net
     from trainnet.netcfg.as_run import resolved_files
 
@@ -54,7 +58,8 @@ def config_files(cfg, prefix: str, command: list[str]) -> dict[Path, str]:
     if cfg.random_seed < 0:
         note += ("\nrandom_seed is unset (-1): a run from this file draws other random numbers; "
                  "set random_seed to repeat a run exactly")
-    return resolved_files(cfg, prefix, load_net, _data_place, note)
+    tag = "" if resumed_at is None else f"_from_iter_{resumed_at}"
+    return resolved_files(cfg, prefix, load_net, _data_place, note, tag)
 
 
 @main.command(epilog="""\b
@@ -109,7 +114,8 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
     if resume is not None:
         resuming.resume_newest(s, resume or s.prefix)
     s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
-                                   else ["train", solver, *(a for x in sets for a in ("--set", x))])
+                                   else ["train", solver, *(a for x in sets for a in ("--set", x))],
+                                   None if state is None and resume is None else s.iter)
     s.files.inputs = input_files(solver, load_solver)
     progress.follow(s)
     try:
