@@ -128,10 +128,16 @@ def test_figures_are_the_hand_computed_ones(tmp_path):
     np.testing.assert_allclose([f["data"] for f in got["update"]], [m(w), m(b)], rtol=1e-5)
     np.testing.assert_allclose([f["diff"] for f in got["update"]], [0.1 * m(dw), 0.1 * m(db)],
                                rtol=1e-5)
-    # Caffe's lines, in its order, after the iteration's line
+    # Caffe's order: ForwardBackward's lines (the norms last), the iteration's line, [Update]
     at = logged.index(next(line for line in logged if line.startswith("Iteration 0")))
-    assert logged[at + 1:at + 3] == [f"    [Forward] Layer data, top blob x data: {m(x):.6g}",
-                                     f"    [Forward] Layer data, top blob t data: {m(t):.6g}"]
+    first = logged.index(f"    [Forward] Layer data, top blob x data: {m(x):.6g}")
+    assert logged[first + 1] == f"    [Forward] Layer data, top blob t data: {m(t):.6g}"
+    assert first < at and logged[at - 1].startswith(
+        "    [Backward] All net params (data, diff): L1 norm = (")
+    assert all(line.startswith(("    [Forward]", "    [Backward]")) for line in logged[first:at])
+    assert logged[at + 1:at + 3] == [
+        f"    [Update] Layer ip, param 0 data: {m(w):.6g}; diff: {0.1 * m(dw):.6g}",
+        f"    [Update] Layer ip, param 1 data: {m(b):.6g}; diff: {0.1 * m(db):.6g}"]
     assert f"    [Forward] Layer ip, param blob 0 data: {m(w):.6g}" in logged
     assert f"    [Backward] Layer loss, bottom blob y diff: {m(dy):.6g}" in logged
     assert f"    [Backward] Layer ip, param blob 1 diff: {m(db):.6g}" in logged
@@ -257,14 +263,23 @@ def test_gpu_figures_match_the_cpu_between_graph_replays(tmp_path, gpu_device):
 
 
 def test_iter_size_shows_each_pass_in_turn(tmp_path):
-    s = Solver(load_solver(project(tmp_path, TINY, iter_size=2, max_iter=1)))
+    """Caffe's Net::Backward logs the norms at the end of each pass (the gradient summed so far),
+    ForwardBackward's lines come before the iteration's line, [Update] after it."""
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, TINY, iter_size=2, max_iter=1)), log=logged.append)
     s.solve()
     (record,) = records(s, "debug_info")
     assert [f["pass"] for f in record["forward"]] == [0] * 6 + [1] * 6
     kinds = [line.split("]")[0].strip() for line in lines(record)]
-    # the fourth [Backward] after pass 1 is the norms' line
-    assert kinds == (["[Forward"] * 6 + ["[Backward"] * 3 + ["[Forward"] * 6 + ["[Backward"] * 4
+    # the fourth [Backward] of each pass is the norms' line
+    assert kinds == (["[Forward"] * 6 + ["[Backward"] * 4 + ["[Forward"] * 6 + ["[Backward"] * 4
                      + ["[Update"] * 2)
+    first, second = record["pass_norms"]
+    assert record["norms"] == second and first["l1"][0] == second["l1"][0]
+    assert second["l1"][1] > first["l1"][1]  # the sum of the two passes' gradients, so far
+    at = logged.index(next(line for line in logged if line.startswith("Iteration 0")))
+    shown = [line for line in logged if line.startswith("    [")]
+    assert logged[at - 20:at] == shown[:20] and logged[at + 1:at + 3] == shown[20:]
 
 
 def test_fused_layers_show_their_own_lines(tmp_path):

@@ -49,7 +49,7 @@ class PassFigures:
         self.forward: list[dict] = []
         self.backward: list[dict] = []
         self.update: list[dict] = []
-        self.norms: dict[str, list[float]] = {}
+        self.norms: list[dict[str, list[float]]] = []  # one per pass, as Caffe's Backward logs
         self.nonfinite: Optional[str] = None
         # with several passes per iteration (iter_size) each figure says its pass ("pass": k)
         self.passes, self.pass_index = passes, 0
@@ -88,12 +88,13 @@ class PassFigures:
 
     def take_norms(self, grads) -> None:
         """Caffe's "All net params (data, diff)" L1 and L2 norms, over the parameter arena and
-        ``grads`` (the iteration's gradient, in the arena's layout)."""
+        ``grads`` (the gradient summed so far, in the arena's layout), at the end of a pass's
+        backward as Caffe's Net::Backward takes them (iter_size: once per pass)."""
         device, data = self.net.device, self.net.params.data
         n = max(data.size, 1)
-        self.norms = {"l1": [mean_abs(device, data) * n, mean_abs(device, grads) * n],
-                      "l2": [math.sqrt(sum_squares(device, data)),
-                             math.sqrt(sum_squares(device, grads))]}
+        self.norms.append({"l1": [mean_abs(device, data) * n, mean_abs(device, grads) * n],
+                           "l2": [math.sqrt(sum_squares(device, data)),
+                                  math.sqrt(sum_squares(device, grads))]})
 
     def before_update(self) -> None:
         """Each parameter's data before the update (Caffe's [Update] figures are taken then)."""
@@ -113,8 +114,10 @@ class PassFigures:
     def record(self) -> dict:
         """The figures as the JSON log's fields."""
         out = {"forward": self.forward, "backward": self.backward}
-        if self.norms:
-            out["norms"] = self.norms
+        if self.norms:  # the iteration's (its last pass's); with iter_size, each pass's too
+            out["norms"] = self.norms[-1]
+            if self.passes > 1:
+                out["pass_norms"] = self.norms
         if self.update:
             out["update"] = self.update
         return out

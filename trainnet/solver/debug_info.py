@@ -28,11 +28,19 @@ def _g(value: float) -> str:
 
 
 def lines(record: dict) -> list[str]:
-    """Caffe's debug_info lines for ``PassFigures.record()``: [Forward] in plan order, [Backward]
-    in backward order, the parameters' norms, then [Update] in the parameter arena's order."""
+    """Caffe's debug_info lines for ``PassFigures.record()``, in Caffe's order: ``pass_lines``
+    (logged before the iteration's display line), then ``update_lines`` (after it)."""
+    return pass_lines(record) + update_lines(record)
+
+
+def pass_lines(record: dict) -> list[str]:
+    """What Caffe's ForwardBackward logs, pass by pass (iter_size): [Forward] in plan order,
+    [Backward] in backward order, then the parameters' norms at the end of the backward."""
     out = []
     forward, backward = record.get("forward", []), record.get("backward", [])
-    for k in sorted({f.get("pass", 0) for f in forward + backward}):  # iter_size: pass by pass
+    passes = sorted({f.get("pass", 0) for f in forward + backward})
+    norms = record.get("pass_norms") or ([record["norms"]] if record.get("norms") else [])
+    for k in passes:
         for f in forward:
             if f.get("pass", 0) == k:
                 blob = f"top blob {f['top']}" if "top" in f else f"param blob {f['param']}"
@@ -41,15 +49,18 @@ def lines(record: dict) -> list[str]:
             if f.get("pass", 0) == k:
                 blob = f"bottom blob {f['bottom']}" if "bottom" in f else f"param blob {f['param']}"
                 out.append(f"    [Backward] Layer {f['layer']}, {blob} diff: {_g(f['diff'])}")
-    norms = record.get("norms")
-    if norms:
-        (l1_data, l1_diff), (l2_data, l2_diff) = norms["l1"], norms["l2"]
-        out.append(f"    [Backward] All net params (data, diff): L1 norm = ({_g(l1_data)}, "
-                   f"{_g(l1_diff)}); L2 norm = ({_g(l2_data)}, {_g(l2_diff)})")
-    for f in record.get("update", ()):
-        out.append(f"    [Update] Layer {f['layer']}, param {f['param']} data: {_g(f['data'])}; "
-                   f"diff: {_g(f.get('diff', math.nan))}")
+        at = k - (len(passes) - len(norms))  # a single norms entry goes with the last pass
+        if 0 <= at < len(norms):
+            (l1_data, l1_diff), (l2_data, l2_diff) = norms[at]["l1"], norms[at]["l2"]
+            out.append(f"    [Backward] All net params (data, diff): L1 norm = ({_g(l1_data)}, "
+                       f"{_g(l1_diff)}); L2 norm = ({_g(l2_data)}, {_g(l2_diff)})")
     return out
+
+
+def update_lines(record: dict) -> list[str]:
+    """What Caffe's update logs, after the display line: [Update] in the parameter arena's order."""
+    return [f"    [Update] Layer {f['layer']}, param {f['param']} data: {_g(f['data'])}; "
+            f"diff: {_g(f.get('diff', math.nan))}" for f in record.get("update", ())]
 
 
 def due(solver, it: int) -> Optional[PassFigures]:
@@ -60,10 +71,17 @@ def due(solver, it: int) -> Optional[PassFigures]:
     return None
 
 
-def report(solver, it: int, figures: PassFigures) -> None:
-    """Log the iteration's debug_info lines and write them to the JSON log as one record."""
+def report_passes(solver, figures: PassFigures) -> None:
+    """Log the iteration's [Forward] and [Backward] lines (before its display line, as Caffe)."""
+    for line in pass_lines(figures.record()):
+        solver.log(line)
+
+
+def report_update(solver, it: int, figures: PassFigures) -> None:
+    """Log the iteration's [Update] lines (after its display line, as Caffe) and write all its
+    figures to the JSON log as one record."""
     record = figures.record()
-    for line in lines(record):
+    for line in update_lines(record):
         solver.log(line)
     solver.record(event="debug_info", iter=it, **record)
 

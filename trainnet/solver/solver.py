@@ -177,8 +177,10 @@ class Solver:
         marked = (locate.mark(self.net), self.rng.bit_generator.state)
         loss = self._iteration(rate, it, marked)
         self.losses.append(loss)
-        debug_info.watch_loss(self, it, loss)
         self.iter += 1  # before the log is written: a failing write snapshots a consistent state
+        if self.figures is not None:  # Caffe's order: the passes' lines, the display, the update's
+            debug_info.report_passes(self, self.figures)
+        debug_info.watch_loss(self, it, loss)
         smoothed = sum(self.losses) / len(self.losses)
         if cfg.display and it % cfg.display == 0:
             now = time.perf_counter()
@@ -189,7 +191,7 @@ class Solver:
                         seconds=round(now - self._t0, 3))
             self._report_data(self.net, it)
             if self.figures is not None:
-                debug_info.report(self, it, self.figures)
+                debug_info.report_update(self, it, self.figures)
 
     def _iteration(self, rate: float, it: int, marked) -> float:
         """iter_size forward/backward passes, the divergence check, then the update; returns
@@ -208,6 +210,7 @@ class Solver:
                 self._run("pass", self._pass)
             else:
                 self._pass(figures)
+                figures.take_norms(self._grads)
                 figures.pass_index += 1
             loss += net.loss()
         loss /= n
@@ -216,7 +219,6 @@ class Solver:
         if not np.isfinite(loss) or not self.rule.finite(self._grads):
             debug_info.diverged(self, it, loss, marked)
         if figures is not None:
-            figures.take_norms(self._grads)
             figures.before_update()
         self._run("update", self._update)
         if figures is not None:
