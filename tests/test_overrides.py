@@ -131,3 +131,23 @@ def test_the_solver_read_is_never_overwritten(tmp_path):
     out = cli("train", saved)
     assert_one_error(out, str(tmp_path / "out/tiny_run_"), "this run reads it")
     assert saved.read_text() == text
+
+
+def test_the_saved_config_says_what_else_repeating_the_run_needs(tmp_path):
+    solver = write_project(tmp_path, max_iter=4, snapshot=2)
+    assert cli("train", solver, "--set", "max_iter=2").code == 0
+    weights = tmp_path / "out/tiny_iter_2.safetensors"
+    out = cli("train", solver, "--weights", weights, "--threads", "1",
+              "--set", f"snapshot_prefix={tmp_path / 'ft/tiny'}")
+    assert out.code == 0, out.stderr
+    head = (tmp_path / "ft/tiny_run_solver.yaml").read_text().split("\nnet:")[0]
+    assert f"initial weights: {weights}" in head
+    assert "resumed from: nothing" in head
+    assert "--threads 1: give the same count for bit-exact results" in head
+    out = cli("train", solver, "--resume")
+    assert out.code == 0, out.stderr
+    head = (tmp_path / "out/tiny_run_solver_from_iter_2.yaml").read_text().split("\nnet:")[0]
+    assert f"resumed from: {tmp_path / 'out/tiny_iter_2.solverstate'} (iteration 2)" in head
+    assert "initial weights: none" in head
+    assert "threads: unset" in head and "set --threads N to repeat bit for bit" in head
+    assert yaml.safe_load((tmp_path / "out/tiny_run_solver_from_iter_2.yaml").read_text())

@@ -45,21 +45,40 @@ def _data_place(path: str, net) -> Optional[Path]:
     return None
 
 
-def config_files(cfg, prefix: str, command: list[str], resumed_at: Optional[int] = None
-                 ) -> dict[Path, str]:
+def config_files(cfg, prefix: str, command: list[str], resumed_at: Optional[int] = None,
+                 weights: Optional[str] = None, state: Optional[Path] = None,
+                 threads: Optional[int] = None, device: str = "") -> dict[Path, str]:
     """The solver and nets as run (``--set`` applied), to be written beside the snapshots.  A
     resumed run (``--resume``, ``--snapshot``) keeps the files of the run it resumes and writes
     its own beside them, the iteration in their names: ``PREFIX_run_solver_from_iter_N.yaml``,
-    ``PREFIX_run_net_from_iter_N.yaml`` (always, even when they say the same)."""
+    ``PREFIX_run_net_from_iter_N.yaml`` (always, even when they say the same).  The solver's
+    file opens with a comment block: what else repeating the run needs (the weights it started
+    from, the state it resumed, the same ``--threads`` for bit-exact sums)."""
     from trainnet.netcfg import load_net
     from trainnet.netcfg.as_run import resolved_files
 
-    note = "The solver as this ran it: trainnet " + shlex.join(command)
+    def where(path) -> str:
+        return str(Path(path).resolve())
+
+    lines = ["The solver as this ran it: trainnet " + shlex.join(command),
+             "",
+             "To repeat this run from these files, it needs besides them:",
+             "  initial weights: " + (f"{where(weights)} (--weights {weights})" if weights else
+                                      "none (the fillers', from random_seed)"),
+             "  resumed from: " + (f"{where(state)} (iteration {resumed_at}): give it as --snapshot"
+                                   if state is not None else "nothing (it started at iteration 0)"),
+             "  threads: " + (f"--threads {threads}: give the same count for bit-exact results "
+                              "(BLAS sums in an order that depends on its thread count)"
+                              if threads is not None else
+                              "unset (the BLAS library's own choice): a repetition may differ in "
+                              "the last bits; set --threads N to repeat bit for bit"),
+             "  the same data files (the paths below), trainnet version, BLAS and device"
+             + (f" ({device})" if device else "")]
     if cfg.random_seed < 0:
-        note += ("\nrandom_seed is unset (-1): a run from this file draws other random numbers; "
-                 "set random_seed to repeat a run exactly")
+        lines.append("  random_seed: unset (-1): a run from this file draws other random numbers; "
+                     "set random_seed to repeat a run exactly")
     tag = "" if resumed_at is None else f"_from_iter_{resumed_at}"
-    return resolved_files(cfg, prefix, load_net, _data_place, note, tag)
+    return resolved_files(cfg, prefix, load_net, _data_place, "\n".join(lines), tag)
 
 
 @main.command(epilog="""\b
@@ -109,13 +128,16 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
     if weights:
         for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
             progress.log(line)
+    resumed = None
     if state:
         s.restore(Path(state))
+        resumed = Path(state)
     if resume is not None:
-        resuming.resume_newest(s, resume or s.prefix)
+        resumed = resuming.resume_newest(s, resume or s.prefix)
     s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
                                    else ["train", solver, *(a for x in sets for a in ("--set", x))],
-                                   None if state is None and resume is None else s.iter)
+                                   None if resumed is None else s.iter, weights, resumed, threads,
+                                   str(s.device))
     s.files.inputs = input_files(solver, load_solver)
     progress.follow(s)
     try:
