@@ -87,3 +87,15 @@ def test_a_resumed_run_keeps_the_first_runs_config_and_writes_its_own_beside(tmp
     assert out.code == 0, out.stderr
     assert (tmp_path / "out/tiny_run_solver.yaml").read_text() == first
     assert (tmp_path / "out/tiny_run_solver_from_iter_10.yaml").is_file()
+
+
+def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(tmp_path):
+    solver = write_project(tmp_path, max_iter=20, snapshot=10)
+    assert cli("train", solver).code == 0
+    out_dir = tmp_path / "out"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out_dir.iterdir()}
+    out = cli("train", solver, "--resume")
+    assert out.code == 0, out.stderr
+    assert "already at max_iter 20: nothing to train" in out.stdout + out.stderr
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out_dir.iterdir()}
+    assert after == before

@@ -134,6 +134,11 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
         resumed = Path(state)
     if resume is not None:
         resumed = resuming.resume_newest(s, resume or s.prefix)
+    if resumed is not None and s.iter >= s.cfg.max_iter:  # a finished run: no snapshot again
+        progress.log(f"already at max_iter {s.cfg.max_iter}: nothing to train"
+                     if s.iter == s.cfg.max_iter else f"already at iteration {s.iter}, past "
+                     f"max_iter {s.cfg.max_iter}: nothing to train")
+        return
     s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
                                    else ["train", solver, *(a for x in sets for a in ("--set", x))],
                                    None if resumed is None else s.iter, weights, resumed, threads,
