@@ -99,3 +99,38 @@ def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(tmp_path):
     assert "already at max_iter 20: nothing to train" in out.stdout + out.stderr
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out_dir.iterdir()}
     assert after == before
+
+
+def test_resume_from_a_folder_prefers_the_solvers_own_prefix(tmp_path):
+    solver = write_project(tmp_path, max_iter=20, snapshot=10)
+    assert cli("train", solver, "--set", "max_iter=10").code == 0
+    assert cli("train", solver, "--set", f"snapshot_prefix={tmp_path / 'out/other'}").code == 0
+    out = cli("train", solver, "--resume", tmp_path / "out", "--set", "max_iter=12")
+    assert out.code == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert f"Resumed from {tmp_path / 'out/tiny_iter_10.solverstate'} at iteration 10" in text
+
+
+def test_resume_from_a_folder_of_several_other_runs_is_ambiguous(tmp_path):
+    solver = write_project(tmp_path, max_iter=10, snapshot=10)
+    for name in ("a", "b"):
+        assert cli("train", solver, "--set", f"snapshot_prefix={tmp_path / 'out' / name}").code == 0
+    out = cli("train", solver, "--resume", tmp_path / "out")
+    assert_one_error(out, "several runs", str(tmp_path / "out/a"), str(tmp_path / "out/b"),
+                     "--resume PREFIX")
+    # one other prefix alone is taken
+    for path in (tmp_path / "out").glob("b_*"):
+        path.unlink()
+    out = cli("train", solver, "--resume", tmp_path / "out", "--set", "max_iter=12")
+    assert out.code == 0, out.stderr
+    assert "out/a_iter_10.solverstate at iteration 10" in out.stdout + out.stderr
+
+
+def test_a_state_of_another_net_is_said_to_be_so(tmp_path):
+    solver = write_project(tmp_path, max_iter=10, snapshot=10)
+    assert cli("train", solver, "--set", "net.ip1.num_output=5").code == 0
+    out = cli("train", solver, "--resume", "--set", "max_iter=12")
+    assert out.code != 0
+    text = out.stdout + out.stderr
+    assert "not a state of this net and solver" in text and "another net" in text
+    assert "not a complete snapshot" not in text

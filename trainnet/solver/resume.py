@@ -73,13 +73,17 @@ def _layout(solver) -> list:
     return [[key, list(view.shape)] for key, view in solver.net.params.named().items()]
 
 
+class ForeignState(TrainnetError):
+    """A whole solver state, but of another solver type or another net."""
+
+
 def check_record(solver, meta: dict, state_path: Path) -> None:
     """Refuse a state of another solver type or another net."""
     if meta["type"] != solver.cfg.type:
-        raise TrainnetError(f"{state_path}: the state is of a {meta['type']} solver, this solver "
+        raise ForeignState(f"{state_path}: the state is of a {meta['type']} solver, this solver "
                             f"is {solver.cfg.type}")
     if meta["layout"] != _layout(solver):
-        raise TrainnetError(f"{state_path}: the state is of another net (its parameter blobs "
+        raise ForeignState(f"{state_path}: the state is of another net (its parameter blobs "
                             "differ in names or shapes from this net's)")
 
 
@@ -146,37 +150,67 @@ def _resumed(solver, path: Path, say: str = "Resumed from {path} at iteration {i
 STATE_NAME = re.compile(r"^(.*)_iter_(\d+)\.solverstate(\.h5)?$")
 
 
-def snapshots(where: str) -> list[Path]:
-    """The solver states of a run, newest (highest iteration) first: those of the snapshot
-    prefix ``where``, or of every prefix in ``where`` when it is a folder."""
-    path = Path(where)
-    folder, stem = (path, None) if path.is_dir() else (path.parent, path.name)
-    found = []
+def _states(folder: Path) -> dict[str, list[tuple[int, float, Path]]]:
+    """The solver states in ``folder`` by snapshot prefix (the file name before ``_iter_N``)."""
+    found: dict[str, list[tuple[int, float, Path]]] = {}
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
             m = STATE_NAME.match(entry.name)
-            if m and (stem is None or m.group(1) == stem) and entry.is_file():
-                found.append((int(m.group(2)), entry.stat().st_mtime, entry))
-    return [entry for _, _, entry in sorted(found, reverse=True)]
+            if m and entry.is_file():
+                found.setdefault(m.group(1), []).append((int(m.group(2)), entry.stat().st_mtime,
+                                                         entry))
+    return found
+
+
+def snapshots(where: str, own: str | None = None) -> list[Path]:
+    """The solver states of a run, newest (highest iteration) first: those of the snapshot
+    prefix ``where``; or, when ``where`` is a folder, those of the prefix ``own`` (the solver's
+    own) when it has states there, else those of the one prefix that has; states of several
+    other prefixes are ambiguous: an error naming them."""
+    path = Path(where)
+    folder, stem = (path, None) if path.is_dir() else (path.parent, path.name)
+    found = _states(folder)
+    if stem is None:
+        mine = Path(own + "_iter_") if own is not None else None
+        if mine is not None and mine.parent.resolve() == folder.resolve() \
+                and mine.name[:-len("_iter_")] in found:
+            stem = mine.name[:-len("_iter_")]
+        elif len(found) > 1:
+            names = ", ".join(str(folder / name) for name in sorted(found))
+            raise TrainnetError(f"--resume {where}: the folder holds the snapshots of several runs "
+                                f"({names}) and none of this solver's prefix: name one as "
+                                "--resume PREFIX")
+        else:
+            stem = next(iter(found), None)
+    return [entry for _, _, entry in sorted(found.get(stem, []), reverse=True)]
 
 
 def resume_newest(solver, where: str) -> Path:
-    """Restore the newest complete snapshot under ``where`` (a prefix or a folder): one whose
-    state and weights are whole and bound to each other.  A newer one that is not is skipped
-    with a line in the log; none at all is an error."""
-    states = snapshots(where)
+    """Restore the newest complete snapshot under ``where`` (a prefix or a folder, see
+    ``snapshots``): one whose state and weights are whole and bound to each other.  A newer one
+    that is not is skipped with a line in the log, as is one of another net or solver type (said
+    so); none at all is an error."""
+    states = snapshots(where, solver.prefix)
     if not states:
         raise TrainnetError(f"nothing to resume: no solver state (*_iter_N.solverstate) under "
                             f"{where}")
+    foreign = 0
     for state in states:
         try:
             restore(solver, state)
             return state
+        except ForeignState as exc:
+            foreign += 1
+            solver.log(f"Warning: skipping {state}, not a state of this net and solver: "
+                       f"{str(exc).removeprefix(f'{state}: ')}")
         except TrainnetError as exc:
             solver.log(f"Warning: skipping {state}, not a complete snapshot: "
                        f"{str(exc).removeprefix(f'{state}: ')}")
+    if foreign == len(states):
+        raise TrainnetError(f"nothing to resume under {where}: its {len(states)} solver state(s) "
+                            "are of another net or solver type (see the warnings above)")
     raise TrainnetError(f"nothing to resume under {where}: none of its {len(states)} solver "
-                        "state(s) is a complete snapshot (see the warnings above)")
+                        "state(s) is a complete snapshot of this net (see the warnings above)")
 
 
 def restore_caffe(solver, path: Path) -> None:
