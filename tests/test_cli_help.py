@@ -34,7 +34,7 @@ def _cases():
         yield pytest.param(path, id=name or "trainnet", marks=marks)
 
 
-@pytest.mark.parametrize("path", _cases())
+@pytest.mark.parametrize("path", list(_cases()))
 def test_help_shows_an_example(path):
     result = CliRunner().invoke(main, [*path, "--help"], terminal_width=100)
     assert result.exit_code == 0, result.output
