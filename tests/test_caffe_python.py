@@ -91,3 +91,24 @@ def test_a_replan_keeps_the_python_layers_object(tmp_path):
     assert net.layers[1] is user and user.note == "kept"
     np.testing.assert_array_equal(out, np.full((2, 3), 4, np.float32))
     np.testing.assert_array_equal(user.blobs[0].data, [4])
+
+
+MEMORY = """name: "mem"
+layer { name: "m" type: "MemoryData" top: "x" top: "y"
+        memory_data_param { batch_size: 2 channels: 1 height: 1 width: 3 } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z"
+        inner_product_param { num_output: 2 } }
+"""
+
+
+def test_set_input_arrays_feeds_a_memory_data_layer(tmp_path):
+    model = tmp_path / "mem.prototxt"
+    model.write_text(MEMORY)
+    net = caffe.Net(str(model), caffe.TEST)
+    data = np.arange(12, dtype=np.float32).reshape(4, 1, 1, 3)
+    labels = np.arange(4, dtype=np.float32)
+    net.set_input_arrays(data, labels)
+    for batch in range(2):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["x"].data, data[2 * batch:2 * batch + 2])
+        np.testing.assert_array_equal(net.blobs["y"].data.reshape(-1), labels[2 * batch:2 * batch + 2])
