@@ -215,3 +215,28 @@ def test_bad_input_is_one_error(case, tmp_path, no_dot):
     }[case]
     assert_one_error(cli("draw", *args), *fragments)
     assert not (tmp_path / "net.svg").exists() and not (tmp_path / "net.jpg").exists()
+
+
+def test_a_wide_net_draws_at_a_scale_pillow_can_hold(tmp_path, no_dot):
+    """ResNet-50 left to right is over 65500 pixels wide at twice the SVG's size (Pillow's JPEG
+    encoder, which a PDF's image goes through, refuses it): drawn at the SVG's size instead,
+    the TB picture still at twice it."""
+    draw("zoo:resnet50", "-o", tmp_path / "r.png")
+    image = Image.open(tmp_path / "r.png")
+    image.load()
+    assert image.format == "PNG" and 40000 < image.width <= 65500 and image.height < 1000
+    draw("zoo:resnet50", "-o", tmp_path / "r.pdf")
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
+    assert b"%%EOF" in (tmp_path / "r.pdf").read_bytes()[-64:]
+    draw("zoo:resnet50", "--rankdir", "TB", "-o", tmp_path / "tb.png")
+    tall = Image.open(tmp_path / "tb.png")
+    assert 40000 < tall.height <= 65500  # at 2x: about 26600 at 1x
+
+
+@pytest.mark.parametrize("suffix", ["png", "pdf"])
+def test_a_picture_too_large_even_at_1x_is_one_error(suffix, tmp_path, no_dot, monkeypatch):
+    from trainnet.tools import draw_render
+    monkeypatch.setattr(draw_render, "MAX_SIDE", 20000)
+    assert_one_error(cli("draw", "zoo:resnet50", "-o", tmp_path / f"r.{suffix}"),
+                     "'ResNet-50'", "pixels", "--rankdir TB", ".svg")
+    assert not (tmp_path / f"r.{suffix}").exists()

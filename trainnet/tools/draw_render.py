@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Optional
 from xml.sax.saxutils import escape
+
+from trainnet.errors import TrainnetError
 
 from trainnet.tools.draw_graph import COLOURS, Graph
 from trainnet.tools.draw_layout import Layout, layout
@@ -14,6 +17,10 @@ FONT_SIZE = 12
 SVG_CHAR = 0.62 * FONT_SIZE   # a monospace character's advance
 SVG_LINE = 1.3 * FONT_SIZE
 EDGE_COLOUR = "#555555"
+# Pillow's largest side (its JPEG encoder's, which a PDF's image goes through) and a pixel count
+# that stays a picture (about 300 MB of RGB; Pillow warns of larger ones it opens)
+MAX_SIDE = 65500
+MAX_PIXELS = 89_478_485
 
 
 def _attr(text: str) -> str:
@@ -86,8 +93,8 @@ def _text(draw, font, centre, lines, line_height, fill="#000000", halo: int = 0)
                   stroke_width=halo, stroke_fill="white")
 
 
-def to_image(graph: Graph, scale: int = 2):
-    """The picture as a Pillow RGB image (``scale`` times the SVG's size, for sharp text)."""
+def _placed(graph: Graph, scale: int):
+    """The font, line height and layout of ``graph`` drawn at ``scale``."""
     from PIL import Image, ImageDraw
 
     font = _font(FONT_SIZE * scale)
@@ -95,7 +102,41 @@ def to_image(graph: Graph, scale: int = 2):
     line_height = 1.3 * FONT_SIZE * scale
     placed: Layout = layout(graph, lambda t: probe.textlength(t, font=font) / scale + 0,
                             line_height / scale)
-    image = Image.new("RGB", (int(placed.width * scale) + 1, int(placed.height * scale) + 1), "white")
+    return font, line_height, placed
+
+
+def _size(placed: Layout, scale: int) -> tuple[int, int]:
+    return int(placed.width * scale) + 1, int(placed.height * scale) + 1
+
+
+def _fits(size: tuple[int, int]) -> bool:
+    return max(size) <= MAX_SIDE and size[0] * size[1] <= MAX_PIXELS
+
+
+def _scaled(graph: Graph, scale: Optional[int]):
+    """``_placed`` at ``scale``, or (None) at 2 when the picture fits Pillow's limits so, else
+    at 1; a picture too large even at 1 is one TrainnetError saying what to do instead."""
+    if scale is not None:
+        return scale, _placed(graph, scale)
+    for scale in (2, 1):
+        placed = _placed(graph, scale)
+        if _fits(_size(placed[2], scale)):
+            return scale, placed
+    w, h = _size(placed[2], 1)
+    other = "TB" if w >= h else "LR"
+    raise TrainnetError(f"the picture of '{graph.name}' would be {w} x {h} pixels, more than a PNG "
+                        f"or PDF drawn with Pillow can hold ({MAX_SIDE} pixels a side, "
+                        f"{MAX_PIXELS:,} in all): draw it with --rankdir {other}, or as .svg, "
+                        "or install Graphviz")
+
+
+def to_image(graph: Graph, scale: Optional[int] = None):
+    """The picture as a Pillow RGB image, ``scale`` times the SVG's size (None: 2, for sharp
+    text, or 1 for a picture too large at 2; see ``_scaled``)."""
+    from PIL import Image, ImageDraw
+
+    scale, (font, line_height, placed) = _scaled(graph, scale)
+    image = Image.new("RGB", _size(placed, scale), "white")
     draw = ImageDraw.Draw(image)
     s = float(scale)
     _text(draw, font, (placed.width * s / 2, 12 * s), [graph.name], line_height)
@@ -119,9 +160,10 @@ def to_image(graph: Graph, scale: int = 2):
 def to_raster(graph: Graph, fmt: str) -> bytes:
     """The picture as PNG or PDF bytes, drawn with Pillow."""
     buffer = io.BytesIO()
-    image = to_image(graph)
-    if fmt == "pdf":
-        image.save(buffer, format="PDF", resolution=144.0)
+    scale, _ = _scaled(graph, None)
+    image = to_image(graph, scale)
+    if fmt == "pdf":  # the page the SVG's size in points
+        image.save(buffer, format="PDF", resolution=72.0 * scale)
     else:
         image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
