@@ -323,3 +323,33 @@ def test_a_folded_scale_shows_its_own_lines(tmp_path):
     assert {"bn", "scale"} <= layers
     off = Solver(load_solver(project(tmp_path, BN_SCALE, debug_info=False)))
     assert "scale" not in [step.name for step in off.net.plan.steps]
+
+
+def test_a_resumed_run_watches_from_its_restored_window(tmp_path):
+    """The watch starts from the snapshot's smoothed-loss window, not blind for the first
+    EXPLOSION_WARM_UP iterations after a resume: the growing loss warns at once."""
+    first = Solver(load_solver(project(tmp_path, GROWING, base_lr=1.0, max_iter=12, display=0,
+                                       debug_info=False, average_loss=4, loss_explosion_factor=0,
+                                       snapshot_after_train=True)))
+    first.solve()
+    state = next(tmp_path.glob("run_iter_12.solverstate*"))
+    logged: list[str] = []
+    resumed = Solver(load_solver(project(tmp_path, GROWING, base_lr=1.0, max_iter=14, display=0,
+                                         debug_info=False, average_loss=4)), log=logged.append)
+    resumed.restore(state)
+    assert list(resumed.losses) == list(first.losses)
+    resumed.solve()
+    warned = [line for line in logged if "loss_explosion_factor" in line]
+    assert len(warned) == 1 and warned[0].startswith("Iteration 12: Warning: the loss"), logged
+
+
+def test_explosion_watch_seed():
+    watch = ExplosionWatch(10)
+    watch.seed([], 50)  # nothing to start from: still warming up
+    assert watch.seen == 0
+    watch.seed([1.0, 1.0, float("nan")], 50)
+    assert watch.seen == 50 and watch.check(20.0) == pytest.approx(1.0)
+    short = ExplosionWatch(10)
+    short.seed([1.0], 3)  # three iterations trained: seven more before a comparison
+    assert [short.check(1.0) for _ in range(EXPLOSION_WARM_UP - 3)] == [None] * 7
+    assert short.check(100.0) is not None

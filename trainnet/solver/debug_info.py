@@ -131,6 +131,20 @@ class ExplosionWatch:
         self.seen = 0
         self.warned = False
 
+    def seed(self, losses, trained: int) -> None:
+        """Start from a resumed run's smoothed-loss window (``losses``, the newest last) after
+        ``trained`` iterations, instead of blind for the first EXPLOSION_WARM_UP iterations: the
+        running average is the window's, and the warm-up counts the iterations trained when the
+        window holds any.  An empty window (a Caffe state, say) leaves the watch as it is."""
+        finite = [float(v) for v in losses if math.isfinite(v)]
+        if not finite:
+            return
+        self.weighted = self.weights = 0.0
+        for value in finite:
+            self.weighted = EXPLOSION_DECAY * self.weighted + value
+            self.weights = EXPLOSION_DECAY * self.weights + 1.0
+        self.seen = max(trained, len(finite))
+
     def check(self, loss: float) -> Optional[float]:
         """Take ``loss``; returns the running average it explodes from, the first time only."""
         if not self.factor or not math.isfinite(loss):

@@ -277,3 +277,4 @@ class Solver:
     def restore(self, state_path: Path) -> None:
         """Continue exactly where a snapshot left off (a Caffe state: as far as it can say)."""
         resume.restore(self, Path(state_path))
+        self.explosion.seed(self.losses, self.iter)  # not blind for the first iterations
