@@ -1,9 +1,9 @@
 """Pooling's window geometry: its parameters (Caffe's PoolingParameter), Caffe's output size and
-the check of a window against an NCHW bottom, and the clipping of a kernel tap to the bottom
-(the forward-only path)."""
+the check of a window against an NCHW bottom, and the layout of the CPU pass's padded cells."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
@@ -42,15 +42,79 @@ def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, padde
     return out
 
 
-def clip_tap(tap: int, pad: int, stride: int, size: int, out: int) -> Optional[tuple[slice, slice]]:
-    """For one kernel tap along one axis: the outputs whose window puts that tap inside the
-    ``size`` input cells, and those input cells, as slices (None if there are none)."""
-    lo = max(0, -(-(pad - tap) // stride))
-    hi = min(out, (size - 1 + pad - tap) // stride + 1)
-    if hi <= lo:
-        return None
-    start = lo * stride + tap - pad
-    return slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)
+@dataclass(frozen=True)
+class Cells:
+    """The CPU pass's layout of a chunk of bottom planes: padded to ``Hp`` x ``Wp`` around the
+    bottom (room for Caffe's ceil-rounded windows) and its columns split by phase modulo the
+    stride, ``(planes, Hp, sw, Wq)`` with padded column ``q * sw + p`` at ``[:, :, p, q]``.  Every
+    kernel tap then touches a row-strided view whose rows are contiguous runs of ``Wo`` cells, so
+    NumPy's loops run over contiguous memory.  A chunk of planes small enough for the cache
+    makes each tap's passes read what the last one left there."""
+
+    H: int
+    W: int
+    Ho: int
+    Wo: int
+    kh: int
+    kw: int
+    ph: int
+    pw: int
+    sh: int
+    sw: int
+
+    @property
+    def Hp(self) -> int:
+        return max(self.H + 2 * self.ph, (self.Ho - 1) * self.sh + self.kh)
+
+    @property
+    def Wq(self) -> int:
+        return -(-max(self.W + 2 * self.pw, (self.Wo - 1) * self.sw + self.kw) // self.sw)
+
+    @property
+    def direct(self) -> bool:
+        """The bottom itself has this layout: no padding needed and stride 1 across."""
+        return self.sw == 1 and (self.Hp, self.Wq) == (self.H, self.W)
+
+    def shape(self, planes: int) -> tuple[int, int, int, int]:
+        return planes, self.Hp, self.sw, self.Wq
+
+    def taps(self, cells: np.ndarray):
+        """(tap index, its (planes, Ho, Wo) view of ``cells``) in Caffe's window order."""
+        hs = self.sh * (self.Ho - 1) + 1
+        for i in range(self.kh):
+            for j in range(self.kw):
+                q = j // self.sw
+                yield i * self.kw + j, cells[:, i:i + hs:self.sh, j % self.sw, q:q + self.Wo]
+
+    def _phases(self):
+        """Per column phase p: (first q, count, first bottom column) of the bottom's columns."""
+        for p in range(self.sw):
+            q0 = -(-(self.pw - p) // self.sw)
+            w0 = q0 * self.sw + p - self.pw
+            yield p, q0, max(0, -(-(self.W - w0) // self.sw)), w0
+
+    def interior(self, cells: np.ndarray):
+        """(view of ``cells``, the bottom columns it holds as a slice) per column phase."""
+        for p, q0, n, w0 in self._phases():
+            if n:
+                yield cells[:, self.ph:self.ph + self.H, p, q0:q0 + n], slice(w0, self.W, self.sw)
+
+    def fill_border(self, cells: np.ndarray, value: float) -> None:
+        cells[:, :self.ph] = value
+        cells[:, self.ph + self.H:] = value
+        for p, q0, n, _ in self._phases():
+            cells[:, self.ph:self.ph + self.H, p, :q0] = value
+            cells[:, self.ph:self.ph + self.H, p, q0 + n:] = value
+
+    def load(self, cells: np.ndarray, x: np.ndarray) -> None:
+        """Copy the (planes, H, W) bottom chunk ``x`` into the interior of ``cells``."""
+        for view, cols in self.interior(cells):
+            np.copyto(view, x[:, :, cols])
+
+    def store(self, dx: np.ndarray, cells: np.ndarray) -> None:
+        """Copy the interior of ``cells`` into the (planes, H, W) chunk ``dx`` (the crop)."""
+        for view, cols in self.interior(cells):
+            np.copyto(dx[:, :, cols], view)
 
 
 def window_geometry(layer: Layer, shape: tuple) -> tuple[int, ...]:

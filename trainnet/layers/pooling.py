@@ -1,15 +1,15 @@
 """Pooling: Caffe's MAX and AVE pooling over 2-D windows of an NCHW bottom.
 
-The bottom is copied into a padded buffer large enough for Caffe's ceil-rounded windows
-(``-FLT_MAX`` around it for MAX, so padding never wins; zeros for AVE).  Every window is then
-handled at once through strided views, with a Python loop over the kh*kw kernel taps only.
-MAX keeps the winning tap of each window (ties: the first in row-major order, as Caffe's strict
-``>``) for backward; AVE divides by Caffe's window size clipped to ``H + pad``, computed once.
-
-A forward-only step keeps nothing for a backward and needs no buffer at all: each tap's view is
-clipped to the windows in which it falls inside the bottom, so padding is never copied, and MAX
-is a plain ``np.maximum`` over the taps, starting from Caffe's ``-FLT_MAX`` where a window is
-clipped.
+The CPU pass takes the bottom a chunk of planes at a time (sized for the cache), copied into
+padded cells with their columns split by phase modulo the stride (``pool_geometry.Cells``;
+``-FLT_MAX`` around it for MAX, so padding never wins; zeros for AVE), and handles every window
+at once through one strided view per kernel tap, with no index gather: a running maximum (or
+sum) over the kh*kw taps in Caffe's window order.  MAX records the winning tap of each window
+(ties: the first, as Caffe's strict ``>``) in the smallest unsigned type; backward adds the top
+diff, masked to the windows a tap won, into that tap's view of a zeroed padded gradient (within
+one tap the views never overlap, and overlapping windows meet across taps in tap order), then
+crops it.  AVE divides by Caffe's window size clipped to ``H + pad``, computed once.  A
+forward-only step keeps no argmax and needs only the chunk of cells.
 
 The GPU pass (``pooling.cu``) runs one thread per top cell forward and, backward, one per bottom
 cell gathering from the windows that cover it.  It keeps the same argmax (the winning tap as a
@@ -19,15 +19,23 @@ bit, ties included; it needs neither the padded copy nor the masks.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-from trainnet.layers.base import Buffer, Layer, StepIO, fill_padded, register
-from trainnet.layers.pool_geometry import FLT_MAX, PoolingParams, clip_tap, window_geometry
+from trainnet.layers.base import Buffer, Layer, StepIO, register
+from trainnet.layers.pool_geometry import FLT_MAX, Cells, PoolingParams, window_geometry
 from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
+CHUNK_CELLS = 1 << 16  # padded bottom cells per CPU chunk: a few hundred KiB, in the L2 cache
+
+
+def _planes(a: np.ndarray) -> np.ndarray:
+    """An NCHW array as (N*C, H, W) planes, a view (a copy would lose the writes)."""
+    return np.reshape(a, (-1,) + a.shape[2:], copy=False)
+
+
+def names_in(io: StepIO, names) -> list[np.ndarray]:
+    return [io.buf[n] if n == "argmax" else getattr(io, n)[0] for n in names]
 
 
 @register("Pooling")
@@ -48,9 +56,8 @@ class Pooling(Layer):
         self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
         self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = kh, kw, ph, pw, sh, sw
         # Room for every window, ceil-rounded ones included, around the bottom.
-        self.Hp = max(H + 2 * ph, (Ho - 1) * sh + kh)
-        self.Wp = max(W + 2 * pw, (Wo - 1) * sw + kw)
-        self.padded = (self.Hp, self.Wp) != (H, W)
+        self.cells = Cells(H, W, Ho, Wo, kh, kw, ph, pw, sh, sw)
+        self.chunk = min(N * C, max(1, CHUNK_CELLS // (self.cells.Hp * sw * self.cells.Wq)))
         if p.pool == "AVE":
             def sizes(out, size, k, pad, s):
                 start = np.arange(out) * s - pad
@@ -64,111 +71,84 @@ class Pooling(Layer):
         return {"argmax": Buffer((self.N, self.C, self.Ho, self.Wo))}
 
     def buffers_cpu(self, ctx):
+        top = (self.chunk, self.Ho, self.Wo)
+        bufs = {} if self.cells.direct else {"cells": Buffer(self.cells.shape(self.chunk))}
         if ctx.forward_only:
-            return {}
-        top = (self.N, self.C, self.Ho, self.Wo)
-        bufs = {}
-        if self.padded:
-            bufs["pad"] = Buffer((self.N, self.C, self.Hp, self.Wp))
+            return bufs
         if self.p.pool == "MAX":
-            # The winning tap i*kw + j of each window, as a float so that forward and backward
-            # update it with branch-free arithmetic (masked writes mispredict on random data);
-            # the GPU pass keeps the same there.
-            bufs["argmax"] = Buffer(top)
-            bufs["mask"] = Buffer(top)
-        else:
-            bufs["scaled"] = Buffer(top)  # top diff / window size
+            # The winning tap of each window, kept for backward; the smallest unsigned type.
+            bufs["argmax"] = Buffer((self.N, self.C, self.Ho, self.Wo),
+                                    np.min_scalar_type(self.kh * self.kw - 1))
+            bufs["greater"] = Buffer(top, np.bool_)
+            bufs["tap"] = Buffer(top, bufs["argmax"].dtype)
+        bufs["masked"] = Buffer(top)  # backward: top diff where a tap won / by the window size
         return bufs
 
     def flops(self):
         outputs = self.N * self.C * self.Ho * self.Wo
         return outputs * self.kh * self.kw + (outputs if self.p.pool == "AVE" else 0)
 
-    def _taps(self, a: np.ndarray):
-        """(tap index, the (N, C, Ho, Wo) view of ``a`` that tap touches) in row-major order."""
-        hs, ws = self.sh * (self.Ho - 1) + 1, self.sw * (self.Wo - 1) + 1
-        for i in range(self.kh):
-            for j in range(self.kw):
-                yield i * self.kw + j, a[:, :, i:i + hs:self.sh, j:j + ws:self.sw]
+    def _chunks(self, io: StepIO, *names: str):
+        """Per chunk of ``self.chunk`` planes: the (planes, ...) slices of the named io arrays."""
+        arrays = [_planes(a) for a in names_in(io, names)]
+        for lo in range(0, self.N * self.C, self.chunk):
+            yield [a[lo:lo + self.chunk] for a in arrays]
 
-    def _clipped_taps(self, x: np.ndarray, top: np.ndarray):
-        """(top cells, cells of the unpadded bottom ``x``) of each tap in row-major order, both
-        clipped to the windows in which that tap falls inside ``x``; taps that never do are left
-        out."""
-        rows = [clip_tap(i, self.ph, self.sh, self.H, self.Ho) for i in range(self.kh)]
-        cols = [clip_tap(j, self.pw, self.sw, self.W, self.Wo) for j in range(self.kw)]
-        for r in rows:
-            for c in cols:
-                if r and c:
-                    yield top[:, :, r[0], c[0]], x[:, :, r[1], c[1]]
-
-    def _source(self, io: StepIO) -> np.ndarray:
-        if not self.padded:
-            return io.bottom[0]
-        fill_padded(io.buf["pad"], io.bottom[0], self.ph, self.pw,
-                    -FLT_MAX if self.p.pool == "MAX" else 0)
-        return io.buf["pad"]
-
-    def _interior(self, a: np.ndarray) -> np.ndarray:
-        return a[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W]
+    def _cells(self, io: StepIO, x: np.ndarray, fill: float, first: bool) -> np.ndarray:
+        """The chunk ``x`` in the cells layout, padded with ``fill``: the bottom itself where
+        it already has that layout."""
+        if self.cells.direct:
+            return x[:, :, None, :]
+        cells = io.buf["cells"][:len(x)]
+        if first:  # the border, never overwritten by a chunk, is set once a pass
+            self.cells.fill_border(io.buf["cells"], fill)
+        self.cells.load(cells, x)
+        return cells
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
-        if io.ctx.forward_only:
-            self._forward_only(io.bottom[0], io.top[0])
-            return
-        x, top = self._source(io), io.top[0]
-        taps = self._taps(x)
-        np.copyto(top, next(taps)[1])
-        if self.p.pool == "MAX":
-            argmax, mask = io.buf["argmax"], io.buf["mask"]
-            argmax.fill(0)
-            for t, cells in taps:  # t grows, so max(argmax, t * (cells > top)) keeps the first max
-                np.greater(cells, top, out=mask)
-                np.maximum(top, cells, out=top)
-                np.multiply(mask, t, out=mask)
-                np.maximum(argmax, mask, out=argmax)
-        else:
-            for _, cells in taps:
-                np.add(top, cells, out=top)
-            np.divide(top, self.divisor, out=top)
-
-    def _forward_only(self, x: np.ndarray, top: np.ndarray):
-        """The same top as the full forward, with no argmax and no padded copy.  Taps combine in
-        row-major order, so AVE adds exactly what the padded sum adds, less its zeros."""
         is_max = self.p.pool == "MAX"
-        taps = self._clipped_taps(x, top)
-        cells_top, cells = next(taps)  # every window holds a cell of x
-        if cells_top.shape == top.shape:
-            np.copyto(top, cells)
-        else:
-            top.fill(-FLT_MAX if is_max else 0)
-            taps = itertools.chain([(cells_top, cells)], taps)
-        combine = np.maximum if is_max else np.add
-        for cells_top, cells in taps:
-            combine(cells_top, cells, out=cells_top)
-        if not is_max:
-            np.divide(top, self.divisor, out=top)
+        keep = is_max and not io.ctx.forward_only
+        names = ("bottom", "top", "argmax") if keep else ("bottom", "top")
+        for n, chunk in enumerate(self._chunks(io, *names)):
+            x, top = chunk[:2]
+            taps = self.cells.taps(self._cells(io, x, -FLT_MAX if is_max else 0, n == 0))
+            np.copyto(top, next(taps)[1])
+            if keep:
+                argmax, greater = chunk[2], io.buf["greater"][:len(x)]
+                tap = io.buf["tap"][:len(x)]
+                argmax.fill(0)
+                for t, cells in taps:  # t grows, so max(argmax, t * (cells > top)) keeps the first max
+                    np.greater(cells, top, out=greater)
+                    np.maximum(top, cells, out=top)
+                    np.multiply(greater, t, out=tap, dtype=tap.dtype)
+                    np.maximum(argmax, tap, out=argmax)
+            else:
+                combine = np.maximum if is_max else np.add
+                for _, cells in taps:
+                    combine(top, cells, out=top)
+                if not is_max:
+                    np.divide(top, self.divisor, out=top)
 
     def backward_cpu(self, io: StepIO):
-        dx = io.bottom_diff[0]
-        if dx is None:
+        if io.bottom_diff[0] is None:
             return
-        acc = io.buf["pad"] if self.padded else dx
-        acc.fill(0)
-        if self.p.pool == "MAX":
-            dtop, argmax, mask = io.top_diff[0], io.buf["argmax"], io.buf["mask"]
-            for t, cells in self._taps(acc):
-                np.equal(argmax, t, out=mask)
-                np.multiply(mask, dtop, out=mask)
-                np.add(cells, mask, out=cells)
-        else:
-            scaled = io.buf["scaled"]
-            np.divide(io.top_diff[0], self.divisor, out=scaled)
-            for _, cells in self._taps(acc):
-                np.add(cells, scaled, out=cells)
-        if self.padded:
-            np.copyto(dx, self._interior(acc))
+        is_max = self.p.pool == "MAX"
+        names = ("bottom_diff", "top_diff", "argmax") if is_max else ("bottom_diff", "top_diff")
+        for chunk in self._chunks(io, *names):
+            dx, dtop = chunk[:2]
+            masked = io.buf["masked"][:len(dx)]
+            acc = dx[:, :, None, :] if self.cells.direct else io.buf["cells"][:len(dx)]
+            acc.fill(0)
+            if not is_max:
+                np.divide(dtop, self.divisor, out=masked)
+            for t, cells in self.cells.taps(acc):  # a tap's cells never overlap: adds are exact
+                if is_max:
+                    np.equal(chunk[2], t, out=masked)
+                    np.multiply(masked, dtop, out=masked)
+                np.add(cells, masked, out=cells)
+            if not self.cells.direct:
+                self.cells.store(dx, acc)
 
     # --- GPU -------------------------------------------------------------------------------
     def _dims(self) -> tuple:
