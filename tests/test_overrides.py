@@ -151,3 +151,52 @@ def test_the_saved_config_says_what_else_repeating_the_run_needs(tmp_path):
     assert "initial weights: none" in head
     assert "threads: unset" in head and "set --threads N to repeat bit for bit" in head
     assert yaml.safe_load((tmp_path / "out/tiny_run_solver_from_iter_2.yaml").read_text())
+
+
+def test_list_elements_by_index(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    out = cli("train", solver, "--set", "net.conv1.param.0.lr_mult=3", "--set", "test_iter.0=3")
+    assert out.code == 0, out.stderr
+    saved = yaml.safe_load((tmp_path / "out/tiny_run_solver.yaml").read_text())
+    assert saved["test_iter"] == [3]
+    net = yaml.safe_load((tmp_path / "out/tiny_run_net.yaml").read_text())
+    conv = next(l for l in net["layer"] if l["name"] == "conv1")
+    assert conv["param"][0]["lr_mult"] == 3 and conv["param"][1]["lr_mult"] == 2
+    out = cli("train", solver, "--set", "net.conv1.param.2.lr_mult=3")
+    assert_one_error(out, "--set net.conv1.param.2.lr_mult=3", "param has 2 element(s)",
+                     "out of range")
+    out = cli("train", solver, "--set", "test_iter.5=3")
+    assert_one_error(out, "--set test_iter.5=3", "test_iter has 1 element(s)")
+
+
+def test_several_test_net_files_by_index(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    (tmp_path / "net2.yaml").write_text(NET.replace("name: Tiny", "name: Tiny2"))
+    text = solver.read_text().replace("net: net.yaml", "train_net: net.yaml\n"
+                                      "test_net: [net.yaml, net2.yaml]")
+    solver.write_text(text.replace("test_iter: 4", "test_iter: [4, 4]"))
+    out = cli("train", solver, "--set", "test_net.1.drop1.dropout_ratio=0.3",
+              "--set", "test_net.0.data@TEST.batch_size=8")
+    assert out.code == 0, out.stderr
+    saved = yaml.safe_load((tmp_path / "out/tiny_run_solver.yaml").read_text())
+    assert saved["test_net"] == ["tiny_run_test_net0.yaml", "tiny_run_test_net1.yaml"]
+    first = yaml.safe_load((tmp_path / "out/tiny_run_test_net0.yaml").read_text())
+    second = yaml.safe_load((tmp_path / "out/tiny_run_test_net1.yaml").read_text())
+    assert first["name"] == "Tiny" and second["name"] == "Tiny2"
+    assert [l["batch_size"] for l in first["layer"] if l["name"] == "data"] == [16, 8]
+    assert [l["dropout_ratio"] for l in second["layer"] if l["name"] == "drop1"] == [0.3]
+
+
+def test_a_layer_name_in_both_phases_is_said_once(tmp_path):
+    solver = write_project(tmp_path, max_iter=2)
+    out = cli("train", solver, "--set", "net.data.batch_size=8")
+    assert out.code == 0, out.stderr
+    text = out.stdout + out.stderr
+    assert text.count("--set net.data.batch_size: 2 layers named 'data' (TRAIN, TEST) changed") == 1
+    out = cli("train", solver, "--set", "net.data@TRAIN.batch_size=8")
+    assert out.code == 0, out.stderr
+    assert "layers named" not in out.stdout + out.stderr
+    net = yaml.safe_load((tmp_path / "out/tiny_run_net.yaml").read_text())
+    assert [l["batch_size"] for l in net["layer"] if l["name"] == "data"] == [8, 32]
+    out = cli("train", solver, "--set", "net.data@VAL.batch_size=8")
+    assert_one_error(out, "expects LAYER@TRAIN or LAYER@TEST")

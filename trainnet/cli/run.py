@@ -22,16 +22,18 @@ from trainnet.errors import TrainnetError
 DEFAULT_TEST_ITERATIONS = 50  # Caffe's, when the test source's size is not known
 
 
-def load_config(solver: str, sets: tuple[str, ...], threads: Optional[int]):
+def load_config(solver: str, sets: tuple[str, ...], threads: Optional[int],
+                notes: Optional[list[str]] = None):
     """The solver of the file ``solver`` with the ``--set`` overrides applied, and ``threads``
-    data workers for each data layer that does not set its own."""
+    data workers for each data layer that does not set its own; ``notes`` gets what the run
+    should say of the overrides (one that changed several layers of a name)."""
     from trainnet.netcfg import load_net, load_solver
     from trainnet.netcfg.as_run import with_layer_default
     from trainnet.netcfg.overrides import check_keys, load_solver_with, parse_override
 
     overrides = [parse_override(text) for text in sets]
     check_keys(overrides)
-    cfg = load_solver_with(solver, overrides) if overrides else load_solver(solver)
+    cfg = load_solver_with(solver, overrides, notes) if overrides else load_solver(solver)
     return cfg if threads is None else with_layer_default(cfg, "workers", threads, load_net)
 
 
@@ -123,7 +125,10 @@ def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph,
     threads_line = apply_threads(threads)
     if threads_line:
         progress.log(threads_line)
-    cfg = load_config(solver, sets, threads)
+    notes: list[str] = []
+    cfg = load_config(solver, sets, threads, notes)
+    for note in notes:
+        progress.log(note)
     s = Solver(cfg, get_device(device, tf32=tf32), log=progress.log, graph=not no_graph)
     if weights:
         for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():

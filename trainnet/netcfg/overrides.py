@@ -2,8 +2,11 @@
 
 A key is a solver field (``base_lr``, ``train_state.level``) or ``NET.LAYER.FIELD`` for a field
 of a layer of one of the solver's nets: ``net`` (the net or net_param: the train net and the
-generic test nets), ``train_net`` or ``test_net`` (``test_net.I`` when the solver names several).
-A layer name stands for every layer of that name (a TRAIN and a TEST data layer alike).  A value
+generic test nets), ``train_net`` or ``test_net`` (``test_net.I`` when the solver names several: changing one of
+several test net files makes every test net inline, in their order).  A layer name stands for
+every layer of that name (a TRAIN and a TEST data layer alike: the run says so in a line);
+``LAYER@TRAIN`` or ``LAYER@TEST`` only the one of that phase (or of both).  An
+integer part indexes a list (``net.conv1.param.0.lr_mult``, ``test_iter.0``).  A value
 is read as YAML (``0.001``, ``[1, 2]``, ``{type: xavier}``).  The changed data is validated by
 the same parsers as the files, and an error names the ``--set`` it comes from.
 """
@@ -54,13 +57,37 @@ def parse_override(text: str) -> Override:
     return Override(text, path, data)
 
 
-def _put(data: dict, path: tuple[str, ...], value: Any, override: Override) -> None:
-    """Set ``data[path[0]][path[1]]... = value``, making the mappings on the way."""
-    for key in path[:-1]:
-        if not isinstance(data.get(key, {}), dict):
-            raise override.error(f"{key} is not a mapping, so it has no field {path[-1]}")
-        data = data.setdefault(key, {})
-    data[path[-1]] = value
+def _put(data: dict, path: tuple[str, ...], value: Any, override: Override) -> tuple:
+    """Set ``data[path[0]][path[1]]... = value``, making the mappings on the way; an integer
+    part indexes a list (``param.0.lr_mult``, ``test_iter.0``).  Returns the path with those
+    parts as integers."""
+    done: list = []
+    for depth, key in enumerate(path):
+        last = depth == len(path) - 1
+        where = ".".join(map(str, done)) or "the solver"
+        if isinstance(data, list):
+            if not key.isdigit():
+                raise override.error(f"{where} is a list: expects an index (0 to "
+                                     f"{len(data) - 1}), not {key}")
+            if int(key) >= len(data):
+                raise override.error(f"{where} has {len(data)} element(s): index {key} is out "
+                                     f"of range (0 to {len(data) - 1})")
+            key = int(key)
+        elif not isinstance(data, dict):
+            raise override.error(f"{where} is neither a mapping nor a list, so it has no "
+                                 f"field {key}")
+        done.append(key)
+        if last:
+            data[key] = value
+            break
+        if isinstance(data, dict):
+            data.setdefault(key, {})
+        nxt = data[key]
+        if path[depth + 1].isdigit() and not isinstance(nxt, list) and \
+                not (isinstance(nxt, dict) and path[depth + 1] in nxt) and nxt != {}:
+            data[key] = nxt = [nxt]  # a repeated field given one value (test_iter: 100)
+        data = nxt
+    return tuple(done)
 
 
 def _mark(src: SourceMap, path: tuple, index: int) -> None:
@@ -100,16 +127,17 @@ def _read_net(path: str | Path) -> tuple[Any, SourceMap]:
     return data, src
 
 
-def load_solver_with(path: str | Path, overrides: list[Override]) -> SolverConfig:
-    """The solver of ``path`` with ``overrides`` applied, validated as a file is."""
+def load_solver_with(path: str | Path, overrides: list[Override],
+                     notes: list[str] | None = None) -> SolverConfig:
+    """The solver of ``path`` with ``overrides`` applied, validated as a file is; ``notes``
+    gets a line for each override that changed several layers of one name."""
     data, src = _read_solver(path)
     data = copy.deepcopy(data)
     plain = [o for o in overrides if not o.is_net]
     for i, o in enumerate(plain):
         if not isinstance(data, dict):
             break  # parse_solver says what is wrong with the file
-        _put(data, o.path, o.value, o)
-        _mark(src, o.path, i)
+        _mark(src, _put(data, o.path, o.value, o), i)
     try:
         cfg = parse_solver(data, src)
     except ConfigError as exc:
@@ -118,8 +146,21 @@ def load_solver_with(path: str | Path, overrides: list[Override]) -> SolverConfi
     for o in overrides:
         if o.is_net:
             targets.setdefault(_target(cfg, o), []).append(o)
+    base, tests = cfg, {}
     for (kind, index), group in targets.items():
-        cfg = _with_net(cfg, kind, index, group, data, src)
+        net = _overridden(base, kind, index, group, data, src, notes)
+        if kind == "test_net":
+            tests[index] = net
+        else:
+            cfg = cfg.model_copy(update={kind: None, f"{kind}_param": net})
+    if tests:
+        inline, files = list(base.test_net_param), list(base.test_net)
+        if max(tests) >= len(inline):  # a file's net is changed: every test net becomes inline,
+            inline += [parse_net(*_read_net(base.resolve(n))) for n in files]  # in their order
+            files = []
+        for index, net in tests.items():
+            inline[index] = net
+        cfg = cfg.model_copy(update={"test_net_param": inline, "test_net": files})
     return cfg
 
 
@@ -163,42 +204,53 @@ def _net_data(cfg: SolverConfig, kind: str, index: int, data: dict, src: SourceM
     return data[f"{kind}_param"], src.sub((f"{kind}_param",))
 
 
-def _with_net(cfg, kind, index, overrides, data, src) -> SolverConfig:
+def _phases(layer: dict) -> str:
+    """The phases a layer's include rules name (TRAIN, TEST; empty: both)."""
+    rules = layer.get("include") or []
+    rules = rules if isinstance(rules, list) else [rules]
+    return ", ".join(str(r["phase"]) for r in rules if isinstance(r, dict) and r.get("phase"))
+
+
+def _overridden(cfg, kind, index, overrides, data, src, notes):
+    """The net ``kind`` (test net ``index``) with ``overrides`` applied, parsed."""
     raw, net_src = _net_data(cfg, kind, index, data, src)
     raw = copy.deepcopy(raw)
     layers = raw.get("layer") if isinstance(raw, dict) else None
     layers = layers if isinstance(layers, list) else []
     names = [d.get("name") for d in layers if isinstance(d, dict)]
-    skip = 2 if kind == "test_net" and overrides[0].path[1].isdigit() else 1
+
+    def skip(o: Override) -> int:  # the parts before LAYER: net, or test_net and its index
+        return 2 if kind == "test_net" and o.path[1].isdigit() and len(o.path) > 3 else 1
+
     for i, o in enumerate(overrides):
-        layer, field = o.path[skip], o.path[skip + 1:]
+        layer, field = o.path[skip(o)], o.path[skip(o) + 1:]
+        layer, at_sign, phase = layer.partition("@")
         if not field:
-            raise o.error(f"expects {'.'.join(o.path[:skip])}.LAYER.FIELD=VALUE")
+            raise o.error(f"expects {'.'.join(o.path[:skip(o)])}.LAYER.FIELD=VALUE")
+        if at_sign and phase not in ("TRAIN", "TEST"):
+            raise o.error(f"{layer}@{phase}: expects LAYER@TRAIN or LAYER@TEST")
         if layer not in names:
             close = difflib.get_close_matches(layer, [str(n) for n in names], n=1, cutoff=0.5)
             raise o.error(f"no layer '{layer}'" + (f"; did you mean '{close[0]}'?" if close else
                           f"; its layers: {', '.join(map(str, dict.fromkeys(names)))}"))
+        changed = []
         for at, d in enumerate(layers):
-            if isinstance(d, dict) and d.get("name") == layer:
-                _put(d, field, o.value, o)
-                _mark(net_src, ("layer", at) + field, i)
+            if isinstance(d, dict) and d.get("name") == layer and \
+                    (not phase or phase in _phases(d) or not _phases(d)):
+                _mark(net_src, ("layer", at) + _put(d, field, o.value, o), i)
+                changed.append(_phases(d) or "both phases")
+        if not changed:
+            raise o.error(f"no layer '{layer}' in the {phase} phase")
+        if len(changed) > 1 and notes is not None:
+            notes.append(f"--set {'.'.join(o.path)}: "
+                         f"{len(changed)} layers named '{layer}' ({', '.join(changed)}) changed"
+                         + ("" if phase else " (LAYER@TRAIN or LAYER@TEST changes one)"))
     try:
         net = parse_net(raw, net_src)
     except ConfigError as exc:
-        raise _relocated(exc, overrides, lambda o: (o.path[skip], o.path[skip + 1])) from None
-    if kind == "test_net":
-        inline = list(cfg.test_net_param)
-        files = list(cfg.test_net)
-        if index < len(inline):
-            inline[index] = net
-        else:  # a file's net becomes inline: test_net_param entries come first, as in Caffe
-            del files[index - len(inline)]
-            inline.append(net)
-            if files:
-                raise overrides[0].error("overriding one of several test_net files: not "
-                                         "supported (it would reorder the test nets)")
-        return cfg.model_copy(update={"test_net_param": inline, "test_net": files})
-    return cfg.model_copy(update={kind: None, f"{kind}_param": net})
+        raise _relocated(exc, overrides, lambda o: (o.path[skip(o)].partition("@")[0],
+                                                    o.path[skip(o) + 1])) from None
+    return net
 
 
 def check_keys(overrides: list[Override]) -> None:
