@@ -353,3 +353,22 @@ def test_explosion_watch_seed():
     short.seed([1.0], 3)  # three iterations trained: seven more before a comparison
     assert [short.check(1.0) for _ in range(EXPLOSION_WARM_UP - 3)] == [None] * 7
     assert short.check(100.0) is not None
+
+
+@pytest.mark.parametrize("base_lr, where", [
+    (1e37, "first non-finite: layer 'loss' (EuclideanLoss) forward"),   # finite weights, loss inf
+    (1e39, "the weights of layer 'ip' (blob 0) are not finite, made so by the update of iteration 0"),
+])
+def test_the_final_display_checks_its_loss(tmp_path, base_lr, where):
+    """The last update leaves weights whose loss is not finite: the display forward at the end
+    of the run reports it as an iteration's divergence would, not as 'loss = inf'."""
+    logged: list[str] = []
+    s = Solver(load_solver(project(tmp_path, GROWING, base_lr=base_lr, max_iter=1, display=1,
+                                   debug_info=False)), log=logged.append)
+    with pytest.raises(Diverged) as exc:
+        s.solve()
+    message = str(exc.value)
+    assert len(message.splitlines()) == 1 and message.startswith("iteration 1: the loss is ")
+    assert where in message, message
+    assert not any(line.startswith("Iteration 1, loss") for line in logged)
+    assert "Optimization Done." not in logged

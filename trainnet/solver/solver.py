@@ -155,8 +155,7 @@ class Solver:
         if cfg.snapshot_after_train and (not cfg.snapshot or self.iter % cfg.snapshot != 0):
             self.snapshot()
         if cfg.display and self.iter % cfg.display == 0:
-            self.losses.append(self.net.forward())
-            self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.6g}")
+            self._final_display()
         if cfg.test_interval and self.iter % cfg.test_interval == 0:
             try:
                 self.test_all()
@@ -164,6 +163,16 @@ class Solver:
                 self.log(f"Iteration {self.iter}: test interrupted")
         self.log("Optimization Done.")
         return self.last_test
+
+    def _final_display(self) -> None:
+        """Caffe's last display: a forward of the trained weights; a loss that is not finite
+        there is a divergence, reported (and raised) as an iteration's is."""
+        marked = (locate.mark(self.net), self.rng.bit_generator.state)
+        loss = self.net.forward()
+        if not np.isfinite(loss):
+            debug_info.diverged(self, self.iter, loss, marked)
+        self.losses.append(loss)
+        self.log(f"Iteration {self.iter}, loss = {sum(self.losses) / len(self.losses):.6g}")
 
     def step_once(self) -> None:
         cfg, it = self.cfg, self.iter
