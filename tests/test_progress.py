@@ -53,6 +53,8 @@ def test_a_bar_follows_training_on_a_terminal(tmp_path):
     progress.close()
     shown = stream.getvalue()
     assert "train" in shown and "it/s" in shown and "loss=" in shown and "/30" in shown
+    assert "30/30" in shown  # moved after each step: the last one too
+    assert s.iter == 30
 
 
 def test_no_bar_without_a_terminal(tmp_path):
@@ -100,7 +102,7 @@ def test_threads_through_the_trainnet_command(tmp_path):
     assert out.code == 0, out.stderr
     assert "BLAS threads: 2 (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS set before NumPy loaded)" \
         in out.stdout
-    net = yaml.safe_load((tmp_path / "out/tiny_net.yaml").read_text())
+    net = yaml.safe_load((tmp_path / "out/tiny_run_net.yaml").read_text())
     assert [l.get("workers") for l in net["layer"] if l["type"] == "Data"] == [2, 2]
 
 

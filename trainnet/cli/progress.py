@@ -120,16 +120,20 @@ class RunProgress:
             self.bar.update(done - self.bar.n)
 
     def follow(self, solver) -> None:
-        """A bar over the solver's iterations, moved at the start of each."""
+        """A bar over the solver's iterations, moved after each (to N/N after the last)."""
         if self.tqdm is None:
             return
         self.start("train", solver.cfg.max_iter, solver.iter)
+        step = solver.step_once
 
-        def moved():
-            losses = solver.losses
-            self.to(solver.iter, sum(losses) / len(losses) if losses else None)
+        def stepped() -> None:  # the solver's step, then the bar: iterations done, smoothed loss
+            try:
+                step()
+            finally:
+                losses = solver.losses
+                self.to(solver.iter, sum(losses) / len(losses) if losses else None)
 
-        solver.callbacks.append((moved, lambda: None))
+        solver.step_once = stepped
 
     def close(self) -> None:
         if self.bar is not None:

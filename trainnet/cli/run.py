@@ -222,6 +222,7 @@ def test(model, weights, iterations, phase, stages, level, threads, device, tf32
     done = iter(range(1, iterations + 1))
     try:
         outputs = average_outputs(net, iterations, stop=lambda: progress.to(next(done) - 1))
+        progress.to(iterations)  # the last batch done: N/N
     finally:
         progress.close()
     for name, value in outputs.items():
