@@ -372,3 +372,22 @@ def test_the_final_display_checks_its_loss(tmp_path, base_lr, where):
     assert where in message, message
     assert not any(line.startswith("Iteration 1, loss") for line in logged)
     assert "Optimization Done." not in logged
+
+
+def test_the_display_line_says_the_speed_and_the_time(tmp_path):
+    """From the second display on: 'Iteration N (x iter/s, t s), loss = ...', t the seconds
+    since the run started; the text-log reader of `trainnet plot` still reads the loss."""
+    import re
+
+    from trainnet.tools.plot_caffe import read_caffe_text
+
+    logged: list[str] = []
+    Solver(load_solver(project(tmp_path, TINY, max_iter=5, debug_info=False)),
+           log=logged.append).solve()
+    shown = [line for line in logged if re.match(r"Iteration \d+[ ,]", line) and "lr = " in line]
+    assert shown[0].startswith("Iteration 0, loss = ")
+    for line in shown[1:]:
+        assert re.fullmatch(r"Iteration \d+ \(\d+\.\d iter/s, \d+\.\d s\), loss = \S+, lr = \S+",
+                            line), line
+    run = read_caffe_text(tmp_path / "log.txt", "\n".join(logged) + "\n")
+    assert sorted(run.train) == [0, 2, 4]

@@ -194,7 +194,8 @@ class Solver:
         if cfg.display and it % cfg.display == 0:
             now = time.perf_counter()
             (then, then_it), self._window = self._window, (now, it)
-            speed = f" ({(it - then_it) / (now - then):.1f} iter/s)" if it > then_it else ""
+            speed = (f" ({(it - then_it) / (now - then):.1f} iter/s, {now - self._t0:.1f} s)"
+                     if it > then_it else "")  # the speed since the last display, the run's time
             self.log(f"Iteration {it}{speed}, loss = {smoothed:.6g}, lr = {rate:.6g}")
             self.record(event="train", iter=it, loss=loss, smoothed_loss=smoothed, lr=rate,
                         seconds=round(now - self._t0, 3))
