@@ -10,11 +10,15 @@ tap) and the bias gradient as one block per channel, each a deterministic block 
 batch and the top's cells.  The path declares no buffer, and its weight gradient reads the
 bottom, so a GPU Convolution on it ``reads_bottom``.
 
-The CPU keeps the im2col path (one stacked GEMM for all the groups; backward's outer product
-as a broadcast multiply).  On N=8, C=256, 28x28, 3x3, pad 1 (2 CPU cores, medians) it takes
-14/29 ms forward/backward at stride 1 and 9/22 ms at stride 2, where a direct NumPy pass (a
-multiply-add per kernel tap over strided views, in channel blocks) took 32/45 and 12/19 ms: not
-clearly faster, so there is no CPU depthwise path.
+On the CPU (``forward_cpu``/``backward_cpu``) the path is direct too, in NumPy: forward is a
+multiply-add per kernel tap of the channel's weight times a strided view of the zero-padded
+bottom, in blocks of images and channels small enough for the L2 cache; backward pads the bottom
+again, reduces the top gradient against the same views per tap for the weight gradient (``einsum``
+over n, h, w), then scatters each tap's share of the bottom gradient into the same padded buffer
+and crops it.  Its buffers are per-call scratch: ``pad``, the padded bottom (none without
+padding: the bottom and its gradient are used in place), and ``tap``, one block's product; the
+im2col path's columns, kh*kw times the top, are gone.  Forward-only, ``pad`` holds a chunk of
+images within ``forward_only_bytes``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.kernels.sources import BLOCK, kernel_source
+from trainnet.layers.base import Buffer, fill_padded
 
 KERNELS = kernel_source(__file__)
 
@@ -59,3 +64,112 @@ def backward_gpu(conv, io) -> None:
     if io.bottom_diff[0] is not None:
         dx = io.bottom_diff[0]
         gpu.launch(KERNELS, "depthwise_backward_data", dx.size, dx, dy, io.params[0], *geometry)
+
+
+# --- CPU ---------------------------------------------------------------------------------------
+BLOCK_CELLS = 1 << 16  # top cells per block of the CPU pass: a block's operands stay in cache
+
+
+def _tap(conv, a: np.ndarray, i: int, j: int) -> np.ndarray:
+    """The (n, c, Ho, Wo) cells of padded NCHW ``a`` that kernel tap (i, j) touches."""
+    y, x = i * conv.dh, j * conv.dw
+    return a[:, :, y:y + conv.sh * (conv.Ho - 1) + 1:conv.sh, x:x + conv.sw * (conv.Wo - 1) + 1:conv.sw]
+
+
+def _taps(conv):
+    return [(i, j) for i in range(conv.kh) for j in range(conv.kw)]
+
+
+def _blocks(conv, n: int) -> list[tuple[slice, slice]]:
+    """(images, channels) of ``n`` images in blocks of about BLOCK_CELLS top cells."""
+    cells = conv.Ho * conv.Wo
+    images, channels = (max(1, min(n, BLOCK_CELLS // (cells * conv.C))), conv.C) \
+        if cells * conv.C <= BLOCK_CELLS else (1, max(1, BLOCK_CELLS // cells))
+    return [(slice(a, a + images), slice(c, c + channels))
+            for a in range(0, n, images) for c in range(0, conv.C, channels)]
+
+
+def _images(conv, ctx) -> int:
+    """Images per forward pass: the batch, or forward-only with padding as many as ``pad`` holds
+    within ``forward_only_bytes``, evened out over the fewest chunks."""
+    if not (ctx.forward_only and conv.padded):
+        return conv.N
+    chunks = -(-conv.N // max(1, conv.forward_only_bytes // (conv.C * conv.Hp * conv.Wp * 4)))
+    return -(-conv.N // chunks)
+
+
+def buffers_cpu(conv, ctx) -> dict:
+    """Per-call scratch: ``tap``, one block's product of a tap, and with padding ``pad``, the
+    padded bottom and then the padded bottom gradient."""
+    n = _images(conv, ctx)
+    images, channels = _blocks(conv, n)[0]
+    cells = len(range(n)[images]) * len(range(conv.C)[channels]) * conv.Ho * conv.Wo
+    bufs = {"tap": Buffer((cells,), scratch=True)}
+    if conv.padded:
+        bufs["pad"] = Buffer((n, conv.C, conv.Hp, conv.Wp), scratch=True)
+    return bufs
+
+
+def _scratch(io, like: np.ndarray) -> np.ndarray:
+    return io.buf["tap"][:like.size].reshape(like.shape)
+
+
+def forward_cpu(conv, io) -> None:
+    """The top of Convolution ``conv`` (bias and fused ReLU included): a multiply-add per tap."""
+    x, w = io.bottom[0], io.params[0][:, 0]
+    bias = io.params[1][:, None, None] if conv.p.bias_term else None
+    pad = io.buf.get("pad")
+    n = conv.N if pad is None else len(pad)
+    for start in range(0, conv.N, n):  # one pass unless forward-only
+        src, top = x[start:start + n], io.top[0][start:start + n]
+        if pad is not None:
+            fill_padded(pad[:len(src)], src, conv.ph, conv.pw, 0)
+            src = pad[:len(src)]
+        for images, channels in _blocks(conv, len(src)):
+            xb, t, wb = src[images, channels], top[images, channels], w[channels]
+            product = _scratch(io, t)
+            for k, (i, j) in enumerate(_taps(conv)):
+                np.multiply(_tap(conv, xb, i, j), wb[:, i, j, None, None], out=product if k else t)
+                if k:
+                    np.add(t, product, out=t)
+            if bias is not None:
+                np.add(t, bias[channels], out=t)
+            if io.ctx.fused_relu:
+                np.maximum(t, 0, out=t)
+
+
+def backward_cpu(conv, io) -> None:
+    """The gradients of Convolution ``conv`` that ``io`` asks for; reads the bottom."""
+    dy, pad, w = io.top_diff[0], io.buf.get("pad"), io.params[0][:, 0]
+    blocks = _blocks(conv, conv.N)
+    if io.ctx.fused_relu:
+        for images, channels in blocks:
+            d = dy[images, channels]
+            mask = np.greater(io.top[0][images, channels], 0, out=_scratch(io, d))
+            np.multiply(d, mask, out=d)
+    if conv.p.bias_term and io.param_diff[1] is not None:
+        np.sum(dy, axis=(0, 2, 3), out=io.param_diff[1])
+    dw, dx = io.param_diff[0], io.bottom_diff[0]
+    if dw is not None:  # all the images of a few channels at a time: no partial sums
+        x = io.bottom[0]
+        if pad is not None:
+            fill_padded(pad, x, conv.ph, conv.pw, 0)
+            x = pad
+        per = max(1, BLOCK_CELLS // (conv.N * conv.Ho * conv.Wo))
+        for c in range(0, conv.C, per):
+            d, xb = dy[:, c:c + per], x[:, c:c + per]
+            for i, j in _taps(conv):
+                np.einsum("nchw,nchw->c", d, _tap(conv, xb, i, j), out=dw[c:c + per, 0, i, j])
+    if dx is None:
+        return
+    acc = dx if pad is None else pad  # the padded bottom is no longer needed
+    for images, channels in blocks:
+        d, a = dy[images, channels], acc[images, channels]
+        product = _scratch(io, d)
+        a.fill(0)
+        for i, j in _taps(conv):
+            cells = _tap(conv, a, i, j)
+            np.multiply(d, w[channels, i, j, None, None], out=product)
+            np.add(cells, product, out=cells)
+        if pad is not None:
+            np.copyto(dx[images, channels], a[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
