@@ -283,3 +283,111 @@ def test_gpu_graph_replay(gpu_device, pool):
     layer = build("Pooling", {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}, [shape])
     check_graph_replay(layer, [rng.normal(size=shape)], gpu_device, [rng.normal(size=shape)],
                        new_top_diffs=[rng.normal(size=layer.top_shapes[0])])
+
+
+# --- float32, exactly as Caffe's loops (issue 14: the CPU pass without index gathers) ------------
+def caffe_pool32(x, dy, params):
+    """Caffe's Forward_cpu/Backward_cpu in float32, one ``+=`` at a time in its loop order; MAX
+    also returns Caffe's mask (the flat h * W + w of each window's first maximum, -1 if none)."""
+    N, C, H, W = x.shape
+    Ho, Wo = dy.shape[2:]
+    kh, kw = (H, W) if params.get("global_pooling") else pair(params, "kernel", None)
+    (ph, pw), (sh, sw) = pair(params, "pad", 0), pair(params, "stride", 1)
+    top, dx = np.zeros(dy.shape, np.float32), np.zeros_like(x)
+    mask = np.full(dy.shape, -1)
+    for n, c, oh, ow in np.ndindex(*dy.shape):
+        h0, w0 = oh * sh - ph, ow * sw - pw
+        h1, w1 = min(h0 + kh, H + ph), min(w0 + kw, W + pw)
+        size = np.float32((h1 - h0) * (w1 - w0))
+        rows, cols = range(max(h0, 0), min(h1, H)), range(max(w0, 0), min(w1, W))
+        if params["pool"] == "MAX":
+            best = np.float32(-FLT_MAX)
+            for h in rows:
+                for w in cols:
+                    if x[n, c, h, w] > best:
+                        best, mask[n, c, oh, ow] = x[n, c, h, w], h * W + w
+            top[n, c, oh, ow] = best
+            h, w = divmod(mask[n, c, oh, ow], W)
+            dx[n, c, h, w] += dy[n, c, oh, ow]
+        else:
+            for h in rows:
+                for w in cols:
+                    top[n, c, oh, ow] += x[n, c, h, w]
+                    dx[n, c, h, w] += dy[n, c, oh, ow] / size
+            top[n, c, oh, ow] /= size
+    return top, dx, mask
+
+
+EXACT = [  # ceil-mode edge windows with padding, overlapping windows, global pooling
+    ((2, 3, 9, 9), {"kernel_size": 3, "stride": 2}),
+    ((2, 3, 10, 11), {"kernel_size": 3, "stride": 2, "pad": 1}),   # ceil: an edge window into the pad
+    ((2, 3, 10, 10), {"kernel_size": 3, "stride": 3, "pad": 2}),
+    ((1, 2, 7, 9), {"kernel_h": 3, "kernel_w": 4, "stride_h": 2, "stride_w": 3, "pad_h": 2, "pad_w": 1}),
+    ((2, 2, 6, 6), {"kernel_size": 2, "stride": 1, "pad": 1}),
+    ((3, 2, 5, 7), {"global_pooling": True}),
+]
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("shape,window", EXACT)
+@pytest.mark.parametrize("ties", [False, True])
+def test_float32_exactly_as_caffe(shape, window, pool, ties):
+    """Bit for bit, ties and Caffe's mask included.  The top diff is a multiple of every window
+    size, so each diff sum is exact in any order (Caffe adds a cell's windows in top order, the
+    CPU pass in tap order; the two agree to rounding otherwise)."""
+    rng = np.random.default_rng(7)
+    x = (rng.integers(-2, 3, size=shape) if ties else rng.normal(size=shape)).astype(np.float32)
+    params = dict(window, pool=pool)
+    layer = build("Pooling", params, [shape])
+    io = run_forward(layer, [x])
+    dy = (rng.integers(-3, 4, size=layer.top_shapes[0]) * 5040).astype(np.float32)
+    io.top_diff[0][...] = dy
+    layer.backward(io, CPU)
+    top, dx, mask = caffe_pool32(x, dy, params)
+    np.testing.assert_array_equal(io.top[0], top)
+    np.testing.assert_array_equal(io.bottom_diff[0], dx)
+    if pool == "MAX":  # the recorded tap names the cell of Caffe's mask
+        kh, kw = layer.kh, layer.kw
+        i, j = np.divmod(io.buf["argmax"].astype(int), kw)
+        oh, ow = np.indices(top.shape[2:])
+        h, w = oh * layer.sh - layer.ph + i, ow * layer.sw - layer.pw + j
+        np.testing.assert_array_equal(h * shape[3] + w, mask)
+        assert io.buf["argmax"].max() < kh * kw
+
+
+def test_max_ties_across_overlapping_windows_go_to_the_first_cell():
+    """A plane of one value: each window's first cell wins, and a cell shared by windows gets
+    the diff of each window it won in, none of the others'."""
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    layer = build("Pooling", {"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}, [x.shape])
+    io = run_forward(layer, [x])
+    io.top_diff[0][...] = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
+    layer.backward(io, CPU)
+    # windows start at -1, 1, 3: the first cell inside is 0, 1, 3 along each axis
+    expected = np.zeros((5, 5), np.float32)
+    for a, h in enumerate((0, 1, 3)):
+        for b, w in enumerate((0, 1, 3)):
+            expected[h, w] += 3 * a + b + 1
+    np.testing.assert_array_equal(io.bottom_diff[0][0, 0], expected)
+    np.testing.assert_array_equal(io.buf["argmax"][0, 0], [[4, 3, 3], [1, 0, 0], [1, 0, 0]])  # i * 3 + j
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+def test_chunks_and_large_taps(pool, monkeypatch):
+    """Several chunks (the last one short) give what one chunk gives; a global window of more
+    than 256 cells keeps its argmax in a wider type."""
+    import trainnet.layers.pooling as pooling
+
+    shape, params = (3, 5, 9, 8), {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}
+    x = np.random.default_rng(0).normal(size=shape)
+    whole = check_case(shape, params, x)[1]
+    monkeypatch.setattr(pooling, "CHUNK_CELLS", 2 * 11 * 2 * 6)  # 2 planes of 11x(2x6) a chunk, 15 planes
+    layer, io = check_case(shape, params, x)
+    assert layer.chunk == 2
+    np.testing.assert_array_equal(io.top[0], whole.top[0])
+    np.testing.assert_array_equal(io.bottom_diff[0], whole.bottom_diff[0])
+    big = (2, 2, 17, 18)
+    layer, io = check_case(big, {"pool": pool, "global_pooling": True},
+                           np.random.default_rng(1).normal(size=big))
+    if pool == "MAX":
+        assert io.buf["argmax"].dtype == np.uint16
