@@ -86,7 +86,8 @@ def test_matches_naive_reference(shape, params):
     layer, io, x, rng = run_case(shape, params)
     dy = rng.normal(size=layer.top_shapes[0])
     io.top_diff[0][...] = dy
-    io.bottom[0][...] = np.nan  # backward must not read the bottom
+    for buf in io.buf.values():  # per-call scratch: backward recomputes the columns
+        buf[...] = np.nan
     layer.backward(io, CPU)
     b = io.params[1] if params.get("bias_term", True) else None
     top, dx, dW, db = ref_conv(x, io.params[0], b, dy, pair(params, "pad", 0), pair(params, "stride", 1),
@@ -195,7 +196,7 @@ def test_float32_and_shapes_through_build():
     assert layer.top_shapes == [(64, 20, 24, 24)]
     assert [b.shape for b in layer.param_blobs()] == [(20, 1, 5, 5), (20,)]
     assert layer.flops() == 2 * 64 * 20 * 24 * 24 * 25 + 64 * 20 * 24 * 24
-    assert not layer.backward_reads_bottom
+    assert layer.backward_reads_bottom  # to recompute the columns, which are per-call scratch
     x = np.random.default_rng(0).normal(size=(64, 1, 28, 28)).astype(np.float32)
     io = run_forward(layer, [x])
     assert io.top[0].dtype == np.float32
@@ -379,13 +380,15 @@ def test_forward_only_cases_cover_both_column_layouts():
 
 @pytest.mark.parametrize("shape,params", [CASES[3], CASES[10]])
 def test_gpu_frozen_no_bottom_gradient_and_bottom_unread(gpu_device, shape, params):
-    """Backward with the weight frozen and no bottom gradient; the bottom poisoned after the
-    forward (backward reads the columns instead)."""
+    """Backward with the weight frozen and no bottom gradient; the bottom and the scratch
+    poisoned after the forward (with the weight frozen backward needs no columns)."""
     layer = build("Convolution", params, [shape])
     x = np.random.default_rng(3).normal(size=shape)
     check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=FUSED)
     cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=FUSED)
     gpu_device.fill(gpu.bottom[0], np.nan)
+    for buf in gpu.buf.values():
+        gpu_device.fill(buf, np.nan)
     for io in (cpu, gpu):
         io.param_diff[0] = None
     layer.backward(cpu, CPU)

@@ -73,7 +73,8 @@ def test_matches_scatter_reference(shape, params):
     layer, io, x, rng = run_case(shape, params)
     dy = rng.normal(size=layer.top_shapes[0])
     io.top_diff[0][...] = dy
-    io.bottom[0][...] = np.nan  # backward must not read the bottom
+    for buf in io.buf.values():  # per-call scratch: backward must not read the forward's
+        buf[...] = np.nan
     layer.backward(io, CPU)
     b = io.params[1] if params.get("bias_term", True) else None
     top, dx, dW, db = ref_deconv(x, io.params[0], b, dy, pair(params, "pad", 0),
@@ -111,7 +112,7 @@ def test_shapes_blobs_and_flops():
     assert [b.shape for b in layer.param_blobs()] == [(4, 3, 4, 4), (6,)]
     assert layer.param_blobs()[1].filler.type == "constant" and layer.param_blobs()[1].filler.value == 0
     assert layer.flops() == 2 * 8 * 5 * 7 * 4 * 3 * 16 + 8 * 6 * 10 * 14
-    assert not layer.backward_reads_bottom
+    assert layer.backward_reads_bottom  # bottom_t is per-call scratch
     assert layer.caffe_params == {"convolution_param": None}
 
 
@@ -168,7 +169,10 @@ def test_gpu_frozen_weight_and_no_bottom_gradient(gpu_device, shape, params):
     x = np.random.default_rng(2).normal(size=shape)
     check_parity(layer, [x], gpu_device, propagate_down=[False])
     cpu, gpu = check_parity(layer, [x], gpu_device, backward=False)
-    gpu_device.fill(gpu.bottom[0], np.nan)  # backward reads bottom_t, not the bottom
+    # with the weight frozen backward reads neither the bottom nor the forward's scratch
+    gpu_device.fill(gpu.bottom[0], np.nan)
+    for buf in gpu.buf.values():
+        gpu_device.fill(buf, np.nan)
     for io in (cpu, gpu):
         io.param_diff[0] = None
     layer.backward(cpu, CPU)

@@ -1,20 +1,27 @@
 """Pass 8, memory: no two buffers alive at once share bytes, on the CPU and the GPU plans."""
 
+import numpy as np
 import pytest
 
 from trainnet.netcfg import NetConfig, load_net
 from trainnet.plan import compile_net
-from trainnet.plan.memory import live_intervals
+from trainnet.plan.memory import WORKSPACE, live_intervals
+from trainnet.plan.plan import Region
 
 from plan_cases import LENET, lenet_with_input, net
 
 
 def assigned_regions(plan):
-    """Every live interval of ``plan`` with the region the plan gave it."""
+    """Every live interval of ``plan`` with the region the plan gave it: the shared workspace is
+    one, alive the whole pass, and every step's scratch lies inside it (checked here)."""
     out = []
-    for iv in live_intervals(plan.steps, plan.blobs, plan.backward, plan.seeds):
+    shared = plan.workspace_bytes > 0
+    for iv in live_intervals(plan.steps, plan.blobs, plan.backward, plan.seeds, workspace=shared):
         kind = iv.key[0]
-        if kind == "data":
+        if iv.key == WORKSPACE:
+            region = Region(plan.workspace_offset, (plan.workspace_bytes,), np.uint8)
+            assert_scratch_within(plan, region)
+        elif kind == "data":
             region = plan.blobs[iv.key[1]].data
         elif kind == "diff":
             region = plan.blobs[iv.key[1]].diff
@@ -23,6 +30,16 @@ def assigned_regions(plan):
         assert region is not None, iv.key
         out.append((iv, region))
     return out
+
+
+def assert_scratch_within(plan, workspace):
+    """Each step's scratch buffers lie in the workspace, side by side."""
+    for s in plan.steps:
+        scratch = sorted((plan_region.offset, plan_region.offset + plan_region.nbytes)
+                         for name, plan_region in s.buffers.items() if s.buffer_decls()[name].scratch)
+        assert all(workspace.offset <= lo and hi <= workspace.offset + workspace.nbytes
+                   for lo, hi in scratch), s.name
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(scratch, scratch[1:])), s.name
 
 
 def assert_no_live_overlap(plan):
@@ -55,7 +72,8 @@ def test_memory_regions_never_overlap_while_live_lenet(phase, mnist_dir, monkeyp
     plan = compile_net(load_net(LENET), phase)
     regions = assert_no_live_overlap(plan)
     keys = {iv.key for iv, _ in regions}
-    assert ("data", "conv1") in keys and ("buf", plan.step("conv1").index, "col") in keys
+    assert ("data", "conv1") in keys and WORKSPACE in keys  # the columns lie in the workspace
+    assert plan.step("conv1").buffers["col"].offset == plan.workspace_offset
     if phase == "TRAIN":
         assert ("diff", "conv1") in keys and ("diff", "data") not in keys
 

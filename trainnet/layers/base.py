@@ -50,14 +50,15 @@ class ParamBlob:
 
 @dataclass(frozen=True)
 class Buffer:
-    """Private memory of a layer: scratch (a column buffer) or kept from forward to backward
-    (an argmax, a mask).  The planner shares it with other buffers outside that span, so a
-    layer must not expect its contents to survive to the next iteration unless ``keep`` is
-    set (a zero-padded border written once, say)."""
+    """Private memory of a layer, live from the step's forward to its backward (an argmax, a
+    mask); not kept to the next iteration unless ``keep`` is set (a border written once).
+    ``scratch``: valid within one forward or one backward call only (im2col columns, which
+    backward recomputes), in one workspace all steps share; a data layer declares none."""
 
     shape: Shape
     dtype: Any = np.float32
     keep: bool = False
+    scratch: bool = False
 
 
 @dataclass(frozen=True)

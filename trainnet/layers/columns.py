@@ -5,9 +5,10 @@ Forward copies the windows of the (zero-padded) bottom once into a column buffer
 ``(group, C/group*kh*kw, N*Ho*Wo)``, multiplies every group's weight ``(num_output/group,
 C/group*kh*kw)`` by its columns in one stacked GEMM into an output-ordered buffer ``(num_output,
 N*Ho*Wo)`` and transposes that into the NCHW top, adding the bias in the same pass.  There is no
-loop over groups, images or pixels.  Backward finds the forward's columns still in the column
-buffer, so it never reads the bottom; the bottom gradient is col2im as one strided add per
-kernel tap (with one output channel per group its GEMM is an outer product: a broadcast multiply).
+loop over groups, images or pixels.  The buffers are per-call scratch in a workspace all layers
+share, so backward recomputes the columns from the bottom for the weight gradient; the bottom
+gradient is col2im as one strided add per kernel tap (with one output channel per group its GEMM
+is an outer product: a broadcast multiply).
 
 A forward-only step keeps no columns for a backward, so it runs the batch in a few chunks of
 images whose scratch fits ``forward_only_bytes``: a bounded buffer instead of one that grows with

@@ -8,6 +8,11 @@ GEMMs write the top and the epilogue runs in place.  im2col reads the bottom wit
 implied, and the bias goes in the epilogue, so a GPU step (``buffers_gpu``) has no ``pad``, no ones
 row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
 
+Every buffer is per-call scratch (``Buffer(scratch=True)``), as Caffe's column buffer: the plan
+puts all layers' scratch in one shared workspace, so backward reads the bottom and recomputes
+the columns (im2col, then the weight-gradient GEMM), then reuses them for the bottom gradient's
+columns before col2im.
+
 Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
 chosen at setup (``depthwise``): ``depthwise.py``'s kernels with no column buffer, which read
 the bottom in backward.  The CPU runs them on the im2col path above.
@@ -32,12 +37,7 @@ class Convolution(Columns, Layer):
     caffe_params = {"convolution_param": None}
     can_fuse_relu = True
 
-    backward_reads_bottom = False
-
-    def reads_bottom(self, ctx):
-        """The column buffer keeps the forward's im2col; only the GPU's depthwise path, which
-        has none, reads the bottom."""
-        return ctx.gpu and self.depthwise
+    backward_reads_bottom = True  # to recompute the columns (the GPU's depthwise path reads it)
 
     def setup(self, bottom_shapes):
         kh, kw, ph, pw, sh, sw, dh, dw = kernel_geometry(self, bottom_shapes[0])
@@ -74,24 +74,25 @@ class Convolution(Columns, Layer):
             return {}
         n, g = self.chunk(ctx), self.p.group
         if self._image_major(ctx):  # the bias is added in the epilogue: no ones row
-            return {"col": Buffer((n, g, self.ckk, self.Ho * self.Wo))}
+            return {"col": Buffer((n, g, self.ckk, self.Ho * self.Wo), scratch=True)}
         return self._batch_columns(n)  # im2col implies the padding: no pad buffer
 
     def buffers_cpu(self, ctx):
         n, g, cout = self.chunk(ctx), self.p.group, self.p.num_output
         if self._image_major(ctx):
-            bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo))}
+            bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo), scratch=True)}
             if self.p.bias_term:
-                bufs["weight_bias"] = Buffer((g, cout // g, self.ckk + 1))
+                bufs["weight_bias"] = Buffer((g, cout // g, self.ckk + 1), scratch=True)
         else:
             bufs = self._batch_columns(n)
         if self.use_pad_buf:
-            bufs["pad"] = Buffer(self._internal((n, self.C, self.Hp, self.Wp)))
+            bufs["pad"] = Buffer(self._internal((n, self.C, self.Hp, self.Wp)), scratch=True)
         return bufs
 
     def _batch_columns(self, n: int) -> dict:
         m = n * self.Ho * self.Wo
-        return {"col": Buffer((self.p.group, self.ckk, m)), "out": Buffer((self.p.num_output, m))}
+        return {"col": Buffer((self.p.group, self.ckk, m), scratch=True),
+                "out": Buffer((self.p.num_output, m), scratch=True)}
 
     def flops(self):
         outputs = self.N * self.p.num_output * self.Ho * self.Wo
@@ -113,12 +114,9 @@ class Convolution(Columns, Layer):
             k = len(x)
             if k not in views:
                 views[k] = self._chunk_views(io, k)
-            pad, source, cells, col, out = views[k]
-            if pad is None:
-                source = windows[batch_axis + (slice(start, start + k),)]
-            else:
-                fill_padded(pad, x, self.ph, self.pw, 0)
-            np.copyto(cells, source)
+            _, _, _, col, out = views[k]
+            self._im2col_cpu(views[k], x, None if windows is None else
+                             windows[batch_axis + (slice(start, start + k),)])
             if image_major:
                 np.matmul(w, col, out=top.reshape(k, g, -1, self.Ho * self.Wo))
                 continue
@@ -130,6 +128,14 @@ class Convolution(Columns, Layer):
         if io.ctx.fused_relu:
             np.maximum(io.top[0], 0, out=io.top[0])
 
+    def _im2col_cpu(self, views: tuple, x: np.ndarray, windows) -> None:
+        """The columns of images ``x`` into ``views`` (``_chunk_views``), through the padded
+        buffer or from ``windows``, the windows of ``x`` read in place."""
+        pad, source, cells, _, _ = views
+        if pad is not None:
+            fill_padded(pad, x, self.ph, self.pw, 0)
+        np.copyto(cells, source if pad is not None else windows)
+
     def backward_cpu(self, io: StepIO):
         cout = self.p.num_output
         col, dy = io.buf["col"], io.buf["out"]
@@ -138,7 +144,10 @@ class Convolution(Columns, Layer):
         np.copyto(self._top_view(dy, self.N), io.top_diff[0])
         dy_g = self._grouped(dy)
         dw = io.param_diff[0]
-        if dw is not None:
+        if dw is not None:  # the columns are scratch: recompute the forward's
+            x = io.bottom[0]
+            self._im2col_cpu(self._chunk_views(io, self.N), x,
+                             None if self.use_pad_buf else self._im2col_source(x, io.ctx))
             np.matmul(dy_g, col.transpose(0, 2, 1), out=self._grouped(dw.reshape(cout, self.ckk)))
         if self.p.bias_term and io.param_diff[1] is not None:
             np.sum(dy, axis=1, out=io.param_diff[1])
@@ -146,7 +155,8 @@ class Convolution(Columns, Layer):
         if dx is None:
             return
         w_g = self._grouped(io.params[0].reshape(cout, self.ckk))
-        # the columns are no longer needed: they become d(columns).  With one output channel
+        # the columns (and the padded copy) are no longer needed: they become d(columns) (and
+        # col2im's accumulator).  With one output channel
         # per group (depthwise) the product is an outer product, which a broadcast multiply
         # does several times faster than BLAS.
         outer = np.multiply if w_g.shape[1] == 1 else np.matmul
@@ -208,7 +218,8 @@ class Convolution(Columns, Layer):
         if self.p.bias_term and io.param_diff[1] is not None:
             gpu.launch_blocks(KERNELS, "convolution_bias_backward", cout, BLOCK,
                               io.param_diff[1], dy, np.int64(m))
-        if io.param_diff[0] is not None:
+        if io.param_diff[0] is not None:  # the columns are scratch: recompute the forward's
+            self._im2col_gpu(gpu, col, io.bottom[0], self.ckk, hw, m)
             gpu.gemm_batched(dy, col, io.param_diff[0].reshape(g, -1, self.ckk), trans_b=True)
         dx = io.bottom_diff[0]
         if dx is None:

@@ -10,8 +10,8 @@ N*H*W)`` and col2im scatters those into the top over the bias: one strided add p
 each clipped to the top, so the padding needs no buffer.  Backward is a Convolution's forward of
 the top gradient: its im2col (the same clipped taps) into the columns; the weight gradient is
 ``bottom_t`` times the columns, the bottom gradient the weight times the columns, transposed
-back into NCHW.  ``bottom_t`` lasts from forward to backward, so backward never reads the bottom.
-With one bottom channel per group (FCN's bilinear upsampling) the forward GEMM is an outer
+back into NCHW.  Both buffers are per-call scratch in the workspace every layer shares (as
+Caffe's), so backward copies the bottom into ``bottom_t`` again for the weight gradient.  With one bottom channel per group (FCN's bilinear upsampling) the forward GEMM is an outer
 product, done as a broadcast multiply.
 
 The GPU pass (``deconvolution.cu``) keeps the buffers and the GEMMs (cuBLAS); the transposes,
@@ -49,7 +49,7 @@ def clipped_taps(size: int, out: int, kernel: int, pad: int, stride: int,
 class Deconvolution(Layer):
     Params = ConvolutionParams
     caffe_params = {"convolution_param": None}
-    backward_reads_bottom = False  # bottom_t keeps it, channel-major, from forward to backward
+    backward_reads_bottom = True  # bottom_t is scratch: backward copies the bottom again
 
     def setup(self, bottom_shapes):
         kh, kw, ph, pw, sh, sw, dh, dw = kernel_geometry(self, bottom_shapes[0])
@@ -81,7 +81,8 @@ class Deconvolution(Layer):
 
     def buffers_cpu(self, ctx):
         m = self.N * self.H * self.W
-        return {"bottom_t": Buffer((self.C, m)), "col": Buffer((self.p.group, self.ckk, m))}
+        return {"bottom_t": Buffer((self.C, m), scratch=True),
+                "col": Buffer((self.p.group, self.ckk, m), scratch=True)}
 
     def flops(self):
         p = self.p
@@ -136,6 +137,7 @@ class Deconvolution(Layer):
             np.copyto(taps[i, j][bottom_cells], dy[top_cells])
         bottom_t = self._grouped(io.buf["bottom_t"])
         if dw is not None:
+            np.copyto(self._bottom_nchw(io.buf["bottom_t"]), io.bottom[0])
             np.matmul(bottom_t, col.transpose(0, 2, 1), out=self._grouped_weight(dw))
         if dx is not None:  # bottom_t is no longer needed: it takes the bottom gradient
             np.matmul(self._grouped_weight(io.params[0]), col, out=bottom_t)
@@ -174,6 +176,7 @@ class Deconvolution(Layer):
                    np.int32(self.N), np.int32(cout // self.p.group), np.int64(self.ckk),
                    np.int64(self.H * self.W), np.int64(m))
         if dw is not None:
+            self._transpose_gpu(gpu, "deconvolution_bottom_t", io.buf["bottom_t"], io.bottom[0])
             gpu.gemm_batched(bottom_t, col, self._grouped_weight(dw), trans_b=True)
         if dx is not None:  # bottom_t is no longer needed: it takes the bottom gradient
             gpu.gemm_batched(self._grouped_weight(io.params[0]), col, bottom_t)

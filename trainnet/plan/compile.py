@@ -67,7 +67,9 @@ def compile_net(cfg: NetConfig, phase: str = "TRAIN", *, level: int | None = Non
     return Plan(phase=phase, net_name=cfg.name, steps=steps, blobs=blobs, params=slots,
                 param_arena=param_arena, shadow_arena=shadow, arena_bytes=memory["arena"],
                 arena_bytes_no_reuse=memory["arena_no_reuse"], blob_bytes=memory["blobs"],
-                blob_bytes_no_reuse=memory["blobs_no_reuse"], backward=backward, aliases=aliases, seeds=seeds,
+                blob_bytes_no_reuse=memory["blobs_no_reuse"], workspace_bytes=memory["workspace"],
+                workspace_offset=memory["workspace_offset"], workspace_steps=memory["workspace_steps"],
+                backward=backward, aliases=aliases, seeds=seeds,
                 file=cfg.file, gpu=gpu)
 
 

@@ -4,6 +4,12 @@ Time runs forward through the steps, then a seed (loss gradients are set), then 
 in reverse.  Each buffer is live from its first write to its last read; buffers whose
 lives do not overlap may share bytes.  Placement is greedy, largest first, at the lowest
 offset free for the whole of its life.
+
+Per-call scratch (``Buffer(scratch=True)``: im2col columns) has no life of its own: it is valid
+only within one forward or one backward call of its step, and steps run one after another (in
+plan order on the CPU, in one stream on a GPU, inside a CUDA graph too), so every step's scratch
+lies in one workspace, alive the whole pass and as large as the largest step's scratch, as
+Caffe's shared column buffer.  A step's own scratch buffers sit side by side in it.
 """
 
 from __future__ import annotations
@@ -34,12 +40,34 @@ def _size(shape, dtype=np.float32) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+WORKSPACE = ("workspace",)  # the key of the shared scratch interval
+
+
+def scratch_layout(steps: list[Step]) -> tuple[dict[int, dict[str, int]], int]:
+    """Each step's scratch buffers as offsets (bytes) within the workspace, and the workspace's
+    size: the largest step's scratch, each buffer aligned.  A data layer may run on the host
+    beside device work (``Net.host_steps``), so it must not use the workspace."""
+    offsets: dict[int, dict[str, int]] = {}
+    size = 0
+    for s in steps:
+        top = 0
+        for name, buf in s.buffer_decls().items():
+            if buf.scratch:
+                if s.layer.is_data:
+                    raise ValueError(f"data layer '{s.name}' declares scratch buffer '{name}'")
+                offsets.setdefault(s.index, {})[name] = top
+                top += _size(buf.shape, buf.dtype)
+        size = max(size, top)
+    return offsets, size
+
+
 def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
-                   seeds: dict[str, float], keep: frozenset[str] = frozenset()) -> list[Interval]:
+                   seeds: dict[str, float], keep: frozenset[str] = frozenset(),
+                   workspace: bool = True) -> list[Interval]:
     """``seeds``: the gradients the Net sets before backward (see ``diff_seeds``); ``keep``:
-    blobs readable after the pass (value and gradient), as the outputs are."""
-    n = len(steps)
-    seed = n
+    blobs readable after the pass (value and gradient), as the outputs are.  ``workspace``: the
+    scratch buffers in one shared interval (``WORKSPACE``), else each in one of its own."""
+    n = seed = len(steps)
     end_of_time = 2 * n + 1 if backward else n
 
     def bwd(i: int) -> int:
@@ -72,10 +100,13 @@ def live_intervals(steps: list[Step], blobs: dict[str, Blob], backward: bool,
             for b, p in zip(s.bottoms, s.propagate_down):
                 if p:
                     touch(diff, b, bwd(s.index))
-        for name, buf in s.buffer_decls().items():
-            last = bwd(s.index) if (backward and s.need_backward) else s.index
-            start, stop = (0, end_of_time) if buf.keep else (s.index, last)
-            intervals.append(Interval(("buf", s.index, name), _size(buf.shape, buf.dtype), start, stop))
+        last = bwd(s.index) if (backward and s.need_backward) else s.index
+        intervals += [Interval(("buf", s.index, name), _size(buf.shape, buf.dtype),
+                               *((0, end_of_time) if buf.keep else (s.index, last)))
+                      for name, buf in s.buffer_decls().items() if not (buf.scratch and workspace)]
+    size = scratch_layout(steps)[1] if workspace else 0
+    if size:
+        intervals.append(Interval(WORKSPACE, size, 0, end_of_time))
     if backward:
         for name in seeds:
             touch(diff, name, seed)
@@ -184,13 +215,23 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
                   keep: frozenset[str] = frozenset()) -> tuple[list[Step], dict[str, Blob], dict[str, int]]:
     """New steps with their buffers' Regions, new blobs with theirs, and the arena size and, for
     reports, the bytes of blobs (activations and their gradients) alone, packed with and without
-    reuse."""
-    intervals = live_intervals(steps, blobs, backward, seeds, keep)
+    reuse, and the shared workspace of per-call scratch (its offset and bytes, and the steps that
+    use it).  Without reuse every scratch buffer has bytes of its own, as every blob has."""
+    intervals = live_intervals(steps, blobs, backward, seeds, keep, workspace=reuse)
     size = pack(intervals, reuse)
     buffers: dict[int, dict[str, Region]] = {}
     regions: dict[tuple[str, str], Region] = {}  # (blob, "data" or "diff")
+    scratch, workspace = scratch_layout(steps)
+    at = next((iv.offset for iv in intervals if iv.key == WORKSPACE), 0)
+    if reuse:
+        for i, table in scratch.items():
+            decls = steps[i].buffer_decls()
+            for name, off in table.items():
+                buffers.setdefault(i, {})[name] = Region(at + off, tuple(decls[name].shape), decls[name].dtype)
     for iv in intervals:
         kind = iv.key[0]
+        if iv.key == WORKSPACE:
+            continue
         if kind in ("data", "diff"):
             regions[iv.key[1], kind] = Region(iv.offset, blobs[iv.key[1]].shape)
         else:
@@ -199,6 +240,10 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
     steps = [replace(s, buffers=buffers.get(s.index, {})) for s in steps]
     blobs = {name: replace(b, data=regions.get((name, "data")), diff=regions.get((name, "diff")))
              for name, b in blobs.items()}
-    blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals if iv.key[0] != "buf"]
-    return steps, blobs, {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in intervals),
-            "blobs": pack(blob_ivs, reuse), "blobs_no_reuse": sum(iv.nbytes for iv in blob_ivs)}
+    blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals
+                if iv.key[0] in ("data", "diff")]
+    separate = live_intervals(steps, blobs, backward, seeds, keep, workspace=False)
+    return steps, blobs, {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in separate),
+            "blobs": pack(blob_ivs, reuse), "blobs_no_reuse": sum(iv.nbytes for iv in blob_ivs),
+            "workspace": workspace if reuse else 0, "workspace_offset": at if reuse else 0,
+            "workspace_steps": len(scratch)}

@@ -133,6 +133,9 @@ class Plan:
     arena_bytes_no_reuse: int = 0
     blob_bytes: int = 0          # of which blobs and their gradients, packed alone
     blob_bytes_no_reuse: int = 0
+    workspace_bytes: int = 0     # of the arena: the per-call scratch every step shares
+    workspace_offset: int = 0
+    workspace_steps: int = 0     # the steps whose scratch lies there
     backward: bool = True        # a training plan (forward + backward) or forward only
     aliases: dict[str, str] = field(default_factory=dict)  # renamed top -> the blob holding it
     seeds: dict[str, float] = field(default_factory=dict)  # gradients set before backward

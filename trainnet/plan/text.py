@@ -167,6 +167,9 @@ def format_plan(plan: Plan, width: Optional[int] = None) -> str:
          f"{human_bytes(plan.arena_bytes_no_reuse)} without; with the layers' buffers "
          "(im2col columns, argmax, masks)"),
         ("outputs", ", ".join(plan.outputs))]
+    if plan.workspace_bytes:
+        fields.insert(-1, ("workspace", f"{human_bytes(plan.workspace_bytes)} shared by "
+                          f"{plan.workspace_steps} steps (per-call scratch: im2col columns)"))
     modules = python_modules(plan)
     if modules:
         fields.append(("python modules", f"{', '.join(modules)} (imported from sys.path)"))
