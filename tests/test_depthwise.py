@@ -86,7 +86,7 @@ def test_buffers():
     bufs = layer.buffers(StepContext())
     assert set(bufs) == {"pad", "tap"} and bufs["pad"].shape == (6, 4, 9, 8)
     assert all(b.scratch for b in bufs.values())
-    assert bufs["tap"].shape[0] <= depthwise.BLOCK_CELLS
+    assert bufs["tap"].shape == (depthwise.threads(), 6 * 4 * 7 * 6)
     layer.forward_only_bytes = 2 * 4 * 9 * 8 * 4  # two images
     assert layer.buffers(ONLY)["pad"].shape == (2, 4, 9, 8)
     assert set(build("Convolution", dw(4), [(6, 4, 7, 6)]).buffers(ONLY)) == {"tap"}

@@ -12,16 +12,21 @@ bottom, so a GPU Convolution on it ``reads_bottom``.
 
 On the CPU (``forward_cpu``/``backward_cpu``) the path is direct too, in NumPy: forward is a
 multiply-add per kernel tap of the channel's weight times a strided view of the zero-padded
-bottom, in blocks of images and channels small enough for the L2 cache; backward pads the bottom
+bottom, in blocks of images and channels small enough for the L2 cache, shared among the
+threads (``OMP_NUM_THREADS``, else the CPUs; NumPy lets go of the GIL in its loops); backward pads the bottom
 again, reduces the top gradient against the same views per tap for the weight gradient (``einsum``
 over n, h, w), then scatters each tap's share of the bottom gradient into the same padded buffer
 and crops it.  Its buffers are per-call scratch: ``pad``, the padded bottom (none without
-padding: the bottom and its gradient are used in place), and ``tap``, one block's product; the
+padding: the bottom and its gradient are used in place), and ``tap``, one block's product per thread; the
 im2col path's columns, kh*kw times the top, are gone.  Forward-only, ``pad`` holds a chunk of
 images within ``forward_only_bytes``.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -70,6 +75,27 @@ def backward_gpu(conv, io) -> None:
 BLOCK_CELLS = 1 << 16  # top cells per block of the CPU pass: a block's operands stay in cache
 
 
+@functools.cache
+def threads() -> int:
+    """The CPU pass's threads: ``OMP_NUM_THREADS`` (which ``--threads`` sets), else the CPUs."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads(), thread_name_prefix="trainnet-depthwise")
+
+
+def _each(work, blocks: list) -> None:
+    """``work(blocks, k)`` on thread k's share of ``blocks``, k < threads()."""
+    n = min(threads(), len(blocks))
+    if n <= 1:
+        return work(blocks, 0)
+    for done in [_pool().submit(work, blocks[k::n], k) for k in range(n)]:
+        done.result()
+
+
 def _tap(conv, a: np.ndarray, i: int, j: int) -> np.ndarray:
     """The (n, c, Ho, Wo) cells of padded NCHW ``a`` that kernel tap (i, j) touches."""
     y, x = i * conv.dh, j * conv.dw
@@ -99,19 +125,19 @@ def _images(conv, ctx) -> int:
 
 
 def buffers_cpu(conv, ctx) -> dict:
-    """Per-call scratch: ``tap``, one block's product of a tap, and with padding ``pad``, the
-    padded bottom and then the padded bottom gradient."""
+    """Per-call scratch: ``tap``, a block's product of a tap per thread, and with padding
+    ``pad``, the padded bottom and then the padded bottom gradient."""
     n = _images(conv, ctx)
     images, channels = _blocks(conv, n)[0]
     cells = len(range(n)[images]) * len(range(conv.C)[channels]) * conv.Ho * conv.Wo
-    bufs = {"tap": Buffer((cells,), scratch=True)}
+    bufs = {"tap": Buffer((threads(), cells), scratch=True)}
     if conv.padded:
         bufs["pad"] = Buffer((n, conv.C, conv.Hp, conv.Wp), scratch=True)
     return bufs
 
 
-def _scratch(io, like: np.ndarray) -> np.ndarray:
-    return io.buf["tap"][:like.size].reshape(like.shape)
+def _scratch(io, k: int, like: np.ndarray) -> np.ndarray:
+    return io.buf["tap"][k, :like.size].reshape(like.shape)
 
 
 def forward_cpu(conv, io) -> None:
@@ -125,51 +151,60 @@ def forward_cpu(conv, io) -> None:
         if pad is not None:
             fill_padded(pad[:len(src)], src, conv.ph, conv.pw, 0)
             src = pad[:len(src)]
-        for images, channels in _blocks(conv, len(src)):
-            xb, t, wb = src[images, channels], top[images, channels], w[channels]
-            product = _scratch(io, t)
-            for k, (i, j) in enumerate(_taps(conv)):
-                np.multiply(_tap(conv, xb, i, j), wb[:, i, j, None, None], out=product if k else t)
-                if k:
-                    np.add(t, product, out=t)
-            if bias is not None:
-                np.add(t, bias[channels], out=t)
-            if io.ctx.fused_relu:
-                np.maximum(t, 0, out=t)
+
+        def work(blocks, k, src=src, top=top):
+            for images, channels in blocks:
+                xb, t, wb = src[images, channels], top[images, channels], w[channels]
+                product = _scratch(io, k, t)
+                for m, (i, j) in enumerate(_taps(conv)):
+                    np.multiply(_tap(conv, xb, i, j), wb[:, i, j, None, None], out=product if m else t)
+                    if m:
+                        np.add(t, product, out=t)
+                if bias is not None:
+                    np.add(t, bias[channels], out=t)
+                if io.ctx.fused_relu:
+                    np.maximum(t, 0, out=t)
+        _each(work, _blocks(conv, len(src)))
 
 
 def backward_cpu(conv, io) -> None:
     """The gradients of Convolution ``conv`` that ``io`` asks for; reads the bottom."""
     dy, pad, w = io.top_diff[0], io.buf.get("pad"), io.params[0][:, 0]
+    dw, dx = io.param_diff[0], io.bottom_diff[0]
     blocks = _blocks(conv, conv.N)
-    if io.ctx.fused_relu:
+    x = io.bottom[0]
+    if pad is not None and dw is not None:
+        fill_padded(pad, x, conv.ph, conv.pw, 0)
+        x = pad
+
+    def mask(blocks, k):
         for images, channels in blocks:
             d = dy[images, channels]
-            mask = np.greater(io.top[0][images, channels], 0, out=_scratch(io, d))
-            np.multiply(d, mask, out=d)
+            np.multiply(d, np.greater(io.top[0][images, channels], 0, out=_scratch(io, k, d)), out=d)
+
+    def weight(channels, k):  # all the images of a few channels at a time: no partial sums
+        for c in channels:
+            for i, j in _taps(conv):
+                np.einsum("nchw,nchw->c", dy[:, c], _tap(conv, x[:, c], i, j), out=dw[c, 0, i, j])
+
+    def bottom(blocks, k):  # into the padded buffer (the padded bottom is no longer needed)
+        for images, channels in blocks:
+            d, acc = dy[images, channels], (dx if pad is None else pad)[images, channels]
+            product = _scratch(io, k, d)
+            acc.fill(0)
+            for i, j in _taps(conv):
+                cells = _tap(conv, acc, i, j)
+                np.multiply(d, w[channels, i, j, None, None], out=product)
+                np.add(cells, product, out=cells)
+            if pad is not None:
+                np.copyto(dx[images, channels], acc[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
+
+    if io.ctx.fused_relu:
+        _each(mask, blocks)
     if conv.p.bias_term and io.param_diff[1] is not None:
         np.sum(dy, axis=(0, 2, 3), out=io.param_diff[1])
-    dw, dx = io.param_diff[0], io.bottom_diff[0]
-    if dw is not None:  # all the images of a few channels at a time: no partial sums
-        x = io.bottom[0]
-        if pad is not None:
-            fill_padded(pad, x, conv.ph, conv.pw, 0)
-            x = pad
+    if dw is not None:
         per = max(1, BLOCK_CELLS // (conv.N * conv.Ho * conv.Wo))
-        for c in range(0, conv.C, per):
-            d, xb = dy[:, c:c + per], x[:, c:c + per]
-            for i, j in _taps(conv):
-                np.einsum("nchw,nchw->c", d, _tap(conv, xb, i, j), out=dw[c:c + per, 0, i, j])
-    if dx is None:
-        return
-    acc = dx if pad is None else pad  # the padded bottom is no longer needed
-    for images, channels in blocks:
-        d, a = dy[images, channels], acc[images, channels]
-        product = _scratch(io, d)
-        a.fill(0)
-        for i, j in _taps(conv):
-            cells = _tap(conv, a, i, j)
-            np.multiply(d, w[channels, i, j, None, None], out=product)
-            np.add(cells, product, out=cells)
-        if pad is not None:
-            np.copyto(dx[images, channels], a[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
+        _each(weight, [slice(c, c + per) for c in range(0, conv.C, per)])
+    if dx is not None:
+        _each(bottom, blocks)
