@@ -5,6 +5,7 @@ subprocess (signals, memory, concurrency)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -52,10 +53,16 @@ def run_process(*args, cwd: Path | None = None, timeout: float = 120, **popen) -
     return Outcome(proc.returncode, out, err)
 
 
+# a line of a run's log (train, test): glog's stamp; they go to stderr, as glog's do
+STAMPED = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d\.\d{3} ")
+
+
 def assert_one_error(outcome: Outcome, *fragments: str, code: int | None = None) -> str:
-    """Exactly one ``error:`` line on stderr holding every fragment, a non-zero exit (``code``
+    """Exactly one ``error:`` line on stderr (besides a run's time-stamped log lines) holding
+    every fragment, a non-zero exit (``code``
     when given), no traceback anywhere; returns the line."""
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    lines = [line for line in outcome.stderr.splitlines()
+             if line.strip() and not STAMPED.match(line)]
     assert "Traceback" not in outcome.stderr + outcome.stdout, outcome.stderr
     assert outcome.code != 0 if code is None else outcome.code == code, (outcome.code, outcome.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr

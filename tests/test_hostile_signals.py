@@ -22,20 +22,20 @@ STAMP = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d\d\.\d{3} ")  # the time before each
 
 
 def read_until(proc, prefix: str, lines: list[str], timeout: float = 120) -> str:
-    """Lines of ``proc``'s stdout up to the first starting with ``prefix`` after its time stamp
-    (kept in ``lines``)."""
+    """Lines of ``proc``'s stderr (the run's log, as glog's) up to the first starting with
+    ``prefix`` after its time stamp (kept in ``lines``)."""
     deadline = time.monotonic() + timeout
-    for line in proc.stdout:
+    for line in proc.stderr:
         lines.append(line)
         if STAMP.sub("", line, 1).startswith(prefix):
             return line
         assert time.monotonic() < deadline, f"no line {prefix!r} in time"
-    raise AssertionError(f"{prefix!r} never came:\n{''.join(lines)}\n{proc.stderr.read()}")
+    raise AssertionError(f"{prefix!r} never came:\n{''.join(lines)}\n{proc.stdout.read()}")
 
 
 def finish(proc, lines: list[str], timeout: float = 120) -> Outcome:
     out, err = proc.communicate(timeout=timeout)
-    return Outcome(proc.returncode, "".join(lines) + out, err)
+    return Outcome(proc.returncode, out, "".join(lines) + err)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -46,8 +46,9 @@ def test_a_stop_signal_snapshots_and_exits(tmp_path, sig, code):
     proc.send_signal(sig)
     outcome = finish(proc, lines)
     name = signal.Signals(sig).name
-    assert outcome.code == code and not outcome.stderr.strip(), outcome
-    assert f"({name})" in outcome.stdout and "Snapshotting to" in outcome.stdout
+    assert outcome.code == code and not outcome.stdout.strip(), outcome
+    assert all(STAMP.match(line) for line in outcome.stderr.splitlines()), outcome.stderr
+    assert f"({name})" in outcome.stderr and "Snapshotting to" in outcome.stderr
     states = list((tmp_path / "out").glob("tiny_iter_*.solverstate"))
     assert len(states) == 1 and not (tmp_path / "out/tiny.lock").exists()
 
@@ -76,7 +77,7 @@ def test_sighup_effect_stop_and_sigint_effect_none(tmp_path):
     read_until(proc, "Iteration 40 ", lines)
     proc.send_signal(signal.SIGHUP)
     outcome = finish(proc, lines)
-    assert outcome.code == 128 + signal.SIGHUP and "(SIGHUP)" in outcome.stdout
+    assert outcome.code == 128 + signal.SIGHUP and "(SIGHUP)" in outcome.stderr
 
 
 def test_a_stop_interrupts_a_test(tmp_path):
@@ -89,7 +90,7 @@ def test_a_stop_interrupts_a_test(tmp_path):
     proc.send_signal(signal.SIGTERM)
     outcome = finish(proc, lines, timeout=60)
     assert outcome.code == 143, outcome
-    assert "Iteration 0: test interrupted" in outcome.stdout
+    assert "Iteration 0: test interrupted" in outcome.stderr
     assert (tmp_path / "out/tiny_iter_0.solverstate").is_file()
 
 

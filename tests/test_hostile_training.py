@@ -93,7 +93,7 @@ def test_an_unusable_prefix_is_one_error_before_training(tmp_path, prefix, messa
     solver = write_project(tmp_path, max_iter=2, prefix=prefix)
     outcome = cli("train", solver)
     assert_one_error(outcome, message)
-    assert "Iteration" not in outcome.stdout
+    assert "Iteration" not in outcome.stdout + outcome.stderr
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -74,12 +74,12 @@ def test_fine_tuning_names_each_blob_left_to_its_filler(project):
     half = write(project / "half.safetensors", tensors)
     outcome = cli("train", project / "solver.yaml", "--weights", half)
     assert outcome.code == 0, outcome.stderr
-    assert f"Loaded 3 of 6 parameter blobs from {half}: ip1, ip2 in part (ip2.0)" in outcome.stdout
+    assert f"Loaded 3 of 6 parameter blobs from {half}: ip1, ip2 in part (ip2.0)" in outcome.stderr
     assert ("Layers not in the weights file (initialised by their fillers): conv1 (conv1.0, "
-            "conv1.1)") in outcome.stdout
-    assert "Blobs not in the weights file (initialised by their fillers): ip2.1" in outcome.stdout
-    assert "Skipped layers not in this net: old_classifier" in outcome.stdout
-    assert "Loaded weights for" not in outcome.stdout
+            "conv1.1)") in outcome.stderr
+    assert "Blobs not in the weights file (initialised by their fillers): ip2.1" in outcome.stderr
+    assert "Skipped layers not in this net: old_classifier" in outcome.stderr
+    assert "Loaded weights for" not in outcome.stderr
 
 
 @pytest.mark.parametrize("key", ["conv1", "conv1.x", "conv1.-1", "conv1.", "ip1.0.weight"])
@@ -213,7 +213,7 @@ def test_caffe_format_states_bind_their_weights(tmp_path, fmt, suffix):
     out = tmp_path / "out"
     model = ".caffemodel" if fmt == "BINARYPROTO" else ".caffemodel.h5"
     outcome = cli("train", solver, "--snapshot", out / f"tiny_iter_10{suffix}")
-    assert outcome.code == 0 and "Resumed from" in outcome.stdout, outcome.stderr
+    assert outcome.code == 0 and "Resumed from" in outcome.stderr, outcome.stderr
     shutil.copy(out / f"tiny_iter_10{model}", out / f"tiny_iter_20{model}")
     assert_one_error(cli("train", solver, "--snapshot", out / f"tiny_iter_20{suffix}"),
                      "is not the weights file this state was saved with")

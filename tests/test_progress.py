@@ -37,10 +37,10 @@ def test_stamp_is_glog_like():
 def test_train_lines_are_stamped_and_plain_without_a_terminal(tmp_path):
     out = cli("train", write_project(tmp_path, max_iter=20, snapshot=10))
     assert out.code == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = out.stderr.splitlines()  # the log on stderr, as glog's; no bar: not a terminal
     assert lines and all(STAMPED.match(line) for line in lines), lines
     assert any(" Iteration 10 (" in line for line in lines)
-    assert out.stderr == ""  # no bar: stderr is not a terminal
+    assert out.stdout == ""  # stdout is for results: train has none
 
 
 def test_a_bar_follows_training_on_a_terminal(tmp_path):
@@ -70,10 +70,12 @@ def test_test_covers_its_source_once(tmp_path):
     weights = tmp_path / "out/tiny_iter_10.safetensors"
     out = cli("test", "--model", tmp_path / "net.yaml", "--weights", weights)
     assert out.code == 0, out.stderr
-    assert "Testing 4 batches: the data source once" in out.stdout  # 128 images, batches of 32
+    assert "Testing 4 batches: the data source once" in out.stderr  # 128 images, batches of 32
     assert re.search(r"^accuracy = [\d.]+$", out.stdout, re.M)
+    # stdout holds the results alone (the log lines, "Loaded weights ...", go to stderr)
+    assert all(re.match(r"^\w+ = ", line) for line in out.stdout.splitlines()), out.stdout
     out = cli("test", "--model", tmp_path / "net.yaml", "--weights", weights, "--iterations", 2)
-    assert out.code == 0 and "Testing" not in out.stdout
+    assert out.code == 0 and "Testing" not in out.stdout + out.stderr
 
 
 def test_threads_from_the_command_line_before_numpy():
@@ -101,15 +103,15 @@ def test_threads_through_the_trainnet_command(tmp_path):
     out = run_process("train", write_project(tmp_path, max_iter=2), "--threads", "2")
     assert out.code == 0, out.stderr
     assert "BLAS threads: 2 (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS set before NumPy loaded)" \
-        in out.stdout
+        in out.stderr
     net = yaml.safe_load((tmp_path / "out/tiny_run_net.yaml").read_text())
     assert [l.get("workers") for l in net["layer"] if l["type"] == "Data"] == [2, 2]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="a pseudo-terminal")
 def test_the_trainnet_command_shows_a_bar_on_a_terminal(tmp_path):
-    """stderr a terminal (100 columns): the bar with iteration, total, loss and rate there;
-    stdout keeps the time-stamped lines."""
+    """stderr a terminal (100 columns): the bar with iteration, total, loss and rate there,
+    the time-stamped lines above it; nothing on stdout."""
     pytest.importorskip("tqdm")
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
@@ -137,4 +139,5 @@ def test_the_trainnet_command_shows_a_bar_on_a_terminal(tmp_path):
     bar = b"".join(shown).decode("utf-8", "replace")
     assert proc.returncode == 0
     assert "/1000 [" in bar and "it/s" in bar and "loss=" in bar, bar[-500:]
-    assert all(STAMPED.match(line) for line in out.splitlines())
+    assert out == ""  # the time-stamped lines go above the bar, on stderr
+    assert "Optimization Done." in bar

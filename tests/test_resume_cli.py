@@ -23,8 +23,8 @@ def test_resume_takes_the_newest_snapshot_and_the_log_marks_it(tmp_path):
     assert cli("train", solver).code == 0
     out = cli("train", solver, "--resume", "--set", "max_iter=30")
     assert out.code == 0, out.stderr
-    assert f"Resumed from {tmp_path / 'out/tiny_iter_20.solverstate'} at iteration 20" in out.stdout
-    assert "iterations 20 -> 30" in out.stdout
+    assert f"Resumed from {tmp_path / 'out/tiny_iter_20.solverstate'} at iteration 20" in out.stderr
+    assert "iterations 20 -> 30" in out.stderr
     resumes = [r for r in _log(tmp_path) if r["event"] == "resume"]
     assert resumes == [{"event": "resume", "iter": 20,
                         "from": str(tmp_path / "out/tiny_iter_20.solverstate")}]
@@ -40,10 +40,10 @@ def test_resume_skips_a_damaged_newest_snapshot(tmp_path):
     os.remove(tmp_path / "out/tiny_iter_20.safetensors")  # a state without its weights
     out = cli("train", solver, "--resume", tmp_path / "out/tiny", "--set", "max_iter=12")
     assert out.code == 0, out.stderr
-    skipped = [line for line in out.stdout.splitlines() if "skipping" in line]
+    skipped = [line for line in out.stderr.splitlines() if "skipping" in line]
     assert len(skipped) == 2 and "tiny_iter_30.solverstate" in skipped[0]
     assert "tiny_iter_20.solverstate" in skipped[1]
-    assert "Resumed from" in out.stdout and "at iteration 10" in out.stdout
+    assert "Resumed from" in out.stderr and "at iteration 10" in out.stderr
     assert _log(tmp_path)[-1]["event"] != "resume"
     assert [r["iter"] for r in _log(tmp_path) if r["event"] == "resume"] == [10]
 
@@ -56,7 +56,7 @@ def test_resume_from_a_folder_matches_an_uninterrupted_run(tmp_path):
         path.unlink()
     out = cli("train", solver, "--resume", tmp_path / "a/out")
     assert out.code == 0, out.stderr
-    assert "at iteration 10" in out.stdout
+    assert "at iteration 10" in out.stderr
     again = tensorfile.read(tmp_path / "a/out/tiny_iter_20.safetensors", "weights").tensors
     for key in whole:
         np.testing.assert_array_equal(whole[key], again[key])
@@ -96,7 +96,7 @@ def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(tmp_path):
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out_dir.iterdir()}
     out = cli("train", solver, "--resume")
     assert out.code == 0, out.stderr
-    assert "already at max_iter 20: nothing to train" in out.stdout + out.stderr
+    assert "already at max_iter 20: nothing to train" in out.stderr + out.stderr
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out_dir.iterdir()}
     assert after == before
 
@@ -123,7 +123,7 @@ def test_resume_from_a_folder_of_several_other_runs_is_ambiguous(tmp_path):
         path.unlink()
     out = cli("train", solver, "--resume", tmp_path / "out", "--set", "max_iter=12")
     assert out.code == 0, out.stderr
-    assert "out/a_iter_10.solverstate at iteration 10" in out.stdout + out.stderr
+    assert "out/a_iter_10.solverstate at iteration 10" in out.stderr + out.stderr
 
 
 def test_a_state_of_another_net_is_said_to_be_so(tmp_path):

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Optional
 
+import click
+
 from trainnet.cli.common import echo
 
 MB = 1 << 20
@@ -89,7 +91,7 @@ def stamp(line: str, now: Optional[float] = None) -> str:
 class RunProgress:
     """What ``train`` and ``test`` show while they run: a bar (iteration, loss, it/s, ETA) on
     stderr when it is a terminal and tqdm is installed; the run's lines, time-stamped, on
-    stdout (above the bar) either way."""
+    stderr (above the bar) either way, as glog writes Caffe's; stdout is for results."""
 
     def __init__(self, terminal: Optional[bool] = None, stream=None, every: float = 0.1):
         self.stream = stream or sys.stderr
@@ -99,11 +101,13 @@ class RunProgress:
         self.every = every  # seconds between redraws of the bar
 
     def log(self, line: str) -> None:
+        """A line of the run's log, time-stamped, on stderr (above the bar), as glog writes
+        Caffe's: stdout keeps only results (``test``'s outputs)."""
         line = stamp(line)
         if self.bar is not None:
-            self.bar.write(line, file=sys.stdout)
+            self.bar.write(line, file=self.stream)
         else:
-            echo(line)
+            click.echo(line, err=True)
 
     def start(self, desc: str, total: int, done: int = 0) -> None:
         if self.tqdm is not None and total > done:

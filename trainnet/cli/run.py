@@ -96,8 +96,9 @@ Example:
               help="Resume from this solver state: trainnet's .solverstate (exactly), or Caffe's "
               ".solverstate or .solverstate.h5 (weights, history and iteration).")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[PREFIX|DIR]",
-              help="Resume from the newest complete snapshot of a run: of this snapshot prefix, "
-              "or of any prefix in this folder; alone, of the solver's own snapshot_prefix.")
+              help="Resume from the newest complete snapshot of a run: of this snapshot prefix; "
+              "of this folder (the solver's own prefix there, else the one prefix it holds); "
+              "alone, of the solver's own snapshot_prefix.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a solver field (base_lr=0.001) or a layer's field "
               "(net.conv1.num_output=32; train_net., test_net.) for this run; repeatable.")
@@ -107,7 +108,8 @@ Example:
 @user_errors
 def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph, sigint_effect,
           sighup_effect):
-    """Train the net that SOLVER (a solver YAML or prototxt file) names.  SIGINT (Ctrl-C),
+    """Train the net that SOLVER (a solver YAML or prototxt file) names; the log goes to
+    stderr, time-stamped, as glog's does.  SIGINT (Ctrl-C),
     SIGTERM and SIGQUIT stop it after the current iteration with a snapshot; SIGHUP and
     SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect).  The solver and
     nets as run are saved as PREFIX_run_solver.yaml and PREFIX_run_net.yaml beside the snapshots
@@ -187,7 +189,8 @@ Example:
 @device_options(graph=True)
 @user_errors
 def test(model, weights, iterations, phase, stages, level, threads, device, tf32, no_graph):
-    """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs."""
+    """Run MODEL forward for ITERATIONS batches with WEIGHTS and print the averaged outputs
+    (on stdout; the log lines go to stderr)."""
     from trainnet.netcfg import load_net
     from trainnet.netcfg.as_run import net_with_default
     from trainnet.runtime.device import get_device
