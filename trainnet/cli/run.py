@@ -83,6 +83,36 @@ def config_files(cfg, prefix: str, command: list[str], resumed_at: Optional[int]
     return resolved_files(cfg, prefix, load_net, _data_place, "\n".join(lines), tag)
 
 
+def _record(s, cfg, solver, sets, weights, resumed, threads) -> None:
+    """The as-run config for the solver ``s`` to write as it starts, and the files it must not
+    write over (the solver file ``solver`` and its nets)."""
+    from trainnet.netcfg import load_solver
+    from trainnet.netcfg.as_run import input_files
+
+    command = sys.argv[1:] if sys.argv[1:2] == ["train"] else \
+        ["train", solver, *(a for x in sets for a in ("--set", x))]
+    s.files.configs = config_files(cfg, s.prefix, command, None if resumed is None else s.iter,
+                                   weights, resumed, threads, str(s.device))
+    s.files.inputs = input_files(solver, load_solver)
+
+
+def _start_from(s, weights, state, resume, log) -> Optional[Path]:
+    """Initialise the solver ``s`` from ``--weights``, ``--snapshot`` or ``--resume``; returns
+    the state resumed from (None: a run from iteration 0)."""
+    from trainnet.solver import resume as resuming
+    from trainnet.solver.weights import FINETUNE, load_weights
+
+    if weights:
+        for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
+            log(line)
+    if state:
+        s.restore(Path(state))
+        return Path(state)
+    if resume is not None:
+        return resuming.resume_newest(s, resume or s.prefix)
+    return None
+
+
 @main.command(epilog="""\b
 Example:
   trainnet train configs/lenet/lenet_solver.yaml
@@ -109,48 +139,28 @@ Example:
 def train(solver, weights, state, resume, sets, threads, device, tf32, no_graph, sigint_effect,
           sighup_effect):
     """Train the net that SOLVER (a solver YAML or prototxt file) names; the log goes to
-    stderr, time-stamped, as glog's does.  SIGINT (Ctrl-C),
-    SIGTERM and SIGQUIT stop it after the current iteration with a snapshot; SIGHUP and
-    SIGUSR1 take a snapshot and go on (see --sigint-effect, --sighup-effect).  The solver and
-    nets as run are saved as PREFIX_run_solver.yaml and PREFIX_run_net.yaml beside the snapshots
-    (never over a file trainnet did not write as one, nor over the files this run reads)."""
-    from trainnet.netcfg import load_solver
-    from trainnet.netcfg.as_run import input_files
+    stderr, as glog's.  SIGINT (Ctrl-C), SIGTERM and SIGQUIT stop it after the current iteration
+    with a snapshot; SIGHUP and SIGUSR1 take a snapshot and go on (see --sigint-effect,
+    --sighup-effect).  The solver and nets as run are saved as PREFIX_run_solver.yaml and
+    PREFIX_run_net.yaml beside the snapshots (never over a file that trainnet did not write)."""
     from trainnet.runtime.device import get_device
-    from trainnet.solver import resume as resuming
     from trainnet.solver.solver import Solver
-    from trainnet.solver.weights import FINETUNE, load_weights
 
     if sum(x is not None for x in (weights, state, resume)) > 1:
         raise TrainnetError("give one of --weights, --snapshot and --resume")
     progress = RunProgress()
-    threads_line = apply_threads(threads)
-    if threads_line:
-        progress.log(threads_line)
-    notes: list[str] = []
+    notes: list[str] = [apply_threads(threads) or ""]
     cfg = load_config(solver, sets, threads, notes)
-    for note in notes:
+    for note in filter(None, notes):
         progress.log(note)
     s = Solver(cfg, get_device(device, tf32=tf32), log=progress.log, graph=not no_graph)
-    if weights:
-        for line in load_weights(Path(weights), s.net.params, FINETUNE).lines():
-            progress.log(line)
-    resumed = None
-    if state:
-        s.restore(Path(state))
-        resumed = Path(state)
-    if resume is not None:
-        resumed = resuming.resume_newest(s, resume or s.prefix)
+    resumed = _start_from(s, weights, state, resume, progress.log)
     if resumed is not None and s.iter >= s.cfg.max_iter:  # a finished run: no snapshot again
         progress.log(f"already at max_iter {s.cfg.max_iter}: nothing to train"
                      if s.iter == s.cfg.max_iter else f"already at iteration {s.iter}, past "
                      f"max_iter {s.cfg.max_iter}: nothing to train")
         return
-    s.files.configs = config_files(cfg, s.prefix, sys.argv[1:] if sys.argv[1:2] == ["train"]
-                                   else ["train", solver, *(a for x in sets for a in ("--set", x))],
-                                   None if resumed is None else s.iter, weights, resumed, threads,
-                                   str(s.device))
-    s.files.inputs = input_files(solver, load_solver)
+    _record(s, cfg, solver, sets, weights, resumed, threads)
     progress.follow(s)
     try:
         with handled(s, sigint_effect, sighup_effect):
