@@ -62,8 +62,8 @@ def test_format_plan_wraps_to_the_width_aligned_under_its_column():
     arena = [l for l in format_plan(plan, 80).splitlines() if l.startswith("activation arena:")]
     assert len(arena) == 1
     unwrapped = format_plan(plan).splitlines()  # no width: one line per step, as before
-    assert len(unwrapped) == 4 + len(plan.steps) + 7  # the workspace line included
-    assert any(l.startswith("workspace:") and "shared by 57 steps" in l for l in unwrapped)
+    # a forward-only plan may keep each step's scratch to its step: no shared workspace
+    assert len(unwrapped) == 4 + len(plan.steps) + 6 + bool(plan.workspace_bytes)
 
 
 def test_plan_command_wraps_to_columns(monkeypatch, mnist_dir):

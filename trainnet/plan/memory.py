@@ -9,7 +9,9 @@ Per-call scratch (``Buffer(scratch=True)``: im2col columns) has no life of its o
 only within one forward or one backward call of its step, and steps run one after another (in
 plan order on the CPU, in one stream on a GPU, inside a CUDA graph too), so every step's scratch
 lies in one workspace, alive the whole pass and as large as the largest step's scratch, as
-Caffe's shared column buffer.  A step's own scratch buffers sit side by side in it.
+Caffe's shared column buffer.  A step's own scratch buffers sit side by side in it.  A
+plan where no step runs a backward keeps instead each step's scratch live for its step alone,
+packed among the blobs, when that makes the arena smaller (its forward is the only call).
 """
 
 from __future__ import annotations
@@ -219,11 +221,17 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
     use it).  Without reuse every scratch buffer has bytes of its own, as every blob has."""
     intervals = live_intervals(steps, blobs, backward, seeds, keep, workspace=reuse)
     size = pack(intervals, reuse)
+    separate = live_intervals(steps, blobs, backward, seeds, keep, workspace=False)
+    shared = reuse
+    if reuse and not any(s.need_backward for s in steps):
+        alone = pack(separate, reuse)
+        if alone < size:
+            intervals, size, shared = separate, alone, False
     buffers: dict[int, dict[str, Region]] = {}
     regions: dict[tuple[str, str], Region] = {}  # (blob, "data" or "diff")
     scratch, workspace = scratch_layout(steps)
     at = next((iv.offset for iv in intervals if iv.key == WORKSPACE), 0)
-    if reuse:
+    if shared:
         for i, table in scratch.items():
             decls = steps[i].buffer_decls()
             for name, off in table.items():
@@ -242,8 +250,7 @@ def assign_memory(steps: list[Step], blobs: dict[str, Blob], backward: bool,
              for name, b in blobs.items()}
     blob_ivs = [Interval(iv.key, iv.nbytes, iv.start, iv.end) for iv in intervals
                 if iv.key[0] in ("data", "diff")]
-    separate = live_intervals(steps, blobs, backward, seeds, keep, workspace=False)
     return steps, blobs, {"arena": size, "arena_no_reuse": sum(iv.nbytes for iv in separate),
             "blobs": pack(blob_ivs, reuse), "blobs_no_reuse": sum(iv.nbytes for iv in blob_ivs),
-            "workspace": workspace if reuse else 0, "workspace_offset": at if reuse else 0,
-            "workspace_steps": len(scratch)}
+            "workspace": workspace if shared else 0, "workspace_offset": at if shared else 0,
+            "workspace_steps": len(scratch) if shared else 0}
