@@ -32,7 +32,8 @@ class Direct(Convolution):
 def build(type_name, params, shapes):
     """A depthwise-capable Convolution (``type_name``), on the direct CPU path."""
     assert type_name == "Convolution"
-    return Direct("layer", Direct.Params.model_validate(params), "TRAIN", [tuple(s) for s in shapes])
+    return Direct("layer", Direct.Params.model_validate(params), "TRAIN",
+                  [tuple(s) for s in shapes])
 
 
 def dw(channels, **params):
@@ -97,7 +98,8 @@ def test_buffers():
 @pytest.mark.xfail(strict=False, reason="Convolution's CPU dispatch to depthwise.py (the three "
                    "lines in convolution.py) is not in yet")
 def test_convolution_takes_the_direct_path_on_the_cpu():
-    layer = Convolution("layer", Convolution.Params.model_validate(dw(4, pad=1)), "TRAIN", [(2, 4, 7, 6)])
+    params = Convolution.Params.model_validate(dw(4, pad=1))
+    layer = Convolution("layer", params, "TRAIN", [(2, 4, 7, 6)])
     assert set(layer.buffers(StepContext())) == {"pad", "tap"}
 
 
@@ -108,7 +110,8 @@ def test_cpu_matches_naive_reference(shape, params):
     layer = build("Convolution", params, [shape])
     x, dy = rng.normal(size=shape), rng.normal(size=layer.top_shapes[0])
     io = run_both(layer, x, dy)
-    for got, want in zip([io.top[0], io.bottom_diff[0]] + io.param_diff, reference(params, io, x, dy)):
+    outputs = [io.top[0], io.bottom_diff[0]] + io.param_diff
+    for got, want in zip(outputs, reference(params, io, x, dy)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -121,12 +124,14 @@ def test_cpu_float32_matches_the_reference(shape, params):
     x, dy = rng.normal(size=shape).astype(np.float32), rng.normal(size=layer.top_shapes[0])
     io = run_both(layer, x, dy.astype(np.float32))
     want = reference(params, io, x.astype(np.float64), dy)
-    for got, ref, tol in zip([io.top[0], io.bottom_diff[0]] + io.param_diff, want, [1e-5, 1e-5, 1e-4, 1e-4]):
+    outputs = [io.top[0], io.bottom_diff[0]] + io.param_diff
+    for got, ref, tol in zip(outputs, want, [1e-5, 1e-5, 1e-4, 1e-4]):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("shape,params", [CASES[1], CASES[4], CASES[5], MORE_CASES[1], MORE_CASES[2]])
+@pytest.mark.parametrize("shape,params",
+                         [CASES[1], CASES[4], CASES[5], MORE_CASES[1], MORE_CASES[2]])
 def test_gradient_check(shape, params):
     layer = build("Convolution", params, [shape])
     check_gradients(layer, [np.random.default_rng(3).normal(size=shape)])

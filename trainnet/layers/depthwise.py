@@ -1,25 +1,30 @@
-"""Depthwise convolution on the GPU: one filter per channel, computed directly (no columns).
+"""Depthwise convolution, one filter per channel, computed directly (no columns).
 
-Convolution takes this path on a GPU when ``applies``: group == channels == num_output, as in
-MobileNet's depthwise layers, with any kernel size, stride, pad and dilation (3x3 kernels run a
-copy of the loops unrolled at compile time).  The general path would fill a column buffer
-kh*kw times the size of the top for GEMMs one row high; here forward is one kernel writing
-the top with its bias and fused ReLU, and backward is a kernel per gradient (``depthwise.cu``):
+Convolution takes this path when ``applies``: group == channels == num_output, as in
+MobileNet's depthwise layers, with any kernel size, stride, pad and dilation.  The general path
+would fill a column buffer kh*kw times the size of the top for GEMMs one row high.  On the GPU,
+forward is one kernel writing the top with its bias and fused ReLU (3x3 kernels run a copy of
+the loops unrolled at compile time), and backward is a kernel per gradient (``depthwise.cu``):
 the bottom gradient gathered per bottom cell, the weight gradient as one block per (channel,
 tap) and the bias gradient as one block per channel, each a deterministic block sum over the
-batch and the top's cells.  The path declares no buffer, and its weight gradient reads the
+batch and the top's cells.  There the path declares no buffer, and its weight gradient reads the
 bottom, so a GPU Convolution on it ``reads_bottom``.
 
 On the CPU (``forward_cpu``/``backward_cpu``) the path is direct too, in NumPy: forward is a
 multiply-add per kernel tap of the channel's weight times a strided view of the zero-padded
-bottom, in blocks of images and channels small enough for the L2 cache, shared among the
-threads (``OMP_NUM_THREADS``, else the CPUs; NumPy lets go of the GIL in its loops); backward pads the bottom
-again, reduces the top gradient against the same views per tap for the weight gradient (``einsum``
-over n, h, w), then scatters each tap's share of the bottom gradient into the same padded buffer
-and crops it.  Its buffers are per-call scratch: ``pad``, the padded bottom (none without
-padding: the bottom and its gradient are used in place), and ``tap``, one block's product per thread; the
-im2col path's columns, kh*kw times the top, are gone.  Forward-only, ``pad`` holds a chunk of
-images within ``forward_only_bytes``.
+bottom, in blocks of images and channels small enough for the L2 cache, shared among threads
+(``OMP_NUM_THREADS``, else the CPUs; NumPy lets go of the GIL in its loops).  Backward pads the
+bottom again, reduces the top gradient against the same views per tap for the weight gradient
+(``einsum`` over n, h, w), then scatters each tap's share of the bottom gradient into the same
+padded buffer and crops it.  Its buffers are per-call scratch: ``pad``, the padded bottom (none
+without padding: the bottom and its gradient are used in place), and ``tap``, a block's product
+per thread; the im2col path's columns, kh*kw times the top, are gone.  Forward-only, ``pad``
+holds a chunk of images within ``forward_only_bytes``.
+
+Forward+backward, 3x3 pad 1, batch 16, on a shared 2-core machine (medians of 11, noisy): 95-98
+ms at 32x112x112 where im2col took 190-300 ms (PyTorch 71-85 ms), 142-148 ms at 64x112x112
+stride 2 (im2col 188-217), 47-50 ms at 512x14x14 (im2col 59-61), 35-37 ms at 1024x7x7 (im2col
+32-35): only the smallest images are no faster, their rows being short for NumPy's loops.
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ def _each(work, blocks: list) -> None:
 def _tap(conv, a: np.ndarray, i: int, j: int) -> np.ndarray:
     """The (n, c, Ho, Wo) cells of padded NCHW ``a`` that kernel tap (i, j) touches."""
     y, x = i * conv.dh, j * conv.dw
-    return a[:, :, y:y + conv.sh * (conv.Ho - 1) + 1:conv.sh, x:x + conv.sw * (conv.Wo - 1) + 1:conv.sw]
+    rows, cols = conv.sh * (conv.Ho - 1) + 1, conv.sw * (conv.Wo - 1) + 1
+    return a[:, :, y:y + rows:conv.sh, x:x + cols:conv.sw]
 
 
 def _taps(conv):
@@ -157,7 +163,8 @@ def forward_cpu(conv, io) -> None:
                 xb, t, wb = src[images, channels], top[images, channels], w[channels]
                 product = _scratch(io, k, t)
                 for m, (i, j) in enumerate(_taps(conv)):
-                    np.multiply(_tap(conv, xb, i, j), wb[:, i, j, None, None], out=product if m else t)
+                    np.multiply(_tap(conv, xb, i, j), wb[:, i, j, None, None],
+                                out=product if m else t)
                     if m:
                         np.add(t, product, out=t)
                 if bias is not None:
@@ -180,7 +187,8 @@ def backward_cpu(conv, io) -> None:
     def mask(blocks, k):
         for images, channels in blocks:
             d = dy[images, channels]
-            np.multiply(d, np.greater(io.top[0][images, channels], 0, out=_scratch(io, k, d)), out=d)
+            np.multiply(d, np.greater(io.top[0][images, channels], 0, out=_scratch(io, k, d)),
+                        out=d)
 
     def weight(channels, k):  # all the images of a few channels at a time: no partial sums
         for c in channels:
@@ -197,7 +205,8 @@ def backward_cpu(conv, io) -> None:
                 np.multiply(d, w[channels, i, j, None, None], out=product)
                 np.add(cells, product, out=cells)
             if pad is not None:
-                np.copyto(dx[images, channels], acc[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
+                np.copyto(dx[images, channels],
+                          acc[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
 
     if io.ctx.fused_relu:
         _each(mask, blocks)
