@@ -391,3 +391,12 @@ def test_chunks_and_large_taps(pool, monkeypatch):
                            np.random.default_rng(1).normal(size=big))
     if pool == "MAX":
         assert io.buf["argmax"].dtype == np.uint16
+
+
+def test_a_bottom_that_is_a_view_of_a_wider_blob():
+    """The bottom may be any strided array (a copy is taken); what the pass writes is a view."""
+    wide = np.random.default_rng(2).normal(size=(2, 5, 7, 7))
+    params = {"pool": "MAX", "kernel_size": 3, "stride": 2, "pad": 1}
+    layer = build("Pooling", params, [(2, 2, 7, 7)])
+    io = run_forward(layer, [wide[:, 1:3]])
+    np.testing.assert_array_equal(io.top[0], run_forward(layer, [wide[:, 1:3].copy()]).top[0])

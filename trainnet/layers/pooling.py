@@ -29,13 +29,14 @@ KERNELS = kernel_source(__file__)
 CHUNK_CELLS = 1 << 16  # padded bottom cells per CPU chunk: a few hundred KiB, in the L2 cache
 
 
-def _planes(a: np.ndarray) -> np.ndarray:
-    """An NCHW array as (N*C, H, W) planes, a view (a copy would lose the writes)."""
-    return np.reshape(a, (-1,) + a.shape[2:], copy=False)
+WRITTEN = ("top", "bottom_diff", "argmax")
 
 
-def names_in(io: StepIO, names) -> list[np.ndarray]:
-    return [io.buf[n] if n == "argmax" else getattr(io, n)[0] for n in names]
+def _planes(io: StepIO, name: str) -> np.ndarray:
+    """An NCHW array of ``io`` as (N*C, H, W) planes: a view for one the pass writes (a plan's
+    blobs are contiguous; a copy would lose the writes, so that raises), else a view or a copy."""
+    a = io.buf[name] if name == "argmax" else getattr(io, name)[0]
+    return np.reshape(a, (-1,) + a.shape[2:], copy=False if name in WRITTEN else None)
 
 
 @register("Pooling")
@@ -90,7 +91,7 @@ class Pooling(Layer):
 
     def _chunks(self, io: StepIO, *names: str):
         """Per chunk of ``self.chunk`` planes: the (planes, ...) slices of the named io arrays."""
-        arrays = [_planes(a) for a in names_in(io, names)]
+        arrays = [_planes(io, name) for name in names]
         for lo in range(0, self.N * self.C, self.chunk):
             yield [a[lo:lo + self.chunk] for a in arrays]
 
