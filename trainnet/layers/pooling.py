@@ -12,8 +12,8 @@ crops it.  AVE divides by Caffe's window size clipped to ``H + pad``, computed o
 forward-only step keeps no argmax and needs only the chunk of cells.
 
 The GPU pass (``pooling.cu``) runs one thread per top cell forward and, backward, one per bottom
-cell gathering from the windows that cover it.  It keeps the same argmax (the winning tap as a
-float, in the same buffer) and adds in the same order as the CPU pass, so the two agree bit for
+cell gathering from the windows that cover it.  It keeps the same argmax (the winning tap, as a
+float there) and adds in the same order as the CPU pass, so the two agree bit for
 bit, ties included; it needs neither the padded copy nor the masks.
 """
 
@@ -27,8 +27,6 @@ from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
 CHUNK_CELLS = 1 << 16  # padded bottom cells per CPU chunk: a few hundred KiB, in the L2 cache
-
-
 WRITTEN = ("top", "bottom_diff", "argmax")
 
 
@@ -122,7 +120,7 @@ class Pooling(Layer):
                 for t, cells in taps:  # t grows, so max(argmax, t * (cells > top)) keeps the first max
                     np.greater(cells, top, out=greater)
                     np.maximum(top, cells, out=top)
-                    np.multiply(greater, t, out=tap, dtype=tap.dtype)
+                    np.multiply(greater.view(np.uint8), t, out=tap, dtype=tap.dtype)
                     np.maximum(argmax, tap, out=argmax)
             else:
                 combine = np.maximum if is_max else np.add
