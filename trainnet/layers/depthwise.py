@@ -84,7 +84,10 @@ BLOCK_CELLS = 1 << 16  # top cells per block of the CPU pass: a block's operands
 def threads() -> int:
     """The CPU pass's threads: ``OMP_NUM_THREADS`` (which ``--threads`` sets), else the CPUs."""
     env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 @functools.cache
