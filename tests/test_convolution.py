@@ -70,6 +70,9 @@ CASES = [  # (bottom shape, params)
     # wide enough for the batch-first internal layout, unpadded and padded
     ((2, 2, 3, 19), {"num_output": 3, "kernel_size": 3}),
     ((1, 4, 4, 20), {"num_output": 4, "kernel_size": 3, "pad": 1, "group": 2, "dilation": [1, 2]}),
+    # 1x1 stride 1 unpadded, wide: the bottom is the columns (pointwise) on the CPU too
+    ((2, 4, 3, 17), {"num_output": 6, "kernel_size": 1, "group": 2}),
+    ((2, 3, 2, 16), {"num_output": 2, "kernel_size": 1, "dilation": 2, "bias_term": False}),
 ]
 
 

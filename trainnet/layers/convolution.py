@@ -11,7 +11,10 @@ row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
 Every buffer is per-call scratch (``Buffer(scratch=True)``), as Caffe's column buffer: the plan
 puts all layers' scratch in one shared workspace, so backward reads the bottom and recomputes
 the columns (im2col, then the weight-gradient GEMM), then reuses them for the bottom gradient's
-columns before col2im.
+columns before col2im.  A 1x1, stride-1, unpadded convolution (``pointwise``) reads the bottom
+as its columns: forward and the bottom gradient are GEMMs per image straight between the NCHW
+blobs (on the CPU when the images are not small: batch-first), only the weight gradient builds
+columns.
 
 Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
 chosen at setup (``depthwise``): ``depthwise.py``'s kernels with no column buffer, which read
@@ -60,6 +63,7 @@ class Convolution(Columns, Layer):
         self.batch_last = Wo < 16
         self.use_pad_buf = self.padded or self.batch_last
         self.depthwise = depthwise.applies(C, cout, g)  # the GPU's direct path (depthwise.py)
+        self.pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)  # the bottom is the columns
         return [(N, cout, Ho, Wo)]
 
     def param_blobs(self):
@@ -70,14 +74,18 @@ class Convolution(Columns, Layer):
         return blobs
 
     def buffers_gpu(self, ctx):
-        if self.depthwise:
+        if self.depthwise or (self.pointwise and ctx.forward_only):
             return {}
+        if self.pointwise:  # the weight gradient's columns
+            return self._batch_columns(self.N)
         n, g = self.chunk(ctx), self.p.group
         if self._image_major(ctx):  # the bias is added in the epilogue: no ones row
             return {"col": Buffer((n, g, self.ckk, self.Ho * self.Wo), scratch=True)}
         return self._batch_columns(n)  # im2col implies the padding: no pad buffer
 
     def buffers_cpu(self, ctx):
+        if self._pointwise_cpu():
+            return {} if ctx.forward_only else self._batch_columns(self.N)
         n, g, cout = self.chunk(ctx), self.p.group, self.p.num_output
         if self._image_major(ctx):
             bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo), scratch=True)}
@@ -98,8 +106,17 @@ class Convolution(Columns, Layer):
         outputs = self.N * self.p.num_output * self.Ho * self.Wo
         return 2 * outputs * self.ckk + (outputs if self.p.bias_term else 0)
 
+    def _pointwise_cpu(self) -> bool:
+        return self.pointwise and not self.batch_last  # small images: one GEMM beats many
+
+    def _per_image(self, a, rows: int):
+        """NCHW ``a`` (a bottom or top, data or diff) as (N, group, rows, H*W)."""
+        return a.reshape(a.shape[0], self.p.group, rows, -1)
+
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
+        if self._pointwise_cpu():
+            return self._pointwise_forward_cpu(io)
         n, g, image_major = self.chunk(io.ctx), self.p.group, self._image_major(io.ctx)
         if image_major:
             w, bias = self._image_weight(io), None
@@ -128,6 +145,15 @@ class Convolution(Columns, Layer):
         if io.ctx.fused_relu:
             np.maximum(io.top[0], 0, out=io.top[0])
 
+    def _pointwise_forward_cpu(self, io: StepIO):
+        g, cout, top = self.p.group, self.p.num_output, io.top[0]
+        np.matmul(io.params[0].reshape(g, cout // g, self.ckk), self._per_image(io.bottom[0], self.ckk),
+                  out=self._per_image(top, cout // g))
+        if self.p.bias_term:
+            np.add(top, io.params[1].reshape(1, -1, 1, 1), out=top)
+        if io.ctx.fused_relu:
+            np.maximum(top, 0, out=top)
+
     def _im2col_cpu(self, views: tuple, x: np.ndarray, windows) -> None:
         """The columns of images ``x`` into ``views`` (``_chunk_views``), through the padded
         buffer or from ``windows``, the windows of ``x`` read in place."""
@@ -155,6 +181,10 @@ class Convolution(Columns, Layer):
         if dx is None:
             return
         w_g = self._grouped(io.params[0].reshape(cout, self.ckk))
+        if self._pointwise_cpu():  # dx per image from the (masked) top gradient: no col2im
+            np.matmul(w_g.transpose(0, 2, 1), self._per_image(io.top_diff[0], cout // self.p.group),
+                      out=self._per_image(dx, self.ckk))
+            return
         # the columns (and the padded copy) are no longer needed: they become d(columns) (and
         # col2im's accumulator).  With one output channel
         # per group (depthwise) the product is an outer product, which a broadcast multiply
@@ -172,6 +202,15 @@ class Convolution(Columns, Layer):
     def forward_gpu(self, io: StepIO):
         if self.depthwise:
             return depthwise.forward_gpu(self, io)
+        if self.pointwise:  # the bottom is the columns: GEMMs per image into the top
+            w, cg = io.params[0].reshape(self.p.group, -1, self.ckk), self.p.num_output // self.p.group
+            x, top = self._per_image(io.bottom[0], self.ckk), self._per_image(io.top[0], cg)
+            for gi in range(self.p.group):
+                io.gpu.gemm_batched(w[gi], x[:, gi], top[:, gi])
+            if self.p.bias_term or io.ctx.fused_relu:
+                hw = self.Ho * self.Wo
+                self._epilogue_gpu(io, io.top[0], io.top[0], hw, self.p.num_output * hw)
+            return
         gpu, n, g, hw = io.gpu, self.chunk(io.ctx), self.p.group, self.Ho * self.Wo
         w = io.params[0].reshape(g, -1, self.ckk)
         for start in range(0, self.N, n):  # one pass unless forward-only
@@ -223,6 +262,12 @@ class Convolution(Columns, Layer):
             gpu.gemm_batched(dy, col, io.param_diff[0].reshape(g, -1, self.ckk), trans_b=True)
         dx = io.bottom_diff[0]
         if dx is None:
+            return
+        w = io.params[0].reshape(g, -1, self.ckk)
+        if self.pointwise:  # dx per image from the (masked) top gradient: no col2im
+            dy_images, dx_images = self._per_image(io.top_diff[0], cout // g), self._per_image(dx, self.ckk)
+            for gi in range(g):
+                gpu.gemm_batched(w[gi], dy_images[:, gi], dx_images[:, gi], trans_a=True)
             return
         # the columns are no longer needed: they become d(columns)
         gpu.gemm_batched(io.params[0].reshape(g, -1, self.ckk), dy, col, trans_a=True)
