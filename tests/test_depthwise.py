@@ -15,25 +15,11 @@ from trainnet.layers.convolution import Convolution
 from trainnet.runtime.device import CPU
 
 
-class Direct(Convolution):
-    """Convolution with its CPU pass on ``depthwise.py``'s direct path, as Convolution's
-    dispatch on ``depthwise`` chooses it."""
-
-    def buffers_cpu(self, ctx):
-        return depthwise.buffers_cpu(self, ctx)
-
-    def forward_cpu(self, io):
-        depthwise.forward_cpu(self, io)
-
-    def backward_cpu(self, io):
-        depthwise.backward_cpu(self, io)
-
-
 def build(type_name, params, shapes):
-    """A depthwise-capable Convolution (``type_name``), on the direct CPU path."""
+    """A depthwise Convolution (``type_name``): its CPU pass is depthwise.py's direct one."""
     assert type_name == "Convolution"
-    return Direct("layer", Direct.Params.model_validate(params), "TRAIN",
-                  [tuple(s) for s in shapes])
+    return Convolution("layer", Convolution.Params.model_validate(params), "TRAIN",
+                       [tuple(s) for s in shapes])
 
 
 def dw(channels, **params):
@@ -95,8 +81,6 @@ def test_buffers():
     assert layer.buffers(gpu) == {} and layer.reads_bottom(gpu)
 
 
-@pytest.mark.xfail(strict=False, reason="Convolution's CPU dispatch to depthwise.py (the three "
-                   "lines in convolution.py) is not in yet")
 def test_convolution_takes_the_direct_path_on_the_cpu():
     params = Convolution.Params.model_validate(dw(4, pad=1))
     layer = Convolution("layer", params, "TRAIN", [(2, 4, 7, 6)])

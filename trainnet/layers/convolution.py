@@ -18,7 +18,7 @@ columns.
 
 Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
 chosen at setup (``depthwise``): ``depthwise.py``'s kernels with no column buffer, which read
-the bottom in backward.  The CPU runs them on the im2col path above.
+the bottom in backward.  The CPU takes ``depthwise.py``'s direct NumPy pass too.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Convolution(Columns, Layer):
         # the images are small; batch-first (C, N, H, W) keeps the top's transposes cheap.
         self.batch_last = Wo < 16
         self.use_pad_buf = self.padded or self.batch_last
-        self.depthwise = depthwise.applies(C, cout, g)  # the GPU's direct path (depthwise.py)
+        self.depthwise = depthwise.applies(C, cout, g)  # the direct path (depthwise.py)
         self.pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)  # the bottom is the columns
         return [(N, cout, Ho, Wo)]
 
@@ -84,6 +84,8 @@ class Convolution(Columns, Layer):
         return self._batch_columns(n)  # im2col implies the padding: no pad buffer
 
     def buffers_cpu(self, ctx):
+        if self.depthwise:
+            return depthwise.buffers_cpu(self, ctx)
         if self._pointwise_cpu():
             return {} if ctx.forward_only else self._batch_columns(self.N)
         n, g, cout = self.chunk(ctx), self.p.group, self.p.num_output
@@ -115,6 +117,8 @@ class Convolution(Columns, Layer):
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
+        if self.depthwise:
+            return depthwise.forward_cpu(self, io)
         if self._pointwise_cpu():
             return self._pointwise_forward_cpu(io)
         n, g, image_major = self.chunk(io.ctx), self.p.group, self._image_major(io.ctx)
@@ -163,6 +167,8 @@ class Convolution(Columns, Layer):
         np.copyto(cells, source if pad is not None else windows)
 
     def backward_cpu(self, io: StepIO):
+        if self.depthwise:
+            return depthwise.backward_cpu(self, io)
         cout = self.p.num_output
         col, dy = io.buf["col"], io.buf["out"]
         if io.ctx.fused_relu:  # the staging buffer holds the mask first
