@@ -71,16 +71,18 @@ class Pooling(Layer):
 
     def buffers_cpu(self, ctx):
         top = (self.chunk, self.Ho, self.Wo)
-        bufs = {} if self.cells.direct else {"cells": Buffer(self.cells.shape(self.chunk))}
+        cells = Buffer(self.cells.shape(self.chunk), scratch=True)
+        bufs = {} if self.cells.direct else {"cells": cells}
         if ctx.forward_only:
             return bufs
         if self.p.pool == "MAX":
             # The winning tap of each window, kept for backward; the smallest unsigned type.
             bufs["argmax"] = Buffer((self.N, self.C, self.Ho, self.Wo),
                                     np.min_scalar_type(self.kh * self.kw - 1))
-            bufs["greater"] = Buffer(top, np.bool_)
-            bufs["tap"] = Buffer(top, bufs["argmax"].dtype)
-        bufs["masked"] = Buffer(top)  # backward: top diff where a tap won / by the window size
+            bufs["greater"] = Buffer(top, np.bool_, scratch=True)
+            bufs["tap"] = Buffer(top, bufs["argmax"].dtype, scratch=True)
+        # backward: top diff where a tap won / by the window size
+        bufs["masked"] = Buffer(top, scratch=True)
         return bufs
 
     def flops(self):
