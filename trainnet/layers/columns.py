@@ -10,6 +10,12 @@ share, so backward recomputes the columns from the bottom for the weight gradien
 gradient is col2im as one strided add per kernel tap (with one output channel per group its GEMM
 is an outer product: a broadcast multiply).
 
+On the CPU, training with batch-first columns runs the batch in chunks of images whose columns
+and staging output fit ``cpu_chunk_bytes`` (``cpu_chunk``): im2col writes a chunk that the GEMMs
+then read from the cache, one GEMM of each kind per chunk (the weight and bias gradients summed
+over the chunks), and col2im adds a chunk back; for CIFAR-10 quick's conv1/conv2 about 25% off
+the forward and 10-25% off the backward against one batch-sized pass (issue 14).
+
 A forward-only step keeps no columns for a backward, so it runs the batch in a few chunks of
 images whose scratch fits ``forward_only_bytes``: a bounded buffer instead of one that grows with
 the batch (1 GiB for AlexNet's conv1 at batch 256).  Small images keep the layout above, chunk
@@ -36,6 +42,7 @@ class Columns:
     """im2col / col2im over NumPy views, for a layer with Convolution's geometry."""
 
     forward_only_bytes: ClassVar[int] = 2 << 20  # float32 columns + staging output of one chunk
+    cpu_chunk_bytes: ClassVar[int] = 8 << 20  # the same when training on the CPU (issue 14)
 
     def _image_major(self, ctx) -> bool:
         """Forward-only with large images: per-image GEMMs straight into the top."""
@@ -52,8 +59,21 @@ class Columns:
             return self.N
         g = self.p.group
         rows = g * self._image_rows() if self._image_major(ctx) else g * self.ckk + self.p.num_output
-        per_image = rows * self.Ho * self.Wo * 4
-        chunks = -(-self.N // max(1, self.forward_only_bytes // per_image))
+        return self._images_within(self.forward_only_bytes, rows)
+
+    def cpu_chunk(self, ctx) -> int:
+        """Images per pass of the CPU's forward and backward: when training, as many as keep
+        their columns and staging output within ``cpu_chunk_bytes``, so that im2col writes and
+        the GEMMs read columns still in the cache; one GEMM per chunk, not per image.  Batch-last
+        columns keep the whole batch: their contiguous rows are the batch."""
+        if ctx.forward_only or self.batch_last:
+            return self.chunk(ctx)
+        return self._images_within(self.cpu_chunk_bytes, self.p.group * self.ckk + self.p.num_output)
+
+    def _images_within(self, budget: int, rows: int) -> int:
+        """Images whose ``rows`` float32 rows of Ho*Wo fit ``budget`` (at least one), evened out
+        over the fewest chunks that cover the batch."""
+        chunks = -(-self.N // max(1, budget // (rows * self.Ho * self.Wo * 4)))
         return -(-self.N // chunks)
 
     def _internal(self, nchw: tuple) -> tuple:
@@ -135,14 +155,27 @@ class Columns:
         np.copyto(w[:, :, k], io.params[1].reshape(g, -1))
         return w
 
-    def _col2im(self, col: np.ndarray, dx: np.ndarray, io: StepIO) -> None:
-        """Sum d(columns) ``col`` back into NCHW ``dx`` (through the padded buffer if any)."""
-        acc = self._nchw(io.buf["pad"]) if self.use_pad_buf else dx
+    @staticmethod
+    def _accumulate(op, first: bool, part: dict, out: np.ndarray, *args, **kwargs) -> None:
+        """``out = op(*args)`` for the first chunk, ``out += op(*args)`` for the next ones."""
+        if first:
+            op(*args, out=out, **kwargs)
+            return
+        if id(out) not in part:
+            part[id(out)] = np.empty_like(out)
+        tmp = part[id(out)]
+        op(*args, out=tmp, **kwargs)
+        out += tmp
+
+    def _col2im(self, col: np.ndarray, dx: np.ndarray, pad) -> None:
+        """Sum d(columns) ``col`` of the images of NCHW ``dx`` back into it, through ``pad``,
+        the padded (NCHW) copy of those images, when there is one."""
+        acc = dx if pad is None else pad
         acc.fill(0)
-        dcol = self._col6(col, self.N)
+        dcol = self._col6(col, len(dx))
         for i in range(self.kh):
             for j in range(self.kw):
                 cells = self._tap(acc, i, j)
                 np.add(cells, dcol[:, i, j].transpose(1, 0, 2, 3), out=cells)
-        if self.use_pad_buf:
+        if pad is not None:
             np.copyto(dx, acc[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W])

@@ -11,10 +11,10 @@ row and no ``weight_bias``.  Backward's col2im is a gather per bottom element.
 Every buffer is per-call scratch (``Buffer(scratch=True)``), as Caffe's column buffer: the plan
 puts all layers' scratch in one shared workspace, so backward reads the bottom and recomputes
 the columns (im2col, then the weight-gradient GEMM), then reuses them for the bottom gradient's
-columns before col2im.  A 1x1, stride-1, unpadded convolution (``pointwise``) reads the bottom
-as its columns: forward and the bottom gradient are GEMMs per image straight between the NCHW
-blobs (on the CPU when the images are not small: batch-first), only the weight gradient builds
-columns.
+columns before col2im; the CPU does so a chunk of images at a time (``cpu_chunk``).  A 1x1,
+stride-1, unpadded convolution (``pointwise``) reads the bottom as its columns: forward and the
+bottom gradient are GEMMs per image straight between the NCHW blobs (on the CPU when the images
+are not small: batch-first), only the weight gradient builds columns.
 
 Depthwise layers (group == channels == num_output, MobileNet's) take a direct path on the GPU,
 chosen at setup (``depthwise``): ``depthwise.py``'s kernels with no column buffer, which read
@@ -88,7 +88,7 @@ class Convolution(Columns, Layer):
             return depthwise.buffers_cpu(self, ctx)
         if self._pointwise_cpu():
             return {} if ctx.forward_only else self._batch_columns(self.N)
-        n, g, cout = self.chunk(ctx), self.p.group, self.p.num_output
+        n, g, cout = self.cpu_chunk(ctx), self.p.group, self.p.num_output
         if self._image_major(ctx):
             bufs = {"col": Buffer((n, g, self._image_rows(), self.Ho * self.Wo), scratch=True)}
             if self.p.bias_term:
@@ -121,7 +121,7 @@ class Convolution(Columns, Layer):
             return depthwise.forward_cpu(self, io)
         if self._pointwise_cpu():
             return self._pointwise_forward_cpu(io)
-        n, g, image_major = self.chunk(io.ctx), self.p.group, self._image_major(io.ctx)
+        n, g, image_major = self.cpu_chunk(io.ctx), self.p.group, self._image_major(io.ctx)
         if image_major:
             w, bias = self._image_weight(io), None
         else:
@@ -169,35 +169,43 @@ class Convolution(Columns, Layer):
     def backward_cpu(self, io: StepIO):
         if self.depthwise:
             return depthwise.backward_cpu(self, io)
-        cout = self.p.num_output
-        col, dy = io.buf["col"], io.buf["out"]
-        if io.ctx.fused_relu:  # the staging buffer holds the mask first
-            io.top_diff[0] *= np.greater(io.top[0], 0, out=self._top_view(dy, self.N))
-        np.copyto(self._top_view(dy, self.N), io.top_diff[0])
-        dy_g = self._grouped(dy)
-        dw = io.param_diff[0]
-        if dw is not None:  # the columns are scratch: recompute the forward's
-            x = io.bottom[0]
-            self._im2col_cpu(self._chunk_views(io, self.N), x,
-                             None if self.use_pad_buf else self._im2col_source(x, io.ctx))
-            np.matmul(dy_g, col.transpose(0, 2, 1), out=self._grouped(dw.reshape(cout, self.ckk)))
-        if self.p.bias_term and io.param_diff[1] is not None:
-            np.sum(dy, axis=1, out=io.param_diff[1])
-        dx = io.bottom_diff[0]
-        if dx is None:
-            return
+        cout, pointwise = self.p.num_output, self._pointwise_cpu()
+        n = self.N if pointwise else self.cpu_chunk(io.ctx)
+        dw, dx = io.param_diff[0], io.bottom_diff[0]
+        db = io.param_diff[1] if self.p.bias_term else None
         w_g = self._grouped(io.params[0].reshape(cout, self.ckk))
-        if self._pointwise_cpu():  # dx per image from the (masked) top gradient: no col2im
+        dw_g = None if dw is None else self._grouped(dw.reshape(cout, self.ckk))
+        part = {}  # a later chunk's share of the weight and bias gradients, before it is added
+        windows = None if self.use_pad_buf or dw is None else self._im2col_source(io.bottom[0], io.ctx)
+        views = {}
+        for start in range(0, self.N, n):  # chunks of images: one GEMM of each kind per chunk
+            batch = slice(start, start + n)
+            x, top_diff = io.bottom[0][batch], io.top_diff[0][batch]
+            k, first = len(x), start == 0
+            if k not in views:
+                views[k] = self._chunk_views(io, k)
+            pad, _, _, col, dy = views[k]
+            staged = self._top_view(dy, k)
+            if io.ctx.fused_relu:  # the staging buffer holds the mask first
+                top_diff *= np.greater(io.top[0][batch], 0, out=staged)
+            np.copyto(staged, top_diff)
+            dy_g = self._grouped(dy)
+            if dw is not None:  # the columns are scratch: recompute the forward's
+                self._im2col_cpu(views[k], x, None if windows is None else windows[:, :, :, batch])
+                self._accumulate(np.matmul, first, part, dw_g, dy_g, col.transpose(0, 2, 1))
+            if db is not None:
+                self._accumulate(np.sum, first, part, db, dy, axis=1)
+            if dx is None or pointwise:
+                continue
+            # the columns (and the padded copy) are no longer needed: they become d(columns) (and
+            # col2im's accumulator).  With one output channel per group (depthwise) the product
+            # is an outer product, which a broadcast multiply does several times faster than BLAS.
+            outer = np.multiply if w_g.shape[1] == 1 else np.matmul
+            outer(w_g.transpose(0, 2, 1), dy_g, out=col)
+            self._col2im(col, dx[batch], pad)
+        if pointwise and dx is not None:  # dx per image from the (masked) top gradient: no col2im
             np.matmul(w_g.transpose(0, 2, 1), self._per_image(io.top_diff[0], cout // self.p.group),
                       out=self._per_image(dx, self.ckk))
-            return
-        # the columns (and the padded copy) are no longer needed: they become d(columns) (and
-        # col2im's accumulator).  With one output channel
-        # per group (depthwise) the product is an outer product, which a broadcast multiply
-        # does several times faster than BLAS.
-        outer = np.multiply if w_g.shape[1] == 1 else np.matmul
-        outer(w_g.transpose(0, 2, 1), dy_g, out=col)
-        self._col2im(col, dx, io)
 
     # --- GPU -------------------------------------------------------------------------------
     def _geometry(self) -> tuple:
