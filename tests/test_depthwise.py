@@ -9,7 +9,7 @@ import pytest
 from gpu_check import check_parity, relative_error
 from layer_check import check_gradients, make_io
 from test_convolution import FUSED, ONLY, ONLY_FUSED, forward_only, pair, ref_conv
-from trainnet.layers import depthwise
+from trainnet.layers import depthwise, threads
 from trainnet.layers.base import StepContext
 from trainnet.layers.convolution import Convolution
 from trainnet.runtime.device import CPU
@@ -73,7 +73,7 @@ def test_buffers():
     bufs = layer.buffers(StepContext())
     assert set(bufs) == {"pad", "tap"} and bufs["pad"].shape == (6, 4, 9, 8)
     assert all(b.scratch for b in bufs.values())
-    assert bufs["tap"].shape == (depthwise.threads(), 6 * 4 * 7 * 6)
+    assert bufs["tap"].shape == (threads.count(), 6 * 4 * 7 * 6)
     layer.forward_only_bytes = 2 * 4 * 9 * 8 * 4  # two images
     assert layer.buffers(ONLY)["pad"].shape == (2, 4, 9, 8)
     assert set(build("Convolution", dw(4), [(6, 4, 7, 6)]).buffers(ONLY)) == {"tap"}

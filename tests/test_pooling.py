@@ -10,6 +10,7 @@ from gpu_check import check_parity
 from layer_cases import Case, check_graph_replay, layer_tests, normal
 from layer_check import build, check_gradients, run_forward
 from trainnet.errors import ConfigError
+from trainnet.layers import pooling, threads
 from trainnet.layers.base import StepContext
 from trainnet.runtime.device import CPU
 
@@ -220,7 +221,7 @@ def test_forward_only_keeps_no_argmax_and_bounded_cells():
     bufs = layer.buffers()
     assert bufs["argmax"].shape == (100, 32, 16, 16) and bufs["argmax"].dtype == np.uint8
     only = layer.buffers(ONLY)
-    assert set(only) == {"cells"} and np.prod(only["cells"].shape) <= 1 << 16  # a chunk, not the blob
+    assert set(only) == {"cells"} and np.prod(only["cells"].shape[1:]) <= pooling.CHUNK_CELLS  # per thread
     unpadded = build("Pooling", {"pool": "MAX", "kernel_size": 2, "stride": 1}, [(4, 3, 8, 8)])
     assert unpadded.buffers(ONLY) == {}  # stride 1, no padding: the taps view the bottom itself
 
@@ -376,8 +377,6 @@ def test_max_ties_across_overlapping_windows_go_to_the_first_cell():
 def test_chunks_and_large_taps(pool, monkeypatch):
     """Several chunks (the last one short) give what one chunk gives; a global window of more
     than 256 cells keeps its argmax in a wider type."""
-    import trainnet.layers.pooling as pooling
-
     shape, params = (3, 5, 9, 8), {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}
     x = np.random.default_rng(0).normal(size=shape)
     whole = check_case(shape, params, x)[1]
@@ -400,3 +399,23 @@ def test_a_bottom_that_is_a_view_of_a_wider_blob():
     layer = build("Pooling", params, [(2, 2, 7, 7)])
     io = run_forward(layer, [wide[:, 1:3]])
     np.testing.assert_array_equal(io.top[0], run_forward(layer, [wide[:, 1:3].copy()]).top[0])
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_chunks_shared_among_threads_match_one_thread(pool, count, monkeypatch):
+    """Each chunk is one thread's, with its own scratch slice: any thread count gives what one
+    thread gives, bit for bit, ties included (integer-valued bottoms)."""
+    shape, params = (3, 5, 9, 8), {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}
+    x = np.random.default_rng(3).integers(-2, 3, size=shape).astype(float)
+    monkeypatch.setattr(pooling, "CHUNK_CELLS", 2 * 11 * 2 * 6)  # 8 chunks of 2 planes, the last 1
+    monkeypatch.setattr(pooling, "THREAD_CELLS", 0)  # threads even for a pass this small
+    monkeypatch.setattr(threads, "count", lambda: 1)
+    one = check_case(shape, params, x)[1]
+    monkeypatch.setattr(threads, "count", lambda: count)
+    layer, io = check_case(shape, params, x)
+    assert io.buf["masked"].shape[0] == count
+    np.testing.assert_array_equal(io.top[0], one.top[0])
+    np.testing.assert_array_equal(io.bottom_diff[0], one.bottom_diff[0])
+    if pool == "MAX":
+        np.testing.assert_array_equal(io.buf["argmax"], one.buf["argmax"])

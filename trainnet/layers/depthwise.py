@@ -12,14 +12,14 @@ bottom, so a GPU Convolution on it ``reads_bottom``.
 
 On the CPU (``forward_cpu``/``backward_cpu``) the path is direct too, in NumPy: forward is a
 multiply-add per kernel tap of the channel's weight times a strided view of the zero-padded
-bottom, in blocks of images and channels small enough for the L2 cache, shared among threads
-(``OMP_NUM_THREADS``, else the CPUs; NumPy lets go of the GIL in its loops).  Backward pads the
-bottom again, reduces the top gradient against the same views per tap for the weight gradient
-(``einsum`` over n, h, w), then scatters each tap's share of the bottom gradient into the same
-padded buffer and crops it.  Its buffers are per-call scratch: ``pad``, the padded bottom (none
-without padding: the bottom and its gradient are used in place), and ``tap``, a block's product
-per thread; the im2col path's columns, kh*kw times the top, are gone.  Forward-only, ``pad``
-holds a chunk of images within ``forward_only_bytes``.
+bottom, in blocks of images and channels small enough for the L2 cache, shared among the CPU
+passes' thread pool (``threads.py``).  Backward pads the bottom again, reduces the top gradient
+against the same views per tap for the weight gradient (``einsum`` over n, h, w), then scatters
+each tap's share of the bottom gradient into the same padded buffer and crops it.  Its buffers
+are per-call scratch: ``pad``, the padded bottom (none without padding: the bottom and its
+gradient are used in place), and ``tap``, a block's product per thread; the im2col path's
+columns, kh*kw times the top, are gone.  Forward-only, ``pad`` holds a chunk of images within
+``forward_only_bytes``.
 
 Forward+backward, 3x3 pad 1, batch 16, on a shared 2-core machine (medians of 11, noisy): 95-98
 ms at 32x112x112 where im2col took 190-300 ms (PyTorch 71-85 ms), 142-148 ms at 64x112x112
@@ -29,13 +29,10 @@ stride 2 (im2col 188-217), 47-50 ms at 512x14x14 (im2col 59-61), 35-37 ms at 102
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from trainnet.kernels.sources import BLOCK, kernel_source
+from trainnet.layers import threads
 from trainnet.layers.base import Buffer, fill_padded
 
 KERNELS = kernel_source(__file__)
@@ -80,30 +77,6 @@ def backward_gpu(conv, io) -> None:
 BLOCK_CELLS = 1 << 16  # top cells per block of the CPU pass: a block's operands stay in cache
 
 
-@functools.cache
-def threads() -> int:
-    """The CPU pass's threads: ``OMP_NUM_THREADS`` (which ``--threads`` sets), else the CPUs."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads(), thread_name_prefix="trainnet-depthwise")
-
-
-def _each(work, blocks: list) -> None:
-    """``work(blocks, k)`` on thread k's share of ``blocks``, k < threads()."""
-    n = min(threads(), len(blocks))
-    if n <= 1:
-        return work(blocks, 0)
-    for done in [_pool().submit(work, blocks[k::n], k) for k in range(n)]:
-        done.result()
-
-
 def _tap(conv, a: np.ndarray, i: int, j: int) -> np.ndarray:
     """The (n, c, Ho, Wo) cells of padded NCHW ``a`` that kernel tap (i, j) touches."""
     y, x = i * conv.dh, j * conv.dw
@@ -139,7 +112,7 @@ def buffers_cpu(conv, ctx) -> dict:
     n = _images(conv, ctx)
     images, channels = _blocks(conv, n)[0]
     cells = len(range(n)[images]) * len(range(conv.C)[channels]) * conv.Ho * conv.Wo
-    bufs = {"tap": Buffer((threads(), cells), scratch=True)}
+    bufs = {"tap": Buffer((threads.count(), cells), scratch=True)}
     if conv.padded:
         bufs["pad"] = Buffer((n, conv.C, conv.Hp, conv.Wp), scratch=True)
     return bufs
@@ -174,7 +147,7 @@ def forward_cpu(conv, io) -> None:
                     np.add(t, bias[channels], out=t)
                 if io.ctx.fused_relu:
                     np.maximum(t, 0, out=t)
-        _each(work, _blocks(conv, len(src)))
+        threads.each(work, _blocks(conv, len(src)))
 
 
 def backward_cpu(conv, io) -> None:
@@ -212,11 +185,11 @@ def backward_cpu(conv, io) -> None:
                           acc[:, :, conv.ph:conv.ph + conv.H, conv.pw:conv.pw + conv.W])
 
     if io.ctx.fused_relu:
-        _each(mask, blocks)
+        threads.each(mask, blocks)
     if conv.p.bias_term and io.param_diff[1] is not None:
         np.sum(dy, axis=(0, 2, 3), out=io.param_diff[1])
     if dw is not None:
         per = max(1, BLOCK_CELLS // (conv.N * conv.Ho * conv.Wo))
-        _each(weight, [slice(c, c + per) for c in range(0, conv.C, per)])
+        threads.each(weight, [slice(c, c + per) for c in range(0, conv.C, per)])
     if dx is not None:
-        _each(bottom, blocks)
+        threads.each(bottom, blocks)

@@ -8,8 +8,12 @@ sum) over the kh*kw taps in Caffe's window order.  MAX records the winning tap o
 (ties: the first, as Caffe's strict ``>``) in the smallest unsigned type; backward adds the top
 diff, masked to the windows a tap won, into that tap's view of a zeroed padded gradient (within
 one tap the views never overlap, and overlapping windows meet across taps in tap order), then
-crops it.  AVE divides by Caffe's window size clipped to ``H + pad``, computed once.  A
-forward-only step keeps no argmax and needs only the chunk of cells.
+crops it.  AVE divides by Caffe's window size clipped to ``H + pad``, computed once.  The chunks
+are shared among the CPU passes' thread pool (``threads.py``), each thread with its own slice of
+the per-call scratch (their leading axis); every top or bottom-gradient cell lies in one chunk,
+so one thread writes it, in the same order as one thread alone (a pass under ``THREAD_CELLS``
+keeps to one thread).  A forward-only step keeps no argmax and needs only the cells, a chunk
+per thread.
 
 The GPU pass (``pooling.cu``) runs one thread per top cell forward and, backward, one per bottom
 cell gathering from the windows that cover it.  It keeps the same argmax (the winning tap, as a
@@ -21,12 +25,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainnet.layers import threads
 from trainnet.layers.base import Buffer, Layer, StepIO, register
 from trainnet.layers.pool_geometry import FLT_MAX, Cells, PoolingParams, window_geometry
 from trainnet.kernels.sources import kernel_source
 
 KERNELS = kernel_source(__file__)
-CHUNK_CELLS = 1 << 16  # padded bottom cells per CPU chunk: a few hundred KiB, in the L2 cache
+CHUNK_CELLS = 1 << 18  # padded bottom cells per CPU chunk: 1 MiB of float32, in a core's L2
+# cache; smaller chunks make NumPy calls so short that two threads wait on the GIL
+THREAD_CELLS = 1 << 21  # fewer padded cells a pass run on one thread: on a busy machine the
+# handoff to a second one can cost more (a scheduler slice) than it saves
 WRITTEN = ("top", "bottom_diff", "argmax")
 
 
@@ -56,7 +64,11 @@ class Pooling(Layer):
         self.kh, self.kw, self.ph, self.pw, self.sh, self.sw = kh, kw, ph, pw, sh, sw
         # Room for every window, ceil-rounded ones included, around the bottom.
         self.cells = Cells(H, W, Ho, Wo, kh, kw, ph, pw, sh, sw)
-        self.chunk = min(N * C, max(1, CHUNK_CELLS // (self.cells.Hp * sw * self.cells.Wq)))
+        # The fewest chunks within CHUNK_CELLS, as many for each thread, evened out.
+        chunks = -(-N * C // max(1, CHUNK_CELLS // (self.cells.Hp * sw * self.cells.Wq)))
+        small = N * C * self.cells.Hp * sw * self.cells.Wq < THREAD_CELLS
+        self.shares = 1 if small else threads.shares(chunks)
+        self.chunk = -(-N * C // (-(-chunks // self.shares) * self.shares))
         if p.pool == "AVE":
             def sizes(out, size, k, pad, s):
                 start = np.arange(out) * s - pad
@@ -70,9 +82,10 @@ class Pooling(Layer):
         return {"argmax": Buffer((self.N, self.C, self.Ho, self.Wo))}
 
     def buffers_cpu(self, ctx):
-        top = (self.chunk, self.Ho, self.Wo)
-        cells = Buffer(self.cells.shape(self.chunk), scratch=True)
-        bufs = {} if self.cells.direct else {"cells": cells}
+        # Per-call scratch, a slice per thread (the leading axis) for the chunks it takes.
+        top = (self.shares, self.chunk, self.Ho, self.Wo)
+        bufs = {} if self.cells.direct else {
+            "cells": Buffer((self.shares,) + self.cells.shape(self.chunk), scratch=True)}
         if ctx.forward_only:
             return bufs
         if self.p.pool == "MAX":
@@ -89,67 +102,75 @@ class Pooling(Layer):
         outputs = self.N * self.C * self.Ho * self.Wo
         return outputs * self.kh * self.kw + (outputs if self.p.pool == "AVE" else 0)
 
-    def _chunks(self, io: StepIO, *names: str):
-        """Per chunk of ``self.chunk`` planes: the (planes, ...) slices of the named io arrays."""
+    def _each_chunk(self, io: StepIO, work, *names: str) -> None:
+        """``work(k, first, chunk)`` per chunk of ``self.chunk`` planes, ``chunk`` holding the
+        (planes, ...) slices of the named io arrays, on thread k of the shared pool (``first``:
+        its first chunk).  Chunks are disjoint, so each cell is written by one thread."""
         arrays = [_planes(io, name) for name in names]
-        for lo in range(0, self.N * self.C, self.chunk):
-            yield [a[lo:lo + self.chunk] for a in arrays]
 
-    def _cells(self, io: StepIO, x: np.ndarray, fill: float, first: bool) -> np.ndarray:
-        """The chunk ``x`` in the cells layout, padded with ``fill``: the bottom itself where
-        it already has that layout."""
+        def share(starts, k):
+            for m, lo in enumerate(starts):
+                work(k, m == 0, [a[lo:lo + self.chunk] for a in arrays])
+        threads.each(share, list(range(0, self.N * self.C, self.chunk)), self.shares)
+
+    def _cells(self, io: StepIO, k: int, x: np.ndarray, fill: float, first: bool) -> np.ndarray:
+        """The chunk ``x`` in the cells layout, padded with ``fill``, in thread k's scratch:
+        the bottom itself where it already has that layout."""
         if self.cells.direct:
             return x[:, :, None, :]
-        cells = io.buf["cells"][:len(x)]
+        scratch = io.buf["cells"][k]
         if first:  # the border, never overwritten by a chunk, is set once a pass
-            self.cells.fill_border(io.buf["cells"], fill)
-        self.cells.load(cells, x)
-        return cells
+            self.cells.fill_border(scratch, fill)
+        self.cells.load(scratch[:len(x)], x)
+        return scratch[:len(x)]
 
     # --- CPU -------------------------------------------------------------------------------
     def forward_cpu(self, io: StepIO):
         is_max = self.p.pool == "MAX"
         keep = is_max and not io.ctx.forward_only
-        names = ("bottom", "top", "argmax") if keep else ("bottom", "top")
-        for n, chunk in enumerate(self._chunks(io, *names)):
-            x, top = chunk[:2]
-            taps = self.cells.taps(self._cells(io, x, -FLT_MAX if is_max else 0, n == 0))
+        combine = np.maximum if is_max else np.add
+
+        def chunk(k, first, arrays):
+            x, top = arrays[:2]
+            taps = self.cells.taps(self._cells(io, k, x, -FLT_MAX if is_max else 0, first))
             np.copyto(top, next(taps)[1])
             if keep:
-                argmax, greater = chunk[2], io.buf["greater"][:len(x)]
-                tap = io.buf["tap"][:len(x)]
+                argmax = arrays[2]
+                greater, tap = io.buf["greater"][k, :len(x)], io.buf["tap"][k, :len(x)]
                 argmax.fill(0)
                 for t, cells in taps:  # t grows, so max(argmax, t * (cells > top)) keeps the first max
                     np.greater(cells, top, out=greater)
                     np.maximum(top, cells, out=top)
                     np.multiply(greater.view(np.uint8), t, out=tap, dtype=tap.dtype)
                     np.maximum(argmax, tap, out=argmax)
-            else:
-                combine = np.maximum if is_max else np.add
-                for _, cells in taps:
-                    combine(top, cells, out=top)
-                if not is_max:
-                    np.divide(top, self.divisor, out=top)
+                return
+            for _, cells in taps:
+                combine(top, cells, out=top)
+            if not is_max:
+                np.divide(top, self.divisor, out=top)
+        self._each_chunk(io, chunk, *(("bottom", "top", "argmax") if keep else ("bottom", "top")))
 
     def backward_cpu(self, io: StepIO):
         if io.bottom_diff[0] is None:
             return
         is_max = self.p.pool == "MAX"
-        names = ("bottom_diff", "top_diff", "argmax") if is_max else ("bottom_diff", "top_diff")
-        for chunk in self._chunks(io, *names):
-            dx, dtop = chunk[:2]
-            masked = io.buf["masked"][:len(dx)]
-            acc = dx[:, :, None, :] if self.cells.direct else io.buf["cells"][:len(dx)]
+
+        def chunk(k, first, arrays):
+            dx, dtop = arrays[:2]
+            masked = io.buf["masked"][k, :len(dx)]
+            acc = dx[:, :, None, :] if self.cells.direct else io.buf["cells"][k, :len(dx)]
             acc.fill(0)
             if not is_max:
                 np.divide(dtop, self.divisor, out=masked)
             for t, cells in self.cells.taps(acc):  # a tap's cells never overlap: adds are exact
                 if is_max:
-                    np.equal(chunk[2], t, out=masked)
+                    np.equal(arrays[2], t, out=masked)
                     np.multiply(masked, dtop, out=masked)
                 np.add(cells, masked, out=cells)
             if not self.cells.direct:
                 self.cells.store(dx, acc)
+        names = ("bottom_diff", "top_diff", "argmax") if is_max else ("bottom_diff", "top_diff")
+        self._each_chunk(io, chunk, *names)
 
     # --- GPU -------------------------------------------------------------------------------
     def _dims(self) -> tuple:
