@@ -42,8 +42,8 @@ HUGE = [  # (id, edit to the synthetic net, fragments of the one line)
       "parameters 152.7 GiB 3 times", "this machine has 1.0 GiB available",
       "largest blob is this layer's parameter 0, 1000000000x36 (134.1 GiB)"]),
     ("pad-10000", ("kernel_size: 3,", "kernel_size: 3, pad: 10000,"),
-     [":9: layer 'conv1' (Convolution): net 'Tiny' (TRAIN) needs 554.7 GiB",
-      "largest blob is this layer's buffer 'col'"]),
+     [":9: layer 'conv1' (Convolution): net 'Tiny' (TRAIN) needs 241.5 GiB",
+      "largest blob is this layer's top 'conv1', 16x4x20006x20006"]),
     ("batch-1e7", ("batch_size: 16,", "batch_size: 10000000,"),
      [":9: layer 'conv1' (Convolution): net 'Tiny' (TRAIN) needs 30.6 GiB", "1.0 GiB available"]),
 ]
