@@ -27,8 +27,8 @@ def human_count(n: float) -> str:
     return str(int(n))
 
 
-def _notes(plan: Plan, s) -> list[str]:
-    """What the compiler did to a step, and how it takes part in backward."""
+def compiler_notes(s) -> list[str]:
+    """What the compiler did to a step: an inserted split, fused layers, in place."""
     notes = []
     if s.inserted:
         notes.append("inserted split")
@@ -36,6 +36,12 @@ def _notes(plan: Plan, s) -> list[str]:
         notes.append("fused " + ", ".join(s.fused))
     if s.in_place:
         notes.append("in place (auto)" if s.auto_in_place else "in place")
+    return notes
+
+
+def _notes(plan: Plan, s) -> list[str]:
+    """What the compiler did to a step, and how it takes part in backward."""
+    notes = compiler_notes(s)
     owners = s.param_owners()
     if any(plan.params[u.slot].key != (owner.name, j) for u, (owner, j) in zip(s.params, owners)):
         notes.append("shares params")

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from trainnet.layers.base import known_types, layer_class
 from trainnet.plan.plan import Plan
-from trainnet.plan.text import human_bytes
+from trainnet.plan.text import compiler_notes, human_bytes
 
 # The kinds a layer is coloured by, and their fill colours (Caffe's draw_net palette where it has
 # one: convolution green, pooling orange, inner product purple).
@@ -173,13 +173,7 @@ def config_graph(cfg, rankdir: str = "LR", layers=None) -> Graph:
 
 
 def _step_lines(plan: Plan, s) -> list[str]:
-    lines = [s.name, s.type]
-    if s.inserted:
-        lines.append("inserted split")
-    if s.fused:
-        lines.append("fused " + ", ".join(s.fused))
-    if s.in_place:
-        lines.append("in place (auto)" if s.auto_in_place else "in place")
+    lines = [s.name, s.type, *compiler_notes(s)]
     params = key_params(s.cfg.params)
     return lines + ([params] if params else [])
 
