@@ -100,3 +100,16 @@ def _compare(what, want_list, got_list, device, rtol, layer) -> None:
         assert err <= rtol, (f"{layer.type} '{layer.name}': {what}[{i}] GPU differs from CPU: "
                              f"relative error {err:.3g} > {rtol:g}"
                              f"{' (NaN: an element was not written)' if np.isnan(got).any() else ''}")
+
+
+def frozen_weight_backward(layer: Layer, cpu: StepIO, gpu: StepIO, device) -> None:
+    """Backward of ``layer`` on both devices with the weight frozen (``param_diff[0]`` None),
+    the GPU's bottom and every scratch buffer poisoned with NaN first: with the weight frozen
+    backward must read neither the bottom nor what the forward left in its scratch."""
+    device.fill(gpu.bottom[0], np.nan)
+    for buf in gpu.buf.values():
+        device.fill(buf, np.nan)
+    for io in (cpu, gpu):
+        io.param_diff[0] = None
+    layer.backward(cpu, CPU)
+    layer.backward(gpu, device)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gpu_check import check_parity, relative_error
+from gpu_check import check_parity, frozen_weight_backward, relative_error
 from layer_cases import Case, layer_tests, normal
 from layer_check import build, check_gradients, make_io, run_forward
 from trainnet.errors import ConfigError
@@ -389,13 +389,7 @@ def test_gpu_frozen_no_bottom_gradient_and_bottom_unread(gpu_device, shape, para
     x = np.random.default_rng(3).normal(size=shape)
     check_parity(layer, [x], gpu_device, propagate_down=[False], ctx=FUSED)
     cpu, gpu = check_parity(layer, [x], gpu_device, backward=False, ctx=FUSED)
-    gpu_device.fill(gpu.bottom[0], np.nan)
-    for buf in gpu.buf.values():
-        gpu_device.fill(buf, np.nan)
-    for io in (cpu, gpu):
-        io.param_diff[0] = None
-    layer.backward(cpu, CPU)
-    layer.backward(gpu, gpu_device)
+    frozen_weight_backward(layer, cpu, gpu, gpu_device)
     assert_close(gpu_device, gpu.bottom_diff[0], cpu.bottom_diff[0], "bottom_diff")
     assert_close(gpu_device, gpu.param_diff[1], cpu.param_diff[1], "bias diff")
 

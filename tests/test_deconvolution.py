@@ -4,7 +4,7 @@ checker, FCN's bilinear 2x upsampling, CPU/GPU parity, a whole net, and the conf
 import numpy as np
 import pytest
 
-from gpu_check import check_parity, relative_error
+from gpu_check import check_parity, frozen_weight_backward, relative_error
 from layer_check import build, check_gradients, run_forward
 from test_convolution import pair
 from trainnet.errors import ConfigError
@@ -169,14 +169,7 @@ def test_gpu_frozen_weight_and_no_bottom_gradient(gpu_device, shape, params):
     x = np.random.default_rng(2).normal(size=shape)
     check_parity(layer, [x], gpu_device, propagate_down=[False])
     cpu, gpu = check_parity(layer, [x], gpu_device, backward=False)
-    # with the weight frozen backward reads neither the bottom nor the forward's scratch
-    gpu_device.fill(gpu.bottom[0], np.nan)
-    for buf in gpu.buf.values():
-        gpu_device.fill(buf, np.nan)
-    for io in (cpu, gpu):
-        io.param_diff[0] = None
-    layer.backward(cpu, CPU)
-    layer.backward(gpu, gpu_device)
+    frozen_weight_backward(layer, cpu, gpu, gpu_device)
     assert relative_error(gpu_device.to_host(gpu.bottom_diff[0]), cpu.bottom_diff[0]) < 1e-4
     if len(cpu.params) > 1:
         assert relative_error(gpu_device.to_host(gpu.param_diff[1]), cpu.param_diff[1]) < 1e-4
