@@ -67,14 +67,18 @@ def test_propagate_down_false_cuts_the_gradient():
     assert plan.blobs["ip1"].diff is None
 
 
-def test_branch_reaching_no_loss_has_no_backward():
-    text = "name: branch\nlayer:\n" + INPUT + """\
+# ip1 feeds a side branch ending in Accuracy (no loss) and the loss branch
+BRANCH = """\
   - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 5}
   - {name: ip_side, type: InnerProduct, bottom: ip1, top: side, num_output: 3}
   - {name: acc, type: Accuracy, bottom: [side, label], top: acc}
   - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 3}
   - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
 """
+
+
+def test_branch_reaching_no_loss_has_no_backward():
+    text = "name: branch\nlayer:\n" + INPUT + BRANCH
     plan = compile_net(net(text))
     s = {step.name: step for step in plan.steps}
     assert not s["acc"].need_backward and not s["ip_side"].need_backward
@@ -88,13 +92,7 @@ def test_branch_reaching_no_loss_has_no_backward():
 
 
 def test_force_backward_and_forward_only_plans():
-    text = "name: fb\nlayer:\n" + INPUT + """\
-  - {name: ip1, type: InnerProduct, bottom: data, top: ip1, num_output: 5}
-  - {name: ip_side, type: InnerProduct, bottom: ip1, top: side, num_output: 3}
-  - {name: acc, type: Accuracy, bottom: [side, label], top: acc}
-  - {name: ip2, type: InnerProduct, bottom: ip1, top: ip2, num_output: 3}
-  - {name: loss, type: SoftmaxWithLoss, bottom: [ip2, label], top: loss}
-"""
+    text = "name: fb\nlayer:\n" + INPUT + BRANCH
     plain = compile_net(net(text))
     assert plain.step("ip1").propagate_down == [False] and plain.blobs["data"].diff is None
     # force_backward: gradients reach the net's input (for saliency and the like) ...

@@ -38,7 +38,7 @@ class Solver:
         self.param = cfg
         self._net = Net._over(self._solver.net, self._solver.train_cfg)
         self._test_nets = [Net._over(n, n_cfg) for n, n_cfg in
-                           zip(self._solver.test_nets, _test_cfgs(self._solver))]
+                           zip(self._solver.test_nets, self._solver.test_cfgs)]
 
     @property
     def net(self) -> Net:
@@ -91,11 +91,6 @@ class Solver:
         if on_gradients is None:
             on_start, on_gradients = on_start.on_start, on_start.on_gradients
         self._solver.callbacks.append((on_start, on_gradients))
-
-
-def _test_cfgs(solver: TrainSolver) -> list:
-    from trainnet.netcfg.solver_nets import solver_test_nets
-    return [t.cfg for t in solver_test_nets(solver.cfg)]
 
 
 def _typed(name: str) -> type:

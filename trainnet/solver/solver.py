@@ -52,7 +52,9 @@ class Solver:
         self.train_cfg = train.cfg.model_copy(update={"layer": filter_layers(train.cfg.layer,
                                                                              train.state)})
         self.test_nets: list[Net] = []
-        for i, test in enumerate(solver_test_nets(cfg)):
+        tests = solver_test_nets(cfg)
+        self.test_cfgs = [test.cfg for test in tests]  # each test net's config, as read
+        for i, test in enumerate(tests):
             log(f"Creating test net (#{i}) specified by {test.source}")
             self.test_nets.append(Net(self._compile(test, "TEST", device), device, rng=self.test_rng,
                                       params=self.net.params, graph=graph))
