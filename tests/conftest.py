@@ -38,6 +38,13 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture
+def caffe_lenet(mnist_dir) -> Path:
+    """The LeNet Caffe trained (caffe/lenet/lenet_iter_10000.caffemodel); its tests read MNIST too."""
+    return _dataset("caffe/lenet", "lenet_iter_10000.caffemodel", "Caffe's LeNet") / \
+        "lenet_iter_10000.caffemodel"
+
+
+@pytest.fixture
 def cifar_dir() -> Path:
     """The CIFAR-10 folder (the binary batches, batches.meta.txt and Caffe's mean.binaryproto)."""
     return _dataset("cifar10", "data_batch_1.bin", "CIFAR-10")

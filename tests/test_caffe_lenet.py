@@ -2,7 +2,6 @@
 
 import json
 import re
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,6 @@ from trainnet.formats.caffemodel import read_caffemodel
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = ROOT / "configs" / "lenet" / "lenet_train_test.yaml"
-
-
-@pytest.fixture
-def caffe_lenet(mnist_dir) -> Path:
-    path = mnist_dir.parent / "caffe" / "lenet" / "lenet_iter_10000.caffemodel"
-    if not path.is_file():
-        msg = f"{path} not found"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 def cli(*args):

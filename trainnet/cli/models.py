@@ -77,32 +77,67 @@ Example:
   trainnet convert lenet.prototxt lenet.yaml
   trainnet convert bvlc_reference_caffenet.caffemodel caffenet.safetensors --model zoo:caffenet
   trainnet convert lenet_iter_10000.caffemodel lenet.safetensors --model lenet.yaml \\
-      --channel-order GRAY --raw-scale 255 --input-scale 0.00390625""")
+      --channel-order GRAY --raw-scale 255 --input-scale 0.00390625
+  trainnet convert lenet.yaml --weights lenet.safetensors lenet.onnx
+  trainnet convert resnet18.onnx resnet18.yaml resnet18.safetensors""")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
+@click.argument("weights_dst", required=False, type=click.Path(dir_okay=False))
 @click.option("--model", help="The net (YAML, prototxt or zoo:NAME) the weights belong to: "
               "required to write a caffemodel; reading one, it checks and fixes blob shapes.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Writing an ONNX model: the net's weights (safetensors or caffemodel); "
+              "without them the net's fillers.")
 @preprocess_options
 @user_errors
-def convert(src, dst, model, channel_order, raw_scale, mean_file, mean_value, input_scale, resize,
-            labels):
+def convert(src, dst, weights_dst, model, weights, channel_order, raw_scale, mean_file, mean_value,
+            input_scale, resize, labels):
     """Convert SRC to DST, chosen by their suffixes: a net or solver between .prototxt and .yaml,
-    weights from .caffemodel to .safetensors or back.  The preprocessing options record how the
-    model's inputs are prepared (a converted model never guesses it)."""
+    weights from .caffemodel to .safetensors or back, a net (file or zoo:NAME) and its weights to
+    .onnx, or an .onnx model to a net and its weights (SRC.onnx NET.yaml WEIGHTS.safetensors).
+    The preprocessing options record how the model's inputs are prepared (a converted model never
+    guesses it)."""
     from trainnet.zoo import convert as cv
 
     pre = _preprocess(channel_order, raw_scale, mean_file, mean_value, input_scale, resize, labels)
     src_path, dst_path = Path(src), Path(dst)
-    if not src_path.is_file():
+    onnx = ".onnx" in (src_path.suffix.lower(), dst_path.suffix.lower())
+    if weights is not None and not dst_path.suffix.lower() == ".onnx":
+        raise TrainnetError("--weights is for writing an ONNX model (NET --weights W model.onnx)")
+    if weights_dst is not None and not src_path.suffix.lower() == ".onnx":
+        raise TrainnetError(f"a third file ({weights_dst}) is only for importing an ONNX model: "
+                            "trainnet convert model.onnx net.yaml weights.safetensors")
+    if not src_path.is_file() and not (onnx and src.startswith("zoo:")):
         raise TrainnetError(f"{src}: no such file")
-    kinds = {src_path.suffix.lower(), dst_path.suffix.lower()}
-    if kinds & {".caffemodel", ".safetensors"}:
+    if onnx:
+        done = _convert_onnx(src, dst, weights_dst, weights, model, pre)
+    elif {src_path.suffix.lower(), dst_path.suffix.lower()} & {".caffemodel", ".safetensors"}:
         done = cv.convert_weights(src_path, dst_path, model=model, preprocess=pre)
     else:
         done = cv.convert_config(src_path, dst_path, preprocess=pre)
-    echo(f"Wrote {dst} ({done.kind})")
+    echo(f"Wrote {dst}{'' if weights_dst is None else ' and ' + weights_dst} ({done.kind})")
     for note in done.notes:
         echo(f"Note: {note}")
+
+
+def _convert_onnx(src, dst, weights_dst, weights, model, pre):
+    """`convert`'s ONNX cases: export (DST .onnx) or import (SRC .onnx, a net and weights out)."""
+    if model is not None or pre is not None:
+        raise TrainnetError("ONNX conversion takes no --model or preprocessing options: export "
+                            "writes the record the net or its weights hold, import keeps the "
+                            "model's own")
+    if Path(dst).suffix.lower() == ".onnx":
+        if Path(src).suffix.lower() == ".onnx":
+            raise TrainnetError("convert an ONNX model to a net and weights: "
+                                "trainnet convert model.onnx net.yaml weights.safetensors")
+        from trainnet.zoo.onnx.export import export_onnx
+        return export_onnx(src, Path(dst), weights=None if weights is None else Path(weights))
+    if Path(dst).suffix.lower() not in (".yaml", ".yml") or weights_dst is None or \
+            Path(weights_dst).suffix.lower() != ".safetensors":
+        raise TrainnetError("import an ONNX model as a net and its weights: "
+                            "trainnet convert model.onnx net.yaml weights.safetensors")
+    from trainnet.zoo.onnx.importer import import_onnx
+    return import_onnx(Path(src), Path(dst), Path(weights_dst))
 
 
 @main.command(epilog="""\b
