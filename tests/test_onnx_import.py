@@ -203,3 +203,80 @@ def test_imported_model_matches_onnx_runtime(case, tmp_path):
     assert out.shape == want.shape
     assert relative_l2(out, want) < 1e-4, (case, relative_l2(out, want))
     assert report.kind == "onnx model" and "parameters" in report.notes[0]
+
+
+def test_import_writes_a_valid_net_and_loadable_weights(tmp_path):
+    record = '{"channel_order": "RGB", "raw_scale": 1.0, "mean_value": [0.5, 0.4, 0.3]}'
+    model = resnet(np.random.default_rng(3))
+    helper.set_model_props(model, {"preprocess": record})
+    net, report = imported(model, tmp_path)
+    cfg = load_net(tmp_path / "net.yaml")
+    assert cfg.preprocess.channel_order == "RGB" and cfg.preprocess.mean_value == [0.5, 0.4, 0.3]
+    assert [(l.name, l.type) for l in cfg.layer[:5]] == [
+        ("x", "Input"), ("conv1", "Convolution"), ("conv1_bn", "BatchNorm"),
+        ("conv1_bn_scale", "Scale"), ("relu", "ReLU")]
+    assert cfg.layer[0].params.shape[0].dim == [1, 3, 15, 15]
+    weights = read_tensors(tmp_path / "net.safetensors", "weights")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    np.testing.assert_array_equal(weights["conv1.0"], inits["conv1_w"])
+    np.testing.assert_array_equal(weights["conv1_bn.2"], [1.0])
+    np.testing.assert_allclose(weights["fc.0"], 0.5 * inits["fc_w"], rtol=1e-6)
+    np.testing.assert_allclose(weights["fc.1"], 2.0 * inits["fc_b"], rtol=1e-6)
+    assert "res_b.1" not in weights  # a Conv without bias has none
+    assert report.notes[0].startswith("19 layers (10 with weights), 1,565 parameters")
+    assert any("symbolic batch (N)" in n and "Input's first dim" in n for n in report.notes)
+    assert np.asarray(net.params["conv1"][0].data).shape == (8, 3, 3, 3)
+
+
+def refuse_case(nodes, inits=None, shape=(1, 3, 8, 8)):
+    return lambda: build(nodes, shape, inits or {"w": np.ones((4, 3, 3, 3))})
+
+
+REFUSED = {
+    "unsupported op": (refuse_case([N("Relu", ["x"], ["r"]), N("Erf", ["r"], ["y"]),
+                                    N("Transpose", ["y"], ["t"], name="tr")]),
+                       "node 1 (Erf), node 'tr' (Transpose): no trainnet layer maps this op"),
+    "asymmetric conv pads": (refuse_case([N("Conv", ["x", "w"], ["y"], name="conv",
+                                            pads=[0, 0, 1, 1])]),
+                             "node 'conv' (Conv): pads begin [0, 0] and end [1, 1]"),
+    "same_upper conv": (refuse_case([N("Conv", ["x", "w"], ["y"], name="c", strides=[2, 2],
+                                       auto_pad="SAME_UPPER")]),
+                        "node 'c' (Conv): pads begin [0, 0] and end [1, 1]"),
+    "ceil pooling": (refuse_case([N("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
+                                    strides=[2, 2], pads=[2, 2, 0, 0], ceil_mode=1)],
+                                 shape=(1, 3, 5, 5)),
+                     "node 'pool' (MaxPool): pads [2, 2, 0, 0] (top, left, bottom, right) with "
+                     "ceil_mode 1 give the output [3, 3]; Caffe's symmetric pad [2, 2] gives "
+                     "[4, 4] (FLOOR) or [4, 4] (CEIL)"),
+    "pad before relu": (refuse_case([N("Pad", ["x", "i_p"], ["p"], name="pad"),
+                                     N("Relu", ["p"], ["y"])], {"i_p": [0, 0, 1, 1] * 2}),
+                        "node 'pad' (Pad): a Pad folds only into the one Conv"),
+    "pad before maxpool of any sign": (
+        refuse_case([N("Pad", ["x", "i_p"], ["p"]), N("MaxPool", ["p"], ["y"], name="mp",
+                                                      kernel_shape=[2, 2])],
+                    {"i_p": [0, 0, 1, 1] * 2}),
+        "node 'mp' (MaxPool): a zero Pad before MaxPool folds only when its input is known >= 0"),
+    "gemm transA": (refuse_case([N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "w2"], ["y"],
+                                                                name="g", transA=1)],
+                                {"w2": np.ones((1, 2))}),
+                    "node 'g' (Gemm): transA=1"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_refused_by_name(case, tmp_path):
+    make, message = REFUSED[case]
+    with pytest.raises(TrainnetError) as info:
+        onnx_to_trainnet(make())
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_corrupt_or_missing_file_is_one_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x0a\xff\xff\xff\xff not a model")
+    with pytest.raises(TrainnetError, match=r"bad.onnx: not a readable ONNX model"):
+        import_onnx(bad, tmp_path / "n.yaml", tmp_path / "w.safetensors")
+    with pytest.raises(TrainnetError, match=r"gone.onnx: no such file"):
+        import_onnx(tmp_path / "gone.onnx", tmp_path / "n.yaml", tmp_path / "w.safetensors")
+    assert not (tmp_path / "n.yaml").exists() and not (tmp_path / "w.safetensors").exists()

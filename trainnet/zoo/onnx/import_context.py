@@ -16,6 +16,7 @@ import numpy as np
 from trainnet.errors import TrainnetError
 from trainnet.formats.weightkey import weight_key
 from trainnet.registry import Registry
+from trainnet.zoo.onnx.common import require_onnx
 
 HANDLERS = Registry("ONNX op")
 FIXED = {"lr_mult": 0.0, "decay_mult": 0.0}  # a blob that holds a conversion constant
@@ -33,8 +34,8 @@ def sanitise(name: str, fallback: str) -> str:
 
 
 def attributes(node) -> dict[str, Any]:
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    get = require_onnx().helper.get_attribute_value
+    return {a.name: get(a) for a in node.attribute}
 
 
 @dataclass

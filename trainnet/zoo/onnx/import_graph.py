@@ -8,6 +8,7 @@ import numpy as np
 
 from trainnet.errors import TrainnetError
 from trainnet.zoo.onnx.common import OPSET
+from trainnet.zoo.onnx.import_context import attributes
 
 NO_FOLD = {"If", "Loop", "Scan", "RandomNormal", "RandomUniform", "RandomNormalLike",
            "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -82,8 +83,7 @@ def _evaluate(onnx_ref, node, consts: dict, shapes: dict, label: str):
     """The outputs of ``node`` by name when they follow from constants and known shapes."""
     inputs = [n for n in node.input if n]
     if node.op_type in ("Shape", "Size") and inputs and inputs[0] in shapes:
-        from onnx import helper
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         dims = shapes[inputs[0]]
         value = (np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], np.int64)
                  if node.op_type == "Shape" else np.array(int(np.prod(dims)), np.int64))
