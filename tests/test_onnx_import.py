@@ -140,10 +140,21 @@ def arithmetic(r):
     return build(nodes, (2, 3, 4, 5), inits)
 
 
+def squeeze_excite(r):
+    inits = {"w1": r.normal(0, 0.3, (2, 4, 1, 1)), "w2": r.normal(0, 0.3, (4, 2, 1, 1))}
+    nodes = [N("GlobalAveragePool", ["x"], ["g"]), N("Conv", ["g", "w1"], ["s"]),
+             N("Relu", ["s"], ["sr"]), N("Conv", ["sr", "w2"], ["e"]),
+             N("HardSigmoid", ["e"], ["gate"], alpha=1 / 6, beta=0.5),
+             N("Mul", ["x", "gate"], ["scaled"], name="excite"), N("Add", ["e", "scaled"], ["y"])]
+    return build(nodes, (2, 4, 5, 5), inits)
+
+
 def deconv(r):
     inits = {"w": r.normal(0, 0.3, (4, 3, 4, 4)), "b": r.normal(0, 0.1, 6)}
-    nodes = [N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 2, 2],
-               output_padding=[1, 1], group=2)]
+    nodes = [N("ConvTranspose", ["x", "w", "b"], ["d"], strides=[2, 2], pads=[1, 1, 2, 2],
+               output_padding=[1, 1], group=2),
+             N("ConvTranspose", ["d", "w2"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER")]
+    inits["w2"] = r.normal(0, 0.3, (6, 2, 4, 4))
     return build(nodes, (2, 4, 5, 5), inits)
 
 
@@ -171,7 +182,8 @@ CASES = {
     "pad_into_maxpool": pad_into("MaxPool", [0, 0, 1, 1, 0, 0, 1, 1], nonneg=True,
                                  kernel_shape=[3, 3], strides=[2, 2]),
     "matmul_add_classifier": classifier, "activations": activations, "lrn_dropout": lrn_dropout,
-    "reshape_shape_chain": shape_chain, "arithmetic": arithmetic, "deconv_output_padding": deconv,
+    "reshape_shape_chain": shape_chain, "arithmetic": arithmetic,
+    "squeeze_excite_broadcast": squeeze_excite, "deconv_output_padding": deconv,
     "opset10_same_upper": old_opset,
 }
 

@@ -103,6 +103,9 @@ class Context:
         base = sanitise(node.name, node.op_type.lower())
         return self._unique(base + suffix, self._layer_names)
 
+    def unique_layer(self, base: str) -> str:
+        return self._unique(base, self._layer_names)
+
     def blob(self, base: str) -> str:
         """A new blob that no ONNX tensor names (a step inside a node's layers)."""
         return self._unique(sanitise(base, "blob"), self._blob_names)

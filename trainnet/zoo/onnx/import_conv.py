@@ -122,14 +122,17 @@ def conv_transpose(ctx: Context, node, label: str) -> None:
     extra = _pair(attrs.get("output_padding"), "output_padding", label, 0)
     size = ctx.shape(node.input[0], label)[2:]
     full = [s * (h - 1) + d * (k - 1) + 1 for s, h, d, k in zip(stride, size, dilation, kernel)]
-    if "output_shape" in attrs:
-        out = [int(v) for v in attrs["output_shape"]][-2:]
+    mode = attrs.get("auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if "output_shape" in attrs or mode in ("SAME_UPPER", "SAME_LOWER"):
+        out = [int(v) for v in attrs["output_shape"]][-2:] if "output_shape" in attrs else \
+            [h * s for h, s in zip(size, stride)]
         total = [f + e - o for f, e, o in zip(full, extra, out)]
-        upper = attrs.get("auto_pad", b"NOTSET") in (b"SAME_UPPER", "SAME_UPPER")
+        upper = mode == "SAME_UPPER"
         pads = [t // 2 if upper else t - t // 2 for t in total] + \
                [t - t // 2 if upper else t // 2 for t in total]
     else:
-        pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+        pads = [0, 0, 0, 0] if mode == "VALID" else [int(p) for p in attrs.get("pads", [0] * 4)]
     ends = [e - x for e, x in zip(pads[2:], extra)]  # output_padding extends the end
     if pads[:2] != ends or min(pads) < 0:
         raise TrainnetError(f"{label}: pads {pads} with output_padding {list(extra)} crop the "

@@ -11,43 +11,63 @@ from trainnet.zoo.onnx.import_context import HANDLERS, Context, attributes
 from trainnet.zoo.onnx.import_ops import constant, one_layer
 
 
-def _placed(shape: tuple, value: np.ndarray, label: str) -> tuple[int, int, np.ndarray]:
-    """(axis, num_axes, blob) placing a constant that broadcasts over ``shape`` as trainnet's
+def _placed(shape: tuple, value: np.ndarray, label: str,
+            what: str = "constant") -> tuple[int, int, np.ndarray]:
+    """(axis, num_axes, blob) placing a ``what`` that broadcasts over ``shape`` as trainnet's
     Scale/Bias do: its dimensions other than 1 form one run of the input's own dimensions."""
-    if value.ndim > len(shape):
-        raise TrainnetError(f"{label}: constant of shape {list(value.shape)} has more axes than "
-                            f"the input {list(shape)}")
     full = (1,) * (len(shape) - value.ndim) + value.shape
-    if any(c not in (1, s) for c, s in zip(full, shape)):
-        raise TrainnetError(f"{label}: constant of shape {list(value.shape)} would enlarge the "
-                            f"input {list(shape)}")
     kept = [i for i, c in enumerate(full) if c != 1]
+    if value.ndim > len(shape) or not kept:
+        raise TrainnetError(f"{label}: {what} of shape {list(value.shape)} does not broadcast "
+                            f"onto a run of the input's axes {list(shape)}")
+    if any(c not in (1, s) for c, s in zip(full, shape)):
+        raise TrainnetError(f"{label}: {what} of shape {list(value.shape)} would enlarge the "
+                            f"input {list(shape)}")
     axis, end = kept[0], kept[-1] + 1
     if any(full[i] != shape[i] for i in range(axis, end)):
-        raise TrainnetError(f"{label}: constant of shape {list(value.shape)} broadcasts inside "
+        raise TrainnetError(f"{label}: {what} of shape {list(value.shape)} broadcasts inside "
                             f"its span of the input {list(shape)}; trainnet's Scale and Bias "
                             "cannot place it")
     return axis, end - axis, value.reshape(shape[axis:end])
 
 
 def _with_constant(ctx: Context, node, label: str, x: str, value: np.ndarray, multiply: bool):
-    """x + value or x * value."""
+    """x + value or x * value: Power for one value, else Bias or Scale holding the constant."""
     value = np.asarray(value, np.float64)
-    if value.size == 1:
-        key = "scale" if multiply else "shift"
-        one = float(value.reshape(()))
-        params = {key: one}
-        ctx.add_layer(ctx.layer_name(node), "Power", [ctx.bottom(x, label)],
-                      [ctx.top(node.output[0])], params)
+    shape = ctx.shape(x, label)
+    bottom, top = ctx.bottom(x, label), ctx.top(node.output[0])
+    if value.size == 1 and value.ndim <= len(shape):
+        params = {"scale" if multiply else "shift": float(value.reshape(()))}
+        ctx.add_layer(ctx.layer_name(node), "Power", [bottom], [top], params)
         return
-    axis, num_axes, blob = _placed(ctx.shape(x, label), value, label)
+    axis, num_axes, blob = _placed(shape, value, label)
     params = {} if (axis, num_axes) == (1, 1) else {"axis": axis, "num_axes": num_axes}
-    if multiply:
-        type_ = "Scale"
-    else:
-        type_ = "Bias"
-    ctx.add_layer(ctx.layer_name(node), type_, [ctx.bottom(x, label)],
-                  [ctx.top(node.output[0])], params, [blob])
+    ctx.add_layer(ctx.layer_name(node), "Scale" if multiply else "Bias", [bottom], [top], params,
+                  [blob])
+
+
+def _broadcast(ctx: Context, node, label: str, op: str) -> None:
+    """Two activations of different shapes, the second broadcasting over the first's trailing
+    axes (a squeeze-and-excitation gate): the second reshaped to its run of the first's axes,
+    then Scale or Bias with two bottoms."""
+    a, b = node.input[:2]
+    if op not in ("Add", "Mul"):
+        raise TrainnetError(f"{label}: inputs of shapes {list(ctx.shape(a, label))} and "
+                            f"{list(ctx.shape(b, label))}; trainnet's Eltwise needs equal shapes")
+    if np.prod(ctx.shape(b, label)) > np.prod(ctx.shape(a, label)):
+        a, b = b, a
+    shape_a, shape_b = ctx.shape(a, label), ctx.shape(b, label)
+    axis, num_axes, _ = _placed(shape_a, np.zeros(shape_b), label, "input")
+    end = axis + num_axes
+    while axis > 0 and len(shape_b) == len(shape_a) and shape_b[axis - 1] == shape_a[axis - 1]:
+        axis -= 1  # the batch (of 1 here) stays an axis of the gate, so that it can be edited
+    dims = list(shape_a[axis:end])
+    gate = ctx.blob(f"{b}_placed")
+    ctx.add_layer(ctx.layer_name(node, "_reshape"), "Reshape", [ctx.bottom(b, label)], [gate],
+                  {"shape": {"dim": [0, *dims[1:]] if axis == 0 else dims}})
+    ctx.add_layer(ctx.layer_name(node), "Scale" if op == "Mul" else "Bias",
+                  [ctx.bottom(a, label), gate], [ctx.top(node.output[0])],
+                  {"axis": axis} if axis != 1 else {})
 
 
 def _arith(op: str):
@@ -56,9 +76,8 @@ def _arith(op: str):
         ca, cb = ctx.const(a), ctx.const(b)
         if ca is None and cb is None:
             if ctx.shape(a, label) != ctx.shape(b, label):
-                raise TrainnetError(f"{label}: inputs of shapes {list(ctx.shape(a, label))} "
-                                    f"and {list(ctx.shape(b, label))}; trainnet's Eltwise needs "
-                                    "equal shapes")
+                _broadcast(ctx, node, label, op)
+                return
             if op == "Div":
                 raise TrainnetError(f"{label}: division of two activations has no trainnet "
                                     "layer")

@@ -30,7 +30,9 @@ def _refuse_unsupported(nodes, labels: dict[int, str]) -> None:
     unknown = [labels[i] for i, n in nodes
                if n.op_type not in HANDLERS.entries or n.domain not in ("", "ai.onnx")]
     if unknown:
-        raise TrainnetError(f"{', '.join(unknown)}: no trainnet layer maps this op (supported: "
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise TrainnetError(f"{', '.join(unknown[:8])}{more}: no trainnet layer maps this op "
+                            "(supported: "
                             f"{', '.join(HANDLERS.names())}); nothing was written")
 
 
@@ -44,7 +46,8 @@ def _consumers(nodes) -> dict[str, list]:
 
 def _input_layer(ctx: Context, inputs) -> dict:
     tops = [ctx.top(name) for name, _ in inputs]
-    ctx.layers.append({"name": tops[0] if len(tops) == 1 else "input", "type": "Input",
+    name = ctx.unique_layer(tops[0] if len(tops) == 1 else "input")
+    ctx.layers.append({"name": name, "type": "Input",
                        "top": tops, "shape": [{"dim": list(s)} for _, s in inputs]})
     return ctx.layers[-1]
 
