@@ -240,8 +240,8 @@ def test_import_writes_a_valid_net_and_loadable_weights(tmp_path):
     assert np.asarray(net.params["conv1"][0].data).shape == (8, 3, 3, 3)
 
 
-def refuse_case(nodes, inits=None, shape=(1, 3, 8, 8)):
-    return lambda: build(nodes, shape, inits or {"w": np.ones((4, 3, 3, 3))})
+def refuse_case(nodes, inits=None, shape=(1, 3, 8, 8), opset=17):
+    return lambda: build(nodes, shape, inits or {"w": np.ones((4, 3, 3, 3))}, opset=opset)
 
 
 REFUSED = {
@@ -268,6 +268,9 @@ REFUSED = {
                                                       kernel_shape=[2, 2])],
                     {"i_p": [0, 0, 1, 1] * 2}),
         "node 'mp' (MaxPool): a zero Pad before MaxPool folds only when its input is known >= 0"),
+    "opset not convertible": (refuse_case([N("Gelu", ["x"], ["y"])], opset=20),
+                              "ONNX model: cannot bring the model from opset 20 to 17: No "
+                              "Previous Version of Gelu exists"),
     "gemm transA": (refuse_case([N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "w2"], ["y"],
                                                                 name="g", transA=1)],
                                 {"w2": np.ones((1, 2))}),

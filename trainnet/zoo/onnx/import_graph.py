@@ -29,9 +29,10 @@ def normalise(onnx, model, label: str):
     if opset is not None and opset != OPSET:
         try:
             model = onnx.version_converter.convert_version(model, OPSET)
-        except Exception as exc:
+        except Exception as exc:  # the converter's assertion: keep its reason, not its source
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise TrainnetError(f"{label}: cannot bring the model from opset {opset} to "
-                                f"{OPSET}: {str(exc).strip().splitlines()[0]}") from None
+                                f"{OPSET}: {reason.split('failed: ', 1)[-1]}") from None
         notes.append(f"the model's opset {opset} was converted to {OPSET}")
     else:
         copy = onnx.ModelProto()
