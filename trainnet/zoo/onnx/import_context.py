@@ -33,6 +33,11 @@ def sanitise(name: str, fallback: str) -> str:
     return text or fallback
 
 
+def scalar(value) -> float:
+    """A float32 value as the shortest decimal that reads back as it (0.2, not 0.200000003)."""
+    return float(str(np.float32(np.asarray(value, np.float64).reshape(()))))
+
+
 def attributes(node) -> dict[str, Any]:
     get = require_onnx().helper.get_attribute_value
     return {a.name: get(a) for a in node.attribute}

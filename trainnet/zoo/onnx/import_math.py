@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.errors import TrainnetError
-from trainnet.zoo.onnx.import_context import HANDLERS, Context, attributes
+from trainnet.zoo.onnx.import_context import HANDLERS, Context, attributes, scalar
 from trainnet.zoo.onnx.import_ops import constant, one_layer
 
 
@@ -37,7 +37,7 @@ def _with_constant(ctx: Context, node, label: str, x: str, value: np.ndarray, mu
     shape = ctx.shape(x, label)
     bottom, top = ctx.bottom(x, label), ctx.top(node.output[0])
     if value.size == 1 and value.ndim <= len(shape):
-        params = {"scale" if multiply else "shift": float(value.reshape(()))}
+        params = {"scale" if multiply else "shift": scalar(value)}
         ctx.add_layer(ctx.layer_name(node), "Power", [bottom], [top], params)
         return
     axis, num_axes, blob = _placed(shape, value, label)
@@ -94,7 +94,7 @@ def _arith(op: str):
         elif op == "Sub" and ca.size == 1:
             ctx.add_layer(ctx.layer_name(node), "Power", [ctx.bottom(b, label)],
                           [ctx.top(node.output[0])],
-                          {"scale": -1.0, "shift": float(ca.reshape(()))})
+                          {"scale": -1.0, "shift": scalar(ca)})
         else:
             raise TrainnetError(f"{label}: a constant of shape {list(ca.shape)} {op} an "
                                 "activation has no trainnet layer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainnet.errors import TrainnetError
-from trainnet.zoo.onnx.import_context import HANDLERS, Context, attributes
+from trainnet.zoo.onnx.import_context import HANDLERS, Context, attributes, scalar
 
 FLOAT_MAX = float(np.finfo(np.float32).max)
 
@@ -52,7 +52,7 @@ HANDLERS.register("Tanh")(_simple("TanH"))
 
 @HANDLERS.register("LeakyRelu")
 def leaky_relu(ctx: Context, node, label: str) -> None:
-    alpha = float(attributes(node).get("alpha", 0.01))
+    alpha = scalar(attributes(node).get("alpha", 0.01))
     if alpha < 0:
         raise TrainnetError(f"{label}: alpha {alpha:g} < 0; trainnet's ReLU takes a slope >= 0")
     one_layer(ctx, node, label, "ReLU", {"negative_slope": alpha})
@@ -80,8 +80,8 @@ def _clip_layer(ctx: Context, node, label: str, bottom: str, top: str, low: floa
 
 @HANDLERS.register("Clip")
 def clip(ctx: Context, node, label: str) -> None:
-    low = float(constant(ctx, node, label, 1, "min", -FLOAT_MAX))
-    high = float(constant(ctx, node, label, 2, "max", FLOAT_MAX))
+    low = scalar(constant(ctx, node, label, 1, "min", -FLOAT_MAX))
+    high = scalar(constant(ctx, node, label, 2, "max", FLOAT_MAX))
     bottom, top = ctx.bottom(node.input[0], label), ctx.top(node.output[0])
     _clip_layer(ctx, node, label, bottom, top, low, high)
     if low >= 0:
@@ -101,8 +101,8 @@ def _hard_sigmoid(ctx: Context, node, label: str, top: str, alpha: float, beta: 
 @HANDLERS.register("HardSigmoid")
 def hard_sigmoid(ctx: Context, node, label: str) -> None:
     attrs = attributes(node)
-    _hard_sigmoid(ctx, node, label, ctx.top(node.output[0]), float(attrs.get("alpha", 0.2)),
-                  float(attrs.get("beta", 0.5)))
+    _hard_sigmoid(ctx, node, label, ctx.top(node.output[0]), scalar(attrs.get("alpha", 0.2)),
+                  scalar(attrs.get("beta", 0.5)))
     ctx.nonneg.add(node.output[0])
 
 
@@ -172,7 +172,7 @@ def dropout(ctx: Context, node, label: str) -> None:
     """Identity at inference; kept as a Dropout layer so that fine-tuning trains with it."""
     if len(node.output) > 1 and node.output[1] and ctx.consumers.get(node.output[1]):
         raise TrainnetError(f"{label}: its mask output is read; trainnet's Dropout has none")
-    ratio = float(constant(ctx, node, label, 1, "ratio", 0.5))
+    ratio = scalar(constant(ctx, node, label, 1, "ratio", 0.5))
     if bool(constant(ctx, node, label, 2, "training_mode", False)):
         raise TrainnetError(f"{label}: training_mode is set; import an inference graph")
     one_layer(ctx, node, label, "Dropout", {"dropout_ratio": ratio} if ratio != 0.5 else {},
@@ -185,9 +185,10 @@ def lrn(ctx: Context, node, label: str) -> None:
     size = int(attrs["size"])
     if size % 2 == 0:
         raise TrainnetError(f"{label}: size {size} is even; Caffe's LRN window is centred (odd)")
-    one_layer(ctx, node, label, "LRN", {"local_size": size, "alpha": float(attrs.get("alpha", 1e-4)),
-                                        "beta": float(attrs.get("beta", 0.75)),
-                                        "k": float(attrs.get("bias", 1.0))})
+    one_layer(ctx, node, label, "LRN", {"local_size": size,
+                                        "alpha": scalar(attrs.get("alpha", 1e-4)),
+                                        "beta": scalar(attrs.get("beta", 0.75)),
+                                        "k": scalar(attrs.get("bias", 1.0))})
 
 
 @HANDLERS.register("BatchNormalization")
@@ -202,7 +203,7 @@ def batch_norm(ctx: Context, node, label: str) -> None:
     bottom = ctx.bottom(node.input[0], label)
     normed = ctx.blob(f"{node.output[0]}_bn")
     ctx.add_layer(ctx.layer_name(node), "BatchNorm", [bottom], [normed],
-                  {"use_global_stats": True, "eps": float(attrs.get("epsilon", 1e-5))},
+                  {"use_global_stats": True, "eps": scalar(attrs.get("epsilon", 1e-5))},
                   [mean, var, np.ones(1)])
     ctx.add_layer(ctx.layer_name(node, "_scale"), "Scale", [normed], [ctx.top(node.output[0])],
                   {"bias_term": True}, [gamma, beta])

@@ -81,7 +81,7 @@ def onnx_to_trainnet(model, name: Optional[str] = None,
     layers = {key_layer(k) for k in ctx.weights}
     count = sum(v.size for v in ctx.weights.values())
     summary = (f"{len(ctx.layers)} layers ({len(layers)} with weights), {count:,} parameters; "
-               f"{folded} constant nodes folded")
+               f"{folded} constant node{'' if folded == 1 else 's'} folded")
     if ctx.folded:
         summary += f"; folded into neighbours: {', '.join(ctx.folded)}"
     net_name = name or model.graph.name or "onnx_model"
