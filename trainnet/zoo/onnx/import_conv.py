@@ -165,7 +165,7 @@ def pad(ctx: Context, node, label: str) -> None:
         raise TrainnetError(f"{label}: pads {pads}: only padding H and W of an NCHW tensor "
                             "folds")
     if len(readers) != 1 or readers[0].op_type not in ("Conv", "AveragePool", "MaxPool") \
-            or node.output[0] in ctx.outputs:
+            or readers[0].input[0] != node.output[0] or node.output[0] in ctx.outputs:
         raise TrainnetError(f"{label}: a Pad folds only into the one Conv, AveragePool or "
                             "MaxPool that reads it")
     ctx.bottom(node.input[0], label)
