@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +14,13 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import trainnet.zoo  # noqa: E402,F401  (registers zoo:NAME)
 from trainnet.errors import TrainnetError  # noqa: E402
 from trainnet.formats.weightkey import weight_key  # noqa: E402
 from trainnet.netcfg import load_net  # noqa: E402
 from trainnet.netcfg.net import load_net_text  # noqa: E402
 from trainnet.plan import compile_net  # noqa: E402
 from trainnet.runtime.net import Net  # noqa: E402
-from trainnet.zoo.onnx.export import export_model, export_onnx  # noqa: E402
+from trainnet.zoo.onnx.export import export_model, export_onnx  # noqa: E402  (and zoo:NAME)
 
 ZOO = ["lenet", "cifar10_quick", "cifar10_full", "alexnet", "caffenet", "squeezenet_v1_0",
        "squeezenet_v1_1", "mobilenet_v1", "resnet50", "googlenet", "vgg16"]
@@ -71,13 +71,16 @@ def trainnet_forward(net, params, inputs: dict[str, np.ndarray], blobs) -> dict[
     return {b: np.array(run.data(b)) for b in blobs}
 
 
-def onnx_forward(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def session(model):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, inputs)))
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def onnx_forward(run, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in run.get_outputs()]
+    return dict(zip(names, run.run(names, inputs)))
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,13 +91,13 @@ def check_net(net, params, batches=(1, 2), seed: int = 1, tol: float = 1e-4, sca
     """Export ``net`` once, then run it in ONNX Runtime and trainnet at each batch size; every
     graph output within ``tol`` relative (L2) of trainnet's blob of the same name."""
     model = export_model(net, params)
-    rng = np.random.default_rng(seed)
+    run, rng = session(model), np.random.default_rng(seed)
     for n in batches:
         sized = with_batch(net, n)
         plan = compile_net(sized, "TEST", backward=False)
         inputs = {i.name: (rng.standard_normal(plan.blob(i.name).shape) * scale).astype(np.float32)
                   for i in model.graph.input}
-        got = onnx_forward(model, inputs)
+        got = onnx_forward(run, inputs)
         want = trainnet_forward(sized, params, inputs, got)
         for name in got:
             assert got[name].shape == want[name].shape, name
@@ -167,10 +170,12 @@ def test_weights_file_must_hold_every_blob(tmp_path):
 
 
 @pytest.mark.parametrize("layer, type_name", [
-    ("{name: py, type: Python, bottom: data, top: out, module: m, layer: L}", "Python"),
+    ("{name: py, type: Python, bottom: data, top: out, module: tn_pylayers, layer: Scale, "
+     "param_str: '2.5'}", "Python"),
     ("{name: emb, type: Embed, bottom: data, top: out, num_output: 3, input_dim: 4}", "Embed"),
 ])
-def test_layer_without_onnx_form_is_named(layer, type_name):
+def test_layer_without_onnx_form_is_named(layer, type_name, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "pylayers"))
     net = small_net(f"""
 name: bad
 layer:

@@ -63,8 +63,9 @@ class Graph:
     def shape(self, blob: str) -> tuple:
         return tuple(self.plan.blob(blob).shape)
 
-    def const(self, array, hint: str = "const", dtype=np.float32) -> str:
-        name = self.fresh(hint)
+    def const(self, array, hint: str = "const", dtype=np.float32, exact: bool = False) -> str:
+        """An initializer named ``hint`` (``exact``, when free) or after it."""
+        name = hint if exact and hint not in self.inits else self.fresh(hint)
         self.inits[name] = np.ascontiguousarray(np.asarray(array, dtype=dtype))
         return name
 
@@ -75,7 +76,7 @@ class Graph:
         """Parameter blob ``j`` of ``step`` as an initializer (reshaped to ``shape``)."""
         key = weight_key(*self.plan.params[step.params[j].slot].key)
         value = np.asarray(self.params[key], dtype=np.float32)
-        return self.const(value if shape is None else value.reshape(shape), key)
+        return self.const(value if shape is None else value.reshape(shape), key, exact=True)
 
     def node(self, op: str, inputs: list[str], out: Optional[str] = None, step=None,
              n_out: int = 1, **attrs):
@@ -192,8 +193,7 @@ def _export(net: NetConfig, params: dict[str, np.ndarray], preprocess, notes: li
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="trainnet")
     model.ir_version = min(model.ir_version, 8)  # the IR that opset 17 came with
-    from trainnet import __version__
-    model.producer_version = __version__
+    model.producer_version = _version()
     meta = preprocess_metadata(preprocess or net.preprocess)
     meta["trainnet.notes"] = json.dumps(notes)
     onnx.helper.set_model_props(model, meta)
@@ -202,6 +202,14 @@ def _export(net: NetConfig, params: dict[str, np.ndarray], preprocess, notes: li
     except onnx.checker.ValidationError as e:  # an exporter's bug, not the user's
         raise RuntimeError(f"the exported model of '{net.name}' fails onnx.checker: {e}") from e
     return model
+
+
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("trainnet")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def _params(net: NetConfig, weights: Optional[Path], notes: list[str]):
