@@ -185,6 +185,7 @@ layer:
     with pytest.raises(TrainnetError) as e:
         export_model(net, random_params(net))
     message = str(e.value)
+    assert message.startswith("<string>:5: layer ")
     assert f"({type_name}): type {type_name} has no exact ONNX form" in message
     assert "\n" not in message
 
@@ -198,3 +199,35 @@ layer:
 """)
     with pytest.raises(TrainnetError, match="layer 'bn' \\(BatchNorm\\).*use_global_stats"):
         export_model(net, random_params(net))
+
+
+def test_preprocess_from_the_weights_file(tmp_path):
+    from trainnet.netcfg.common import Preprocess
+    from trainnet.solver.snapshot import save_tensors
+    from trainnet.zoo.convert import preprocess_metadata
+    text = TRAIN_TEST.split("preprocess:")[0]
+    (tmp_path / "n.yaml").write_text(text)
+    record = Preprocess(channel_order="RGB", raw_scale=1.0, input_scale=0.5)
+    save_tensors(tmp_path / "w.safetensors", random_params(small_net(text)),
+                 {"format": "trainnet-weights", **preprocess_metadata(record)})
+    out = export_onnx(str(tmp_path / "n.yaml"), tmp_path / "m.onnx", tmp_path / "w.safetensors")
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(meta["preprocess"]) == record.model_dump()
+    assert not any("no preprocessing" in n for n in out.notes)
+    (tmp_path / "n.yaml").write_text(text)
+    out = export_onnx(str(tmp_path / "n.yaml"), tmp_path / "m2.onnx")
+    assert any("no preprocessing recorded" in n for n in out.notes)
+
+
+def test_a_top_across_the_batch_has_no_symbolic_batch():
+    net = small_net("""
+name: across
+layer:
+  - {name: input, type: Input, top: x, shape: {dim: [2, 3, 4, 4]}}
+  - {name: total, type: Reduction, bottom: x, top: total, axis: 0}
+  - {name: mean, type: Reduction, bottom: x, top: rows, axis: 1, operation: MEAN}
+""")
+    model = check_net(net, {})
+    shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+              for o in model.graph.output}
+    assert shapes == {"total": [], "rows": ["N"]}

@@ -160,7 +160,7 @@ def _graph(g: Graph, notes: list[str]):
             inputs += _add_inputs(g, step, steps, notes)
             continue
         g.across_batch = False
-        tops = handler(step, HANDLERS)(g, step)
+        tops = handler(g, step, HANDLERS)(g, step)
         batched = not g.across_batch and any(g.values[b] not in g.unbatched for b in step.bottoms)
         for blob, value in zip(step.tops, tops):
             g.values[blob] = value

@@ -17,13 +17,11 @@ register = HANDLERS.register
 F32 = np.float32
 
 
-def handler(step, handlers: Registry = HANDLERS):
-    """The handler of ``step``'s type, or one error naming the layer."""
-    from trainnet.errors import ConfigError
+def handler(g, step, handlers: Registry = HANDLERS):
+    """The handler of ``step``'s type, or one error naming the layer (file and line too)."""
     if step.type not in handlers.entries:
-        raise ConfigError(f"type {step.type} has no exact ONNX form, so the net cannot be "
-                          f"exported (types with one: {', '.join(handlers.names())})",
-                          line=step.cfg.line, layer=step.name, layer_type=step.type)
+        raise g.error(step, f"type {step.type} has no exact ONNX form, so the net cannot be "
+                      f"exported (types with one: {', '.join(handlers.names())})")
     return handlers[step.type]
 
 
