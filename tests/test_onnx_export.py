@@ -54,7 +54,8 @@ def random_params(net, seed: int = 0) -> dict[str, np.ndarray]:
         elif types[layer] == "Scale" and j == 0:
             value = rng.uniform(0.5, 1.5, shape)
         elif len(shape) >= 2:
-            value = rng.normal(0, math.sqrt(2 / math.prod(shape[1:])), shape)
+            value = rng.standard_normal(shape, np.float32) * np.float32(
+                math.sqrt(2 / math.prod(shape[1:])))
         else:
             value = rng.normal(0, 0.1, shape)
         params[weight_key(layer, j)] = value.astype(np.float32)
@@ -231,3 +232,16 @@ layer:
     shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
               for o in model.graph.output}
     assert shapes == {"total": [], "rows": ["N"]}
+
+
+def test_weights_from_a_caffemodel(tmp_path):
+    from trainnet.formats.caffemodel import trainnet_to_caffe, write_caffemodel
+    path = tmp_path / "small.yaml"
+    path.write_text(TRAIN_TEST)
+    net = small_net()
+    params = random_params(net)
+    write_caffemodel(tmp_path / "w.caffemodel", net.name, trainnet_to_caffe(params, net))
+    export_onnx(str(path), tmp_path / "m.onnx", tmp_path / "w.caffemodel")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    stored = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert all(np.array_equal(stored[k], v) for k, v in params.items())
