@@ -152,6 +152,18 @@ layer:
     assert {"scale.0", "scale.1", "scale2.0"} <= {i.name for i in model.graph.initializer}
 
 
+def test_silenced_blobs_are_no_outputs():
+    net = small_net("""
+name: silence
+layer:
+  - {name: input, type: Input, top: x, shape: {dim: [2, 3, 4, 4]}}
+  - {name: split, type: Slice, bottom: x, top: [a, b], slice_point: [1]}
+  - {name: quiet, type: Silence, bottom: b}
+""")
+    model = check_net(net, {})
+    assert [o.name for o in model.graph.output] == ["a"]
+
+
 def test_scale_by_a_second_bottom():
     net = small_net("""
 name: scale2

@@ -25,7 +25,7 @@ from trainnet.zoo.convert import Converted, preprocess_metadata
 from trainnet.zoo.onnx.common import OPSET, require_onnx
 
 BATCH = "N"  # the symbolic batch dim of inputs and outputs
-TRAINING_ONLY = {"Accuracy": "accuracy", "Silence": "a sink", "HDF5Output": "writes a file"}
+TRAINING_ONLY = {"Accuracy": "accuracy", "HDF5Output": "writes a file"}
 
 
 class Graph:

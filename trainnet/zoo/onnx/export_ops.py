@@ -119,6 +119,12 @@ def log(g, step):
     return [affine(g, step, g.node("Log", [inner], step=step), layer.base_scale, 0, g.top(step))]
 
 
+@register("Silence")
+def silence(g, step):
+    """Nothing: the blobs it reads are not the model's outputs."""
+    return []
+
+
 @register("Split")
 def split(g, step):
     x = g.bottoms(step)[0]
