@@ -4,7 +4,7 @@ The net is compiled for TEST (no fusion, no compiler in-place runs), so every st
 of the config with every blob's shape known.  Each step goes through the handler registered
 for its Caffe type (``export_ops``); a type or a parameter combination with no exact ONNX form
 is refused by name, never approximated.  Layers that only matter in training (losses,
-Accuracy, Silence) are left out and named; data layers become graph inputs like Input; tops
+Accuracy, HDF5Output) are left out and named; data layers become graph inputs like Input; tops
 that no kept layer reads are the graph's outputs.  The batch axis is the symbolic dim ``N``.
 """
 
